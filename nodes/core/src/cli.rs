@@ -1,0 +1,152 @@
+//! What every binary does before and around its node: flags, exit codes, logs.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for bad flags, bad config files or unusable peer lists (EX_USAGE).
+pub const EX_USAGE: i32 = 64;
+/// Exit code when a node stops on an internal error (EX_SOFTWARE).
+pub const EX_SOFTWARE: i32 = 70;
+/// Exit code when a node could not bind its port or reach what it must (EX_UNAVAILABLE).
+pub const EX_UNAVAILABLE: i32 = 69;
+
+/// Parses flags (and their `SMESH_*` variables). `--help` and `--version`
+/// print and exit 0; anything wrong prints one line on stderr and exits 64.
+pub fn parse<T: Parser>() -> T {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] on given arguments (the first is the program name).
+pub fn parse_from<T: Parser, I, A>(args: I) -> T
+where
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    match T::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(err) => match err.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = err.print();
+                std::process::exit(0)
+            }
+            _ => usage_error(&one_line(&err)),
+        },
+    }
+}
+
+/// Parses flags into a node's configuration the way its binary would, for
+/// in-process use (the demo mesh, tests). `program` is the binary's name.
+pub fn config_from_flags<T, C, I, S>(
+    program: &str,
+    flags: I,
+    into: impl FnOnce(T) -> Result<C, String>,
+) -> Result<C, String>
+where
+    T: Parser,
+    I: IntoIterator<Item = S>,
+    S: Into<OsString> + Clone,
+{
+    let args = std::iter::once(OsString::from(program)).chain(flags.into_iter().map(Into::into));
+    let parsed = T::try_parse_from(args).map_err(|err| one_line(&err))?;
+    into(parsed)
+}
+
+/// Prints `<program>: <reason>` and exits 64.
+pub fn usage_error(reason: &str) -> ! {
+    eprintln!("{}: {reason}", program_name());
+    std::process::exit(EX_USAGE)
+}
+
+/// clap's first line, without the `error: ` prefix, plus a pointer to --help.
+fn one_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first} (see --help)")
+}
+
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "smesh".to_string())
+}
+
+/// Parses durations such as `250ms`, `5s`, `1m 30s` for flags.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err} (examples: 500ms, 5s, 1m)"))
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Plain,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logging flags every binary takes.
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, env = "SMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax, e.g. `info` or `smesh_client=debug,info`.
+    #[arg(long, env = "SMESH_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl LogArgs {
+    /// Logs to stderr. `RUST_LOG`, when set, wins over `--log`.
+    pub fn init(&self) {
+        let filter = EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&self.log))
+            .unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        // A second init (tests, the in-process demo) keeps the first subscriber.
+        let _ = match self.log_format {
+            LogFormat::Plain => builder.try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Demo {
+        #[arg(long, value_parser = parse_duration)]
+        every: Duration,
+    }
+
+    #[test]
+    fn durations_parse_in_human_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let err = Demo::try_parse_from(["demo", "--every", "soon"]).expect_err("bad duration");
+        let line = one_line(&err);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--every"), "{line}");
+        assert!(line.ends_with("(see --help)"), "{line}");
+    }
+}

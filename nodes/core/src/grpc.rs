@@ -1,0 +1,64 @@
+//! gRPC plumbing shared by every node: server and channel settings, and the
+//! `grpc.health.v1` and reflection services each server carries.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::server::HealthReporter;
+
+/// Largest gRPC message a node decodes: a batch of events. Batches are cut
+/// well below this (see each node's `--batch-max-bytes`).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A server with the transport settings every node uses.
+pub fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+}
+
+/// The health service (all services start NOT_SERVING until the node says
+/// otherwise) and the reflection service describing smesh's protocol.
+pub fn health_and_reflection() -> Result<
+    (
+        HealthReporter,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(smesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok((reporter, health, reflection))
+}
+
+/// The listener as a stream of connections for `serve_with_incoming_shutdown`.
+pub fn incoming(listener: TcpListener) -> TcpListenerStream {
+    TcpListenerStream::new(listener)
+}
+
+/// An endpoint to a peer, with timeouts so a dead peer fails fast.
+pub fn endpoint(uri: &str, connect_timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri.to_string())?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
+}
+
+/// Connects to a peer now (not lazily), so that failover sees failures at once.
+pub async fn connect(
+    uri: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    endpoint(uri, connect_timeout)?.connect().await
+}

@@ -1,0 +1,43 @@
+//! Machinery every smesh node shares.
+//!
+//! Nothing here knows about a particular tier: the client, sidecar and master
+//! crates assemble these pieces into nodes.
+//!
+//! # Layout
+//! - [`peers`]: `clientCon.csv` / `sidecarCon.csv`, the lists of upstream peers.
+//! - [`backoff`]: exponential backoff with jitter for reconnect loops.
+//! - [`heartbeat`]: ping/pong bookkeeping, round-trip statistics, liveness.
+//! - [`link`]: opening a stream to an upstream peer; which peer to try next.
+//! - [`event`]: validation of events crossing a node boundary.
+//! - [`grpc`]: server and channel settings, health and reflection services.
+//! - [`shutdown`]: signals turned into a cancellation token.
+//! - [`cli`]: flag parsing that exits 64 with one line, logging set-up.
+//! - [`time`]: wall-clock helpers.
+
+pub mod backoff;
+pub mod cli;
+pub mod event;
+pub mod grpc;
+pub mod heartbeat;
+pub mod link;
+pub mod peers;
+pub mod shutdown;
+pub mod time;
+
+/// Version of this smesh build, sent in every Hello/Welcome.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default data-plane port of a sidecar.
+pub const SIDECAR_PORT: u16 = 9000;
+/// Default data-plane port of a master.
+pub const MASTER_PORT: u16 = 9010;
+/// Default admin-API port of a master.
+pub const ADMIN_PORT: u16 = 9011;
+
+/// Largest event (data plus attributes) a node accepts by default. Kafka's
+/// default `message.max.bytes` is about 1 MiB, so larger events could never
+/// be published anyway.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1_000_000;
+
+/// Default number of events a downstream may have unacknowledged per stream.
+pub const DEFAULT_WINDOW: u32 = 8192;
