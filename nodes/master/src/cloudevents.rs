@@ -1,0 +1,106 @@
+//! The CloudEvents Kafka protocol binding, binary content mode.
+//!
+//! Attributes travel as record headers named `ce_<attribute>`, the data
+//! content type as `content-type`, and the record value is the event data,
+//! byte for byte. Any CloudEvents-aware Kafka consumer (or a plain one that
+//! reads headers) understands the records smesh writes.
+
+use smesh_core::time::rfc3339;
+use smesh_proto::mesh::Event;
+
+/// Record headers for an event, in a stable order.
+pub fn headers(event: &Event) -> Vec<(String, String)> {
+    let mut headers = Vec::with_capacity(7 + event.extensions.len());
+    headers.push(("ce_id".to_string(), event.id.clone()));
+    headers.push(("ce_source".to_string(), event.source.clone()));
+    headers.push(("ce_specversion".to_string(), event.specversion.clone()));
+    headers.push(("ce_type".to_string(), event.r#type.clone()));
+    if event.time_unix_nanos > 0 {
+        headers.push(("ce_time".to_string(), rfc3339(event.time_unix_nanos)));
+    }
+    if let Some(subject) = &event.subject {
+        headers.push(("ce_subject".to_string(), subject.clone()));
+    }
+    if !event.datacontenttype.is_empty() {
+        headers.push(("content-type".to_string(), event.datacontenttype.clone()));
+    }
+    let mut extensions: Vec<_> = event.extensions.iter().collect();
+    extensions.sort();
+    for (name, value) in extensions {
+        headers.push((format!("ce_{name}"), value.clone()));
+    }
+    headers
+}
+
+/// Record timestamp (milliseconds): the event's own time when it has one.
+pub fn timestamp_millis(event: &Event) -> Option<i64> {
+    (event.time_unix_nanos > 0).then_some(event.time_unix_nanos / 1_000_000)
+}
+
+/// Record key: the client id, so that one client's events share a partition.
+pub fn key(event: &Event) -> &str {
+    &event.client_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        let mut event = Event {
+            id: "edge-7-42".into(),
+            source: "smesh://edge-7/sensor/t1".into(),
+            r#type: "dev.smesh.sensor.reading".into(),
+            specversion: "1.0".into(),
+            time_unix_nanos: 1_795_000_000_123_456_789,
+            datacontenttype: "application/json".into(),
+            subject: Some("t1".into()),
+            data: bytes::Bytes::from_static(b"{\"SensorData\":21.5}"),
+            client_id: "edge-7".into(),
+            sequence: 42,
+            ..Event::default()
+        };
+        event.extensions.insert("location".into(), "vienna".into());
+        event.extensions.insert("building".into(), "b2".into());
+        event
+    }
+
+    #[test]
+    fn binary_mode_puts_attributes_in_ce_headers() {
+        let headers = headers(&event());
+        let expected: Vec<(String, String)> = [
+            ("ce_id", "edge-7-42"),
+            ("ce_source", "smesh://edge-7/sensor/t1"),
+            ("ce_specversion", "1.0"),
+            ("ce_type", "dev.smesh.sensor.reading"),
+            ("ce_time", "2026-11-18T11:06:40.123456789Z"),
+            ("ce_subject", "t1"),
+            ("content-type", "application/json"),
+            ("ce_building", "b2"),
+            ("ce_location", "vienna"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(headers, expected);
+    }
+
+    #[test]
+    fn unset_optional_attributes_have_no_header() {
+        let mut e = event();
+        e.subject = None;
+        e.datacontenttype.clear();
+        e.time_unix_nanos = 0;
+        e.extensions.clear();
+        let names: Vec<String> = headers(&e).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["ce_id", "ce_source", "ce_specversion", "ce_type"]);
+        assert_eq!(timestamp_millis(&e), None);
+    }
+
+    #[test]
+    fn key_and_timestamp_come_from_client_and_time() {
+        let e = event();
+        assert_eq!(key(&e), "edge-7");
+        assert_eq!(timestamp_millis(&e), Some(1_795_000_000_123));
+    }
+}

@@ -1,0 +1,234 @@
+//! The master's Kafka side: an idempotent producer and a readiness probe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use smesh_proto::admin::KafkaStatus;
+use smesh_proto::mesh::Event;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cloudevents;
+
+/// What the master needs to know to publish.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub topic: String,
+    /// `compression.type`: none, gzip, snappy, lz4 or zstd.
+    pub compression: String,
+    /// How long librdkafka keeps retrying a record before giving up
+    /// (`message.timeout.ms`); the sidecar then resends it.
+    pub delivery_timeout: Duration,
+    /// Kafka counts as unavailable after this long without a successful probe.
+    pub unavailable_after: Duration,
+    /// Extra librdkafka properties, applied last (the operator has the last word).
+    pub overrides: Vec<(String, String)>,
+    /// `client.id`, so brokers' logs name the master.
+    pub client_id: String,
+}
+
+/// Why an event could not be handed to the producer.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The event can never be published (too large, invalid): reject it.
+    #[error("Kafka refused the event: {0}")]
+    Permanent(String),
+    /// The producer's queue is full: try again shortly.
+    #[error("producer queue full")]
+    QueueFull,
+    /// Anything else: the stream fails and the sidecar resends.
+    #[error("Kafka producer error: {0}")]
+    Transient(String),
+}
+
+/// Errors that mean "this record can never be written", as opposed to
+/// "Kafka is not reachable right now".
+pub fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::BadMessage
+    )
+}
+
+/// Classifies a failed delivery or enqueue.
+pub fn classify(err: &KafkaError) -> PublishError {
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
+        Some(code) if is_permanent(code) => PublishError::Permanent(err.to_string()),
+        _ => PublishError::Transient(err.to_string()),
+    }
+}
+
+/// The idempotent producer every stream of this master shares.
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: Arc<str>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl KafkaSink {
+    /// Creates the producer (no network I/O yet). Fails on invalid settings.
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", &config.client_id)
+            // Exactly-once per partition across retries, and in order.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            // Flow control lives in the mesh windows; this only has to hold them.
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576");
+        for (key, value) in &config.overrides {
+            client.set(key, value);
+        }
+        let producer: FutureProducer = client.create()?;
+        Ok(Self {
+            producer,
+            topic: Arc::from(config.topic.as_str()),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Hands one event to the producer; the future resolves when Kafka
+    /// acknowledged (or finally refused) it.
+    pub fn publish(&self, event: &Event) -> Result<DeliveryFuture, PublishError> {
+        let mut headers = OwnedHeaders::new_with_capacity(8 + event.extensions.len());
+        for (key, value) in cloudevents::headers(event) {
+            headers = headers.insert(Header {
+                key: &key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::to(&self.topic)
+            .key(cloudevents::key(event))
+            .payload(event.data.as_ref())
+            .headers(headers);
+        if let Some(ms) = cloudevents::timestamp_millis(event) {
+            record = record.timestamp(ms);
+        }
+        self.producer
+            .send_result(record)
+            .map_err(|(err, _record)| classify(&err))
+    }
+
+    /// Waits (blocking) for everything queued to be delivered or to time out.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    /// Asks the cluster for the topic's metadata (blocking, bounded by `timeout`).
+    /// Returns the number of brokers and partitions on success.
+    pub fn probe(&self, timeout: Duration) -> Result<(usize, usize), KafkaError> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == &*self.topic)
+            .map_or(0, |t| t.partitions().len());
+        Ok((metadata.brokers().len(), partitions))
+    }
+}
+
+/// Probes Kafka once a second and publishes the outcome on `status`.
+///
+/// Ready after the first successful probe; not ready again once probes have
+/// failed for `unavailable_after`. State changes are logged, not every probe.
+pub async fn watch_readiness(
+    sink: KafkaSink,
+    config: KafkaConfig,
+    status: watch::Sender<KafkaStatus>,
+    shutdown: CancellationToken,
+) {
+    let probe_timeout = Duration::from_secs(2);
+    let mut last_ok: Option<Instant> = None;
+    let mut logged_failure = false;
+    loop {
+        let started = Instant::now();
+        let probe_sink = sink.clone();
+        let outcome = tokio::task::spawn_blocking(move || probe_sink.probe(probe_timeout)).await;
+        let now = Instant::now();
+        let (ready, detail) = match outcome {
+            Ok(Ok((brokers, partitions))) => {
+                last_ok = Some(now);
+                logged_failure = false;
+                (
+                    true,
+                    format!(
+                        "{brokers} broker(s), topic {} has {partitions} partition(s)",
+                        config.topic
+                    ),
+                )
+            }
+            Ok(Err(err)) => {
+                let still_ready = status.borrow().ready
+                    && last_ok.is_some_and(|t| now - t < config.unavailable_after);
+                let detail = format!("cannot reach Kafka at {}: {err}", config.brokers);
+                if !still_ready && !logged_failure {
+                    warn!(brokers = %config.brokers, %err, "Kafka unreachable; reporting NOT_SERVING until it answers");
+                    logged_failure = true;
+                }
+                (still_ready, detail)
+            }
+            Err(err) => (false, format!("Kafka probe task failed: {err}")),
+        };
+        let changed = status.borrow().ready != ready;
+        if changed && ready {
+            info!(brokers = %config.brokers, %detail, "Kafka reachable; SERVING");
+        }
+        status.send_if_modified(|current| {
+            let since = if changed {
+                smesh_core::time::now_unix_nanos()
+            } else {
+                current.since_unix_nanos
+            };
+            let next = KafkaStatus {
+                ready,
+                brokers: config.brokers.clone(),
+                topic: config.topic.clone(),
+                detail,
+                since_unix_nanos: since,
+            };
+            let modified = *current != next;
+            *current = next;
+            modified
+        });
+        let pause = Duration::from_secs(1).saturating_sub(started.elapsed());
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}

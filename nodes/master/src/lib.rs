@@ -1,0 +1,234 @@
+//! The smesh master: the tier that writes to Kafka.
+//!
+//! Sidecars open one bidirectional stream each ([`ingest`]); every event is
+//! published with an idempotent producer ([`kafka`]) as a CloudEvent in
+//! binary mode ([`cloudevents`]), and a batch is acknowledged only once Kafka
+//! acknowledged all of it. A [`registry`] task keeps what the master knows
+//! about its sidecars and, through their reports, their clients; it runs
+//! health checks and writes `healthCheckReport.csv` ([`report`]).
+//!
+//! The library never binds ports or traps signals: [`Master::run`] is handed
+//! its listener and a cancellation token.
+//!
+//! # Layout
+//! - [`config`]: flags and their validation.
+//! - [`kafka`]: the producer and the readiness probe behind `grpc.health.v1`.
+//! - [`ingest`]: the data-plane service, one session task per stream.
+//! - [`dedupe`]: resends already published through this master.
+//! - [`registry`]: peers, rates, health checks.
+//! - [`counters`]: totals since start.
+
+pub mod cloudevents;
+pub mod config;
+pub mod counters;
+pub mod dedupe;
+pub mod ingest;
+pub mod kafka;
+pub mod registry;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use smesh_core::grpc;
+use smesh_core::time::now_unix_nanos;
+use smesh_proto::admin::KafkaStatus;
+use smesh_proto::mesh::mesh_server::MeshServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+pub use counters::Counters;
+pub use registry::RegistryHandle;
+
+use crate::dedupe::Delivered;
+use crate::ingest::{Ingest, MeshService, StreamSettings};
+use crate::kafka::{KafkaConfig, KafkaSink};
+use crate::registry::{MasterIdentity, Registry};
+
+/// A validated master configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: String,
+    pub kafka: KafkaConfig,
+    pub stream: StreamSettings,
+    /// `healthCheckReport.csv`.
+    pub report_path: PathBuf,
+    /// Default wait per peer in a health check.
+    pub probe_timeout: Duration,
+}
+
+/// Why a master could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("invalid Kafka producer settings: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot serve gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A master, ready to run.
+#[derive(Debug)]
+pub struct Master {
+    config: Config,
+    sink: KafkaSink,
+    counters: Arc<Counters>,
+    kafka_tx: watch::Sender<KafkaStatus>,
+    registry: Registry,
+    handle: RegistryHandle,
+}
+
+impl Master {
+    /// Creates the Kafka producer (no I/O yet) and the registry.
+    pub fn new(config: Config) -> Result<Self, MasterError> {
+        let sink = KafkaSink::new(&config.kafka)?;
+        let counters = Arc::new(Counters::default());
+        let (kafka_tx, kafka_rx) = watch::channel(KafkaStatus {
+            ready: false,
+            brokers: config.kafka.brokers.clone(),
+            topic: config.kafka.topic.clone(),
+            detail: "connecting".to_string(),
+            since_unix_nanos: now_unix_nanos(),
+        });
+        let identity = MasterIdentity {
+            id: config.id.clone(),
+            address: String::new(),
+            started_unix_nanos: now_unix_nanos(),
+            started: Instant::now(),
+            report_path: config.report_path.clone(),
+        };
+        let (registry, handle) =
+            Registry::new(identity, sink.clone(), Arc::clone(&counters), kafka_rx);
+        Ok(Self {
+            config,
+            sink,
+            counters,
+            kafka_tx,
+            registry,
+            handle,
+        })
+    }
+
+    /// Queries and health checks, for the admin API, the demo and signals.
+    pub fn handle(&self) -> RegistryHandle {
+        self.handle.clone()
+    }
+
+    /// Totals since start.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Serves sidecars on `listener` until `shutdown`, then drains: streams
+    /// stop taking batches, in-flight events are acknowledged as Kafka
+    /// confirms them, and the producer is flushed.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), MasterError> {
+        let Self {
+            config,
+            sink,
+            counters,
+            kafka_tx,
+            mut registry,
+            handle,
+        } = self;
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        registry.set_address(address.clone());
+        let tasks = TaskTracker::new();
+        let (health, health_service, reflection) = grpc::health_and_reflection()?;
+        health
+            .set_service_status(smesh_proto::MESH_SERVICE, ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+
+        tasks.spawn(kafka::watch_readiness(
+            sink.clone(),
+            config.kafka.clone(),
+            kafka_tx,
+            shutdown.clone(),
+        ));
+        tasks.spawn(registry.run(shutdown.clone()));
+        {
+            let mut kafka = handle.kafka.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    let status = if kafka.borrow_and_update().ready {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    health
+                        .set_service_status(smesh_proto::MESH_SERVICE, status)
+                        .await;
+                    health.set_service_status("", status).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        changed = kafka.changed() => if changed.is_err() { break },
+                    }
+                }
+                health
+                    .set_service_status(smesh_proto::MESH_SERVICE, ServingStatus::NotServing)
+                    .await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+            });
+        }
+
+        let ingest = Arc::new(Ingest {
+            node_id: config.id.clone(),
+            sink: sink.clone(),
+            kafka: handle.kafka.clone(),
+            registry: handle.events.clone(),
+            heartbeats: handle.heartbeats.clone(),
+            counters,
+            delivered: Arc::new(Delivered::default()),
+            settings: config.stream.clone(),
+            shutdown: shutdown.clone(),
+            next_conn: AtomicU64::new(1),
+        });
+        info!(id = %config.id, %address, brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
+        let served = grpc::server()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                MeshServer::new(MeshService::new(ingest))
+                    .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                grpc::incoming(listener),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await;
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        let flush_sink = sink.clone();
+        match tokio::task::spawn_blocking(move || flush_sink.flush(Duration::from_secs(5))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                warn!(%err, "events still queued for Kafka at exit; their sidecars will resend them")
+            }
+            Err(err) => warn!(%err, "producer flush failed"),
+        }
+        info!(id = %config.id, "master stopped");
+        served.map_err(MasterError::from)
+    }
+}

@@ -1,0 +1,51 @@
+//! `smesh-master`: see the crate docs of `smesh_master`.
+
+use std::process::ExitCode;
+
+use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE};
+use smesh_core::shutdown;
+use smesh_master::Master;
+use smesh_master::config::MasterArgs;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+fn main() -> ExitCode {
+    let args: MasterArgs = cli::parse();
+    args.log.init();
+    let grace = args.grace;
+    let config = match args.clone().into_config() {
+        Ok(config) => config,
+        Err(reason) => cli::usage_error(&reason),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("smesh-master: cannot start the async runtime: {err}");
+            return ExitCode::from(EX_SOFTWARE as u8);
+        }
+    };
+    runtime.block_on(async move {
+        let master = match Master::new(config) {
+            Ok(master) => master,
+            Err(err) => {
+                eprintln!("smesh-master: {err}");
+                return ExitCode::from(EX_USAGE as u8);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("smesh-master: cannot listen on {}: {err}", args.listen);
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        };
+        let token = CancellationToken::new();
+        match shutdown::drive(master.run(listener, token.clone()), token, grace).await {
+            Some(Ok(())) | None => ExitCode::SUCCESS,
+            Some(Err(err)) => {
+                error!(%err, "master stopped");
+                ExitCode::from(EX_SOFTWARE as u8)
+            }
+        }
+    })
+}
