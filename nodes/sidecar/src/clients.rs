@@ -1,0 +1,237 @@
+//! The sidecar's table of clients, kept by one task.
+//!
+//! Client sessions tell it when they connect and disconnect and send it a
+//! fresh [`ClientInfo`] once per heartbeat; the master link reads snapshots
+//! for its reports and asks it to probe clients for health checks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::future::join_all;
+use smesh_core::time::now_unix_nanos;
+use smesh_proto::mesh::{ClientInfo, PeerStatus, ProbeRequest, ProbeResponse, ProbeResult};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Identifies one client stream.
+pub type ConnId = u64;
+
+/// What the table can ask of a client session.
+#[derive(Debug)]
+pub enum ClientCommand {
+    /// Send a probe ping and answer with the round trip.
+    Probe { answer: oneshot::Sender<Duration> },
+}
+
+#[derive(Debug)]
+pub enum TableEvent {
+    Connected {
+        conn: ConnId,
+        info: ClientInfo,
+        commands: mpsc::Sender<ClientCommand>,
+    },
+    Update {
+        conn: ConnId,
+        info: ClientInfo,
+    },
+    Disconnected {
+        conn: ConnId,
+        info: ClientInfo,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Vec<ClientInfo>>,
+    },
+    Probe {
+        request: ProbeRequest,
+        reply: oneshot::Sender<ProbeResponse>,
+    },
+}
+
+/// Handle for sessions and the master link.
+#[derive(Clone, Debug)]
+pub struct TableHandle {
+    events: mpsc::Sender<TableEvent>,
+}
+
+impl TableHandle {
+    pub async fn send(&self, event: TableEvent) {
+        // Only fails when the table stopped, i.e. during shutdown.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Best effort, for periodic updates that the next one supersedes.
+    pub fn try_send(&self, event: TableEvent) {
+        let _ = self.events.try_send(event);
+    }
+
+    pub async fn snapshot(&self) -> Vec<ClientInfo> {
+        let (reply, answer) = oneshot::channel();
+        self.send(TableEvent::Snapshot { reply }).await;
+        answer.await.unwrap_or_default()
+    }
+
+    /// Probes the matching clients; answers after each answered or timed out.
+    pub async fn probe(&self, request: ProbeRequest) -> Option<ProbeResponse> {
+        let (reply, answer) = oneshot::channel();
+        self.send(TableEvent::Probe { request, reply }).await;
+        answer.await.ok()
+    }
+}
+
+struct Entry {
+    info: ClientInfo,
+    live: Option<(ConnId, mpsc::Sender<ClientCommand>)>,
+}
+
+/// The table task.
+pub struct ClientTable {
+    sidecar_id: String,
+    events: mpsc::Receiver<TableEvent>,
+    clients: BTreeMap<String, Entry>,
+    conns: HashMap<ConnId, String>,
+}
+
+impl std::fmt::Debug for ClientTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTable")
+            .field("clients", &self.clients.len())
+            .finish()
+    }
+}
+
+impl ClientTable {
+    pub fn new(sidecar_id: String) -> (Self, TableHandle) {
+        let (tx, events) = mpsc::channel(1024);
+        (
+            Self {
+                sidecar_id,
+                events,
+                clients: BTreeMap::new(),
+                conns: HashMap::new(),
+            },
+            TableHandle { events: tx },
+        )
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = self.events.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
+            self.handle(event);
+        }
+    }
+
+    fn handle(&mut self, event: TableEvent) {
+        match event {
+            TableEvent::Connected {
+                conn,
+                mut info,
+                commands,
+            } => {
+                let id = info.client_id.clone();
+                if let Some(existing) = self.clients.get(&id) {
+                    // Keep history across reconnects.
+                    info.first_seen_unix_nanos = existing.info.first_seen_unix_nanos;
+                    if let Some((old, _)) = &existing.live {
+                        self.conns.remove(old);
+                    }
+                }
+                self.conns.insert(conn, id.clone());
+                self.clients.insert(
+                    id,
+                    Entry {
+                        info,
+                        live: Some((conn, commands)),
+                    },
+                );
+            }
+            TableEvent::Update { conn, info } => {
+                if let Some(entry) = self.entry_mut(conn) {
+                    let first_seen = entry.info.first_seen_unix_nanos;
+                    entry.info = info;
+                    entry.info.first_seen_unix_nanos = first_seen;
+                }
+            }
+            TableEvent::Disconnected { conn, info } => {
+                if let Some(entry) = self.entry_mut(conn) {
+                    let first_seen = entry.info.first_seen_unix_nanos;
+                    entry.info = info;
+                    entry.info.first_seen_unix_nanos = first_seen;
+                    entry.info.status = PeerStatus::Down as i32;
+                    entry.live = None;
+                }
+                self.conns.remove(&conn);
+            }
+            TableEvent::Snapshot { reply } => {
+                let _ = reply.send(self.clients.values().map(|e| e.info.clone()).collect());
+            }
+            TableEvent::Probe { request, reply } => self.probe(request, reply),
+        }
+    }
+
+    fn entry_mut(&mut self, conn: ConnId) -> Option<&mut Entry> {
+        let id = self.conns.get(&conn)?;
+        self.clients.get_mut(id)
+    }
+
+    fn probe(&self, request: ProbeRequest, reply: oneshot::Sender<ProbeResponse>) {
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+        let targets: Vec<(ClientInfo, Option<mpsc::Sender<ClientCommand>>)> = self
+            .clients
+            .values()
+            .filter(|e| request.client_id.is_empty() || e.info.client_id == request.client_id)
+            // A full check covers connected clients; a targeted one answers even for a gone client.
+            .filter(|e| e.live.is_some() || !request.client_id.is_empty())
+            .map(|e| (e.info.clone(), e.live.as_ref().map(|(_, tx)| tx.clone())))
+            .collect();
+        let checker_id = self.sidecar_id.clone();
+        tokio::spawn(async move {
+            let probes = targets.into_iter().map(|(info, commands)| async move {
+                let rtt = match commands {
+                    Some(commands) => {
+                        let (answer, rtt) = oneshot::channel();
+                        if commands.send(ClientCommand::Probe { answer }).await.is_ok() {
+                            tokio::time::timeout(timeout, rtt)
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                        } else {
+                            None
+                        }
+                    }
+                    None => None,
+                };
+                let (status, rtt_us, detail) = match rtt {
+                    Some(rtt) => (
+                        PeerStatus::Up,
+                        u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1),
+                        String::new(),
+                    ),
+                    None if info.status == PeerStatus::Down as i32 => {
+                        (PeerStatus::Down, 0, "not connected".to_string())
+                    }
+                    None => (PeerStatus::Down, 0, format!("no answer within {timeout:?}")),
+                };
+                ProbeResult {
+                    peer_id: info.client_id,
+                    address: info.address,
+                    status: status as i32,
+                    rtt_us,
+                    detail,
+                    at_unix_nanos: now_unix_nanos(),
+                }
+            });
+            let results = join_all(probes).await;
+            let _ = reply.send(ProbeResponse {
+                check_id: request.check_id,
+                checker_id,
+                results,
+            });
+        });
+    }
+}

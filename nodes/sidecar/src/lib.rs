@@ -1,0 +1,191 @@
+//! The smesh sidecar: a proxy between clients and masters.
+//!
+//! Clients stream batches to it ([`ingress`]); one task owns the link to a
+//! master and every batch in transit ([`upstream`]), resending what is
+//! unacknowledged when it fails over to another master. A table task keeps
+//! what the sidecar knows about its clients ([`clients`]) and reports it to
+//! the master once per heartbeat.
+//!
+//! # Layout
+//! - [`config`]: flags and their validation.
+//! - [`ingress`]: client streams, heartbeats to clients.
+//! - [`upstream`]: the master link, failover, ack routing.
+//! - [`clients`]: the client table, probes for health checks.
+
+pub mod clients;
+pub mod config;
+pub mod ingress;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use smesh_core::grpc;
+use smesh_proto::mesh::mesh_server::MeshServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+pub use upstream::UpstreamCounters;
+
+use crate::clients::{ClientTable, TableHandle};
+use crate::ingress::{Ingress, IngressService, IngressSettings};
+use crate::upstream::{Upstream, UpstreamSettings};
+
+/// A validated sidecar configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: String,
+    pub ingress: IngressSettings,
+    pub upstream: UpstreamSettings,
+}
+
+/// Why a sidecar stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error("cannot serve gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A per-process id, so a master can tell a restart from a reconnect.
+pub fn incarnation() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        smesh_core::time::now_unix_nanos()
+    )
+}
+
+/// A sidecar, ready to run.
+#[derive(Debug)]
+pub struct Sidecar {
+    config: Config,
+    counters: Arc<UpstreamCounters>,
+    table: ClientTable,
+    table_handle: TableHandle,
+}
+
+impl Sidecar {
+    pub fn new(config: Config) -> Self {
+        let (table, table_handle) = ClientTable::new(config.id.clone());
+        Self {
+            config,
+            counters: Arc::new(UpstreamCounters::default()),
+            table,
+            table_handle,
+        }
+    }
+
+    /// Totals of the master link.
+    pub fn counters(&self) -> Arc<UpstreamCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Serves clients on `listener` until `shutdown`, then drains: client
+    /// streams stop taking batches and end once what they sent is
+    /// acknowledged by a master.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), SidecarError> {
+        let Self {
+            config,
+            counters,
+            table,
+            table_handle,
+        } = self;
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let tasks = TaskTracker::new();
+        let (health, health_service, reflection) = grpc::health_and_reflection()?;
+        let (ready_tx, ready) = watch::channel(false);
+        let (upstream_tx, inbox) = mpsc::channel(256);
+
+        tasks.spawn(table.run(shutdown.clone()));
+        let upstream = Upstream::new(
+            config.upstream.clone(),
+            inbox,
+            table_handle.clone(),
+            ready_tx,
+            counters,
+        );
+        let upstream_done = CancellationToken::new();
+        {
+            let upstream_done = upstream_done.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                upstream.run(shutdown).await;
+                upstream_done.cancel();
+            });
+        }
+        {
+            // SERVING only while a master that can deliver is linked.
+            let mut ready = ready.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    let status = if *ready.borrow_and_update() {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    health
+                        .set_service_status(smesh_proto::MESH_SERVICE, status)
+                        .await;
+                    health.set_service_status("", status).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        changed = ready.changed() => if changed.is_err() { break },
+                    }
+                }
+                health
+                    .set_service_status(smesh_proto::MESH_SERVICE, ServingStatus::NotServing)
+                    .await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+            });
+        }
+        let sessions = TaskTracker::new();
+        let ingress = Arc::new(Ingress {
+            node_id: config.id.clone(),
+            settings: config.ingress.clone(),
+            upstream: upstream_tx,
+            ready,
+            table: table_handle,
+            shutdown: shutdown.clone(),
+            tasks: sessions.clone(),
+            next_conn: AtomicU64::new(1),
+        });
+        info!(id = %config.id, %address, masters = config.upstream.masters.len(), "sidecar listening");
+        let served = grpc::server()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                MeshServer::new(IngressService::new(ingress))
+                    .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                grpc::incoming(listener),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await;
+        shutdown.cancel();
+        sessions.close();
+        sessions.wait().await;
+        upstream_done.cancelled().await;
+        tasks.close();
+        tasks.wait().await;
+        info!(id = %config.id, "sidecar stopped");
+        served.map_err(SidecarError::from)
+    }
+}
