@@ -1,0 +1,217 @@
+//! The smesh client: reads data sources and streams their readings as
+//! CloudEvents to a sidecar, without losing any.
+//!
+//! # Layout
+//! - [`config`]: flags, spool modes.
+//! - [`source`]: sensor, http, file and stdin sources.
+//! - [`spool`]: `safeData.csv`, the durable spool, and its recovery.
+//! - [`state`]: sequence numbers that survive restarts, delivered positions.
+//! - [`pipeline`]: the task that owns the spool, the window and the link.
+//! - [`counters`]: totals reported upstream.
+//!
+//! A connector task walks `clientCon.csv` (next sidecar on failure, backoff
+//! after a full round) and hands links to the pipeline.
+
+pub mod config;
+pub mod counters;
+pub mod pipeline;
+pub mod source;
+pub mod spool;
+pub mod state;
+
+use std::sync::Arc;
+
+use smesh_core::backoff::Backoff;
+use smesh_core::link::{self, Link, LinkTimeouts, PeerWalk};
+use smesh_proto::mesh::{Hello, NodeKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+pub use config::Config;
+pub use counters::Counters;
+
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::source::SourceContext;
+use crate::spool::Spool;
+use crate::state::{Loaded, StateFile, state_path};
+
+/// Why a client stopped before delivering everything.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot open the spool {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// A client, ready to run.
+#[derive(Debug)]
+pub struct Client {
+    config: Arc<Config>,
+    counters: Arc<Counters>,
+}
+
+impl Client {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Runs until every source has finished and everything read has been
+    /// delivered, or until `shutdown` (then drains for `--grace` and leaves
+    /// the rest in the spool).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ClientError> {
+        let config = Arc::clone(&self.config);
+        let spool_path = config.spool_file.clone();
+        let client_id = config.id.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let (mut state, loaded) = StateFile::load(&state_path(&spool_path), &client_id);
+            let acked = state.state().acked_through;
+            let (spool, recovery) = Spool::open(&spool_path, &client_id, acked)?;
+            if let Some(max) = recovery.max_sequence {
+                state.continue_after(max);
+            }
+            Ok::<_, std::io::Error>((state, loaded, spool, recovery))
+        })
+        .await;
+        let open_error = |source| ClientError::Open {
+            path: config.spool_file.display().to_string(),
+            source,
+        };
+        let (state, loaded, spool, recovery) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(err)) => return Err(open_error(err)),
+            Err(err) => return Err(open_error(std::io::Error::other(err))),
+        };
+        if let Loaded::Unreadable(reason) = &loaded {
+            warn!(%reason, "client state file unreadable; sequence numbers continue after the spool's highest");
+        }
+        if recovery.live_rows > 0 || recovery.quarantined_rows > 0 || recovery.torn_bytes > 0 {
+            info!(
+                spooled = recovery.live_rows,
+                already_delivered = recovery.acknowledged_rows,
+                quarantined = recovery.quarantined_rows,
+                torn_bytes = recovery.torn_bytes,
+                "recovered the spool"
+            );
+        }
+        let mut positions = state.state().positions.clone();
+        for (key, position) in &recovery.positions {
+            let entry = positions.entry(key.clone()).or_insert(0);
+            *entry = (*entry).max(*position);
+        }
+
+        let tasks = TaskTracker::new();
+        let (readings_tx, readings) = mpsc::channel(4096);
+        source::spawn_all(
+            &config.sources,
+            SourceContext {
+                client_id: config.id.clone(),
+                readings: readings_tx,
+                positions,
+                shutdown: shutdown.clone(),
+            },
+            &tasks,
+        );
+        let (links_tx, links) = mpsc::channel(1);
+        let (lost_tx, lost) = mpsc::channel(4);
+        let connector_stop = CancellationToken::new();
+        tasks.spawn(connect_loop(
+            PeerWalk::new(config.sidecars.clone(), Backoff::default()),
+            hello(&config.id),
+            config.timeouts,
+            links_tx,
+            lost,
+            connector_stop.clone(),
+        ));
+        info!(id = %config.id, sidecars = config.sidecars.len(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
+        let pipeline = Pipeline::new(
+            Arc::clone(&config),
+            Arc::clone(&self.counters),
+            spool,
+            state,
+            readings,
+            links,
+            lost_tx,
+        );
+        let outcome = pipeline.run(shutdown.clone()).await;
+        connector_stop.cancel();
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        outcome.map_err(ClientError::from)
+    }
+}
+
+fn hello(id: &str) -> Hello {
+    Hello {
+        node_id: id.to_string(),
+        kind: NodeKind::Client as i32,
+        version: smesh_core::VERSION.to_string(),
+        incarnation: format!(
+            "{}-{}",
+            std::process::id(),
+            smesh_core::time::now_unix_nanos()
+        ),
+    }
+}
+
+/// Walks the sidecars until one takes a stream, hands the link over, and
+/// starts again (at the next sidecar) when told the link was lost.
+async fn connect_loop(
+    mut walk: PeerWalk,
+    hello: Hello,
+    timeouts: LinkTimeouts,
+    links: mpsc::Sender<Link>,
+    mut lost: mpsc::Receiver<()>,
+    stop: CancellationToken,
+) {
+    loop {
+        let link = loop {
+            let Some(peer) = walk.current().cloned() else {
+                return;
+            };
+            let attempt = tokio::select! {
+                () = stop.cancelled() => return,
+                attempt = link::open(&peer, hello.clone(), timeouts) => attempt,
+            };
+            match attempt {
+                Ok(link) => {
+                    walk.succeeded();
+                    break link;
+                }
+                Err(err) => {
+                    warn!(%err, "sidecar unavailable");
+                    if let Some(pause) = walk.failed() {
+                        debug!(?pause, "every sidecar failed; backing off");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+            }
+        };
+        if links.send(link).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            signal = lost.recv() => match signal {
+                Some(()) => walk.lost(),
+                None => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `http`: polls a URL and turns its JSON into events, the way the
+//! prototype polled an open-data API every ten seconds.
+//!
+//! With `pointer` (an RFC 6901 JSON pointer) the selected part of the
+//! document is sent instead of the whole; when that part is an array, each
+//! element becomes one event. A failed poll is logged and tried again at the
+//! next interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use smesh_core::time::now_unix_nanos;
+use tracing::{debug, warn};
+
+use super::{Options, Reading, SourceContext};
+
+pub const DEFAULT_TYPE: &str = "dev.smesh.http.document";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    pub url: String,
+    pub every: Duration,
+    pub pointer: Option<String>,
+    pub timeout: Duration,
+    pub event_type: String,
+}
+
+impl HttpSpec {
+    pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
+        let url = options.required("url")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "http source: url {url:?} must start with http:// or https://"
+            ));
+        }
+        let pointer = options.take("pointer");
+        if let Some(pointer) = &pointer {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                return Err(format!(
+                    "http source: pointer {pointer:?} must start with '/' (RFC 6901)"
+                ));
+            }
+        }
+        Ok(Self {
+            url,
+            every: options.duration("every", Duration::from_secs(10))?,
+            pointer,
+            timeout: options.duration("timeout", Duration::from_secs(10))?,
+            event_type: options.take_or("type", DEFAULT_TYPE),
+        })
+    }
+}
+
+/// One event's worth of a fetched document: its subject (the JSON pointer of
+/// an array element) and its JSON.
+pub type Document = (Option<String>, Vec<u8>);
+
+/// Splits a fetched document into event payloads.
+pub fn documents(body: &[u8], pointer: Option<&str>) -> Result<Vec<Document>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| format!("response is not JSON: {err}"))?;
+    let pointer = pointer.unwrap_or("");
+    let selected = value
+        .pointer(pointer)
+        .ok_or_else(|| format!("JSON pointer {pointer:?} selects nothing in the response"))?;
+    let encode = |v: &serde_json::Value| serde_json::to_vec(v).map_err(|e| e.to_string());
+    match selected {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| Ok((Some(format!("{pointer}/{i}")), encode(item)?)))
+            .collect(),
+        other => Ok(vec![(None, encode(other)?)]),
+    }
+}
+
+pub(super) async fn run(spec: HttpSpec, context: SourceContext) {
+    let client = match reqwest::Client::builder()
+        .timeout(spec.timeout)
+        .user_agent(concat!("smesh-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            warn!(%err, url = %spec.url, "cannot create an HTTP client; http source stops");
+            return;
+        }
+    };
+    let source: Arc<str> = Arc::from(spec.url.as_str());
+    let kind: Arc<str> = Arc::from(spec.event_type.as_str());
+    let content_type: Arc<str> = Arc::from("application/json");
+    let mut tick = tokio::time::interval(spec.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let fetched = async {
+            let response = client
+                .get(&spec.url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("HTTP {status}"));
+            }
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            documents(&body, spec.pointer.as_deref())
+        };
+        let documents = tokio::select! {
+            () = context.shutdown.cancelled() => return,
+            fetched = fetched => fetched,
+        };
+        match documents {
+            Ok(documents) => {
+                debug!(url = %spec.url, events = documents.len(), "polled");
+                let now = now_unix_nanos();
+                for (subject, data) in documents {
+                    let reading = Reading {
+                        source: Arc::clone(&source),
+                        kind: Arc::clone(&kind),
+                        content_type: Arc::clone(&content_type),
+                        subject,
+                        data: Bytes::from(data),
+                        time_unix_nanos: now,
+                        origin: None,
+                    };
+                    if context.readings.send(reading).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                warn!(url = %spec.url, %err, "poll failed; trying again at the next interval")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AMPEL: &str = r#"[{"Stand":"2021-03-04T18:00:00Z","Warnstufen":[
+        {"Region":"Stadt","GKZ":"90001","Name":"Wien","Warnstufe":"3"},
+        {"Region":"Bezirk","GKZ":"30101","Name":"Krems","Warnstufe":"2"}]}]"#;
+
+    #[test]
+    fn an_array_becomes_one_event_per_element() {
+        let docs = documents(AMPEL.as_bytes(), Some("/0/Warnstufen")).expect("documents");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].0.as_deref(), Some("/0/Warnstufen/0"));
+        let first: serde_json::Value = serde_json::from_slice(&docs[0].1).expect("json");
+        assert_eq!(first["Name"], "Wien");
+    }
+
+    #[test]
+    fn without_a_pointer_a_top_level_array_is_split_too() {
+        let docs = documents(AMPEL.as_bytes(), None).expect("documents");
+        assert_eq!(docs.len(), 1);
+        let docs = documents(br#"{"a":1}"#, None).expect("documents");
+        assert_eq!(docs, vec![(None, br#"{"a":1}"#.to_vec())]);
+    }
+
+    #[test]
+    fn bad_documents_and_pointers_say_why() {
+        assert!(
+            documents(b"<html>", None)
+                .expect_err("not json")
+                .contains("not JSON")
+        );
+        assert!(
+            documents(AMPEL.as_bytes(), Some("/9"))
+                .expect_err("nothing")
+                .contains("selects nothing")
+        );
+    }
+}

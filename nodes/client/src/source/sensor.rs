@@ -1,0 +1,151 @@
+//! `sensor`: synthetic readings, for demos and load.
+//!
+//! Produces the prototype's flat sensor message as JSON:
+//! `{"Timestamp", "Location", "Sensortyp", "SensorID", "SensorData"}`, one
+//! random walk per sensor, at `rate` readings per second in total.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use smesh_core::time::{now_unix_nanos, rfc3339_millis};
+use tracing::debug;
+
+use super::{Options, Reading, SourceContext};
+
+pub const DEFAULT_TYPE: &str = "dev.smesh.sensor.reading";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorSpec {
+    /// Readings per second in total; `None` = as fast as the client takes them.
+    pub rate: Option<f64>,
+    pub sensors: u32,
+    pub kind: String,
+    pub location: String,
+    /// Stop after this many readings.
+    pub count: Option<u64>,
+    /// Pad each reading's JSON to at least this many bytes.
+    pub size: Option<usize>,
+    pub event_type: String,
+}
+
+impl SensorSpec {
+    pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
+        let rate = match options.take("rate").as_deref() {
+            None => Some(1.0),
+            Some("max") => None,
+            Some(text) => match text.parse::<f64>() {
+                Ok(rate) if rate > 0.0 && rate.is_finite() => Some(rate),
+                _ => {
+                    return Err(format!(
+                        "sensor source: invalid rate={text:?} (readings per second, or max)"
+                    ));
+                }
+            },
+        };
+        let sensors = options.parse("sensors", 1u32)?;
+        if sensors == 0 {
+            return Err("sensor source: sensors must be at least 1".to_string());
+        }
+        let count = match options.take("count") {
+            None => None,
+            Some(text) => Some(
+                text.parse::<u64>()
+                    .map_err(|_| format!("sensor source: invalid count={text:?}"))?,
+            ),
+        };
+        let size = match options.take("size") {
+            None => None,
+            Some(text) => Some(
+                text.parse::<usize>()
+                    .map_err(|_| format!("sensor source: invalid size={text:?}"))?,
+            ),
+        };
+        Ok(Self {
+            rate,
+            sensors,
+            kind: options.take_or("kind", "temperature"),
+            location: options.take_or("location", "Vienna"),
+            count,
+            size,
+            event_type: options.take_or("type", DEFAULT_TYPE),
+        })
+    }
+}
+
+struct Sensor {
+    id: String,
+    source: Arc<str>,
+    value: f64,
+}
+
+pub(super) async fn run(spec: SensorSpec, context: SourceContext) {
+    let kind: Arc<str> = Arc::from(spec.event_type.as_str());
+    let content_type: Arc<str> = Arc::from("application/json");
+    let mut rng = StdRng::from_os_rng();
+    let mut sensors: Vec<Sensor> = (1..=spec.sensors)
+        .map(|i| {
+            let id = format!("{}-s{i}", context.client_id);
+            Sensor {
+                source: Arc::from(format!("smesh://{}/sensor/{id}", context.client_id)),
+                id,
+                value: rng.random_range(15.0..25.0),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let mut emitted: u64 = 0;
+    let mut tick = tokio::time::interval(match spec.rate {
+        Some(rate) if rate < 100.0 => Duration::from_secs_f64(1.0 / rate),
+        _ => Duration::from_millis(10),
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let due = match spec.rate {
+            Some(rate) => (started.elapsed().as_secs_f64() * rate).floor() as u64 + 1,
+            None => emitted + 1024,
+        };
+        while emitted < due {
+            if spec.count.is_some_and(|count| emitted >= count) {
+                debug!(emitted, "sensor source finished");
+                return;
+            }
+            let index = (emitted % u64::from(spec.sensors)) as usize;
+            let sensor = &mut sensors[index];
+            sensor.value += rng.random_range(-0.5..0.5);
+            let now = now_unix_nanos();
+            let mut document = serde_json::json!({
+                "Timestamp": rfc3339_millis(now),
+                "Location": spec.location,
+                "Sensortyp": spec.kind,
+                "SensorID": sensor.id,
+                "SensorData": (sensor.value * 100.0).round() / 100.0,
+            });
+            let mut data = serde_json::to_vec(&document).unwrap_or_default();
+            if let Some(size) = spec.size.filter(|size| *size > data.len() + 16) {
+                document["Padding"] = serde_json::Value::String("x".repeat(size - data.len() - 14));
+                data = serde_json::to_vec(&document).unwrap_or_default();
+            }
+            let reading = Reading {
+                source: Arc::clone(&sensor.source),
+                kind: Arc::clone(&kind),
+                content_type: Arc::clone(&content_type),
+                subject: Some(sensor.id.clone()),
+                data: Bytes::from(data),
+                time_unix_nanos: now,
+                origin: None,
+            };
+            tokio::select! {
+                () = context.shutdown.cancelled() => return,
+                sent = context.readings.send(reading) => if sent.is_err() { return },
+            }
+            emitted += 1;
+        }
+    }
+}

@@ -1,0 +1,898 @@
+//! `safeData.csv`: the client's durable spool.
+//!
+//! One row per event that is not yet acknowledged end to end, oldest first,
+//! as a CSV file with a header:
+//!
+//! ```text
+//! sequence,id,time,source,type,datacontenttype,subject,extensions,origin,position,encoding,data,crc32
+//! ```
+//!
+//! - `data` is the event data as UTF-8 text when it is text without control
+//!   characters (`encoding=utf8`), otherwise base64 (`encoding=base64`), so any
+//!   payload round-trips byte for byte and a row never spans lines.
+//! - `extensions` is a JSON object; `origin`/`position` say which source and
+//!   where in it the event was read (files resume from there after a crash).
+//! - `crc32` covers the rest of the row: a torn or garbled row is recognised,
+//!   never half-trusted.
+//!
+//! Rows are appended at the end. Acknowledged rows are not removed one by one:
+//! the spool remembers where the first unacknowledged row starts (`head`), and
+//! [`Spool::maintain`] later truncates the file when everything is
+//! acknowledged, or rewrites only the unacknowledged tail when the dead prefix
+//! has grown larger than it. Either costs O(1) amortised per event.
+//!
+//! On open, a torn last row (the process died mid-append) is cut off, rows
+//! that do not decode are moved to `safeData.rejected.csv` with the reason,
+//! and rows already acknowledged (by sequence number, from the client's
+//! state file) are dropped. A damaged spool never stops the client.
+//!
+//! Offsets handed out are *logical*: they keep growing across truncation and
+//! compaction, so callers can hold them while the file is rewritten.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use smesh_core::event::SPEC_VERSION;
+use smesh_core::time::{now_unix_nanos, parse_rfc3339, rfc3339, rfc3339_millis};
+use smesh_proto::mesh::{Backlog, Event};
+use tracing::warn;
+
+/// The header row; also how a spool file is recognised.
+pub const HEADER: &str = "sequence,id,time,source,type,datacontenttype,subject,extensions,origin,position,encoding,data,crc32";
+
+const FIELDS: usize = 12;
+
+/// Rewrite the file once the acknowledged prefix is at least this large and
+/// larger than the unacknowledged rest.
+const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Where in which source an event was read, so the source can resume there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Names the source, e.g. `file:/var/log/readings.jsonl`.
+    pub key: Arc<str>,
+    /// Byte offset just past the event's line.
+    pub position: u64,
+}
+
+/// An event read back from the spool.
+#[derive(Debug, Clone)]
+pub struct SpooledEvent {
+    pub event: Event,
+    pub origin: Option<Origin>,
+    /// Logical offset just past the event's row.
+    pub end: u64,
+}
+
+/// Why a row could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("checksum mismatch (torn or edited row)")]
+    Checksum,
+    #[error("no checksum column")]
+    NoChecksum,
+    #[error("{0}")]
+    Field(String),
+}
+
+/// Encodes one row, newline included.
+pub fn encode_row(event: &Event, origin: Option<&Origin>) -> Vec<u8> {
+    let time = if event.time_unix_nanos > 0 {
+        rfc3339(event.time_unix_nanos)
+    } else {
+        String::new()
+    };
+    let extensions = if event.extensions.is_empty() {
+        String::new()
+    } else {
+        let sorted: BTreeMap<&String, &String> = event.extensions.iter().collect();
+        serde_json::to_string(&sorted).unwrap_or_default()
+    };
+    let (encoding, data) = match std::str::from_utf8(&event.data) {
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => {
+            ("utf8", text.to_string())
+        }
+        _ => ("base64", BASE64.encode(&event.data)),
+    };
+    let (origin_key, position) = match origin {
+        Some(o) => (o.key.to_string(), o.position.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let sequence = event.sequence.to_string();
+    let fields: [&str; FIELDS] = [
+        &sequence,
+        &event.id,
+        &time,
+        &event.source,
+        &event.r#type,
+        &event.datacontenttype,
+        event.subject.as_deref().unwrap_or(""),
+        &extensions,
+        &origin_key,
+        &position,
+        encoding,
+        &data,
+    ];
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::with_capacity(128 + data.len()));
+    // Writing to a Vec cannot fail; an error here would only drop the checksum.
+    let _ = writer.write_record(fields);
+    let mut row = writer.into_inner().unwrap_or_default();
+    if row.last() == Some(&b'\n') {
+        row.pop();
+    }
+    let crc = crc32fast::hash(&row);
+    row.extend_from_slice(format!(",{crc:08x}\n").as_bytes());
+    row
+}
+
+/// Decodes one row (without its newline).
+pub fn decode_row(line: &[u8], client_id: &str) -> Result<(Event, Option<Origin>), RowError> {
+    let comma = line
+        .iter()
+        .rposition(|b| *b == b',')
+        .ok_or(RowError::NoChecksum)?;
+    let (body, crc_text) = (&line[..comma], &line[comma + 1..]);
+    let crc = std::str::from_utf8(crc_text)
+        .ok()
+        .and_then(|t| u32::from_str_radix(t.trim_end_matches('\r'), 16).ok())
+        .ok_or(RowError::NoChecksum)?;
+    if crc32fast::hash(body) != crc {
+        return Err(RowError::Checksum);
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body);
+    let mut record = csv::StringRecord::new();
+    match reader.read_record(&mut record) {
+        Ok(true) if record.len() == FIELDS => {}
+        Ok(_) => {
+            return Err(RowError::Field(format!(
+                "expected {FIELDS} columns, found {}",
+                record.len()
+            )));
+        }
+        Err(err) => return Err(RowError::Field(format!("not CSV: {err}"))),
+    }
+    let field = |i: usize| record.get(i).unwrap_or("");
+    let bad = |what: &str| RowError::Field(what.to_string());
+    let sequence: u64 = field(0)
+        .parse()
+        .map_err(|_| bad("sequence is not a number"))?;
+    let time_unix_nanos = match field(2) {
+        "" => 0,
+        text => parse_rfc3339(text).ok_or_else(|| bad("time is not RFC 3339"))?,
+    };
+    let extensions = match field(7) {
+        "" => HashMap::new(),
+        text => serde_json::from_str::<HashMap<String, String>>(text)
+            .map_err(|err| RowError::Field(format!("extensions are not a JSON object: {err}")))?,
+    };
+    let origin = match (field(8), field(9)) {
+        ("", _) => None,
+        (key, position) => Some(Origin {
+            key: Arc::from(key),
+            position: position
+                .parse()
+                .map_err(|_| bad("position is not a number"))?,
+        }),
+    };
+    let data = match field(10) {
+        "utf8" => Bytes::copy_from_slice(field(11).as_bytes()),
+        "base64" => Bytes::from(
+            BASE64
+                .decode(field(11))
+                .map_err(|err| RowError::Field(format!("data is not base64: {err}")))?,
+        ),
+        other => return Err(RowError::Field(format!("unknown encoding {other:?}"))),
+    };
+    let event = Event {
+        id: field(1).to_string(),
+        source: field(3).to_string(),
+        r#type: field(4).to_string(),
+        specversion: SPEC_VERSION.to_string(),
+        time_unix_nanos,
+        datacontenttype: field(5).to_string(),
+        subject: Some(field(6)).filter(|s| !s.is_empty()).map(str::to_string),
+        extensions,
+        data,
+        client_id: client_id.to_string(),
+        sequence,
+    };
+    if event.id.is_empty() {
+        return Err(bad("id is empty"));
+    }
+    Ok((event, origin))
+}
+
+/// What opening the spool found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Unacknowledged rows kept.
+    pub live_rows: u64,
+    /// Rows dropped because the state file says they were acknowledged.
+    pub acknowledged_rows: u64,
+    /// Rows moved to the rejected file.
+    pub quarantined_rows: u64,
+    /// Bytes of a torn last row that were cut off.
+    pub torn_bytes: u64,
+    /// Highest sequence number in the file.
+    pub max_sequence: Option<u64>,
+    /// Furthest position per source seen in the file.
+    pub positions: HashMap<String, u64>,
+    /// The header was missing or different (not our format): it was rewritten.
+    pub header_rewritten: bool,
+}
+
+/// `safeData.rejected.csv`: events that can never be delivered, with why.
+#[derive(Debug)]
+pub struct RejectedFile {
+    path: PathBuf,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl RejectedFile {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, writer: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a row and syncs it: rejected events exist nowhere else.
+    pub fn write(&mut self, reason: &str, row: &[u8]) -> io::Result<()> {
+        if self.writer.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            let empty = file.metadata()?.len() == 0;
+            let mut writer = csv::Writer::from_writer(file);
+            if empty {
+                writer.write_record(["time", "reason", "row"])?;
+            }
+            self.writer = Some(writer);
+        }
+        let row = row.strip_suffix(b"\n").unwrap_or(row);
+        if let Some(writer) = self.writer.as_mut() {
+            writer.write_record([
+                rfc3339_millis(now_unix_nanos()).as_bytes(),
+                reason.as_bytes(),
+                row,
+            ])?;
+            writer.flush()?;
+            writer.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// The spool file.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    rejected: RejectedFile,
+    client_id: String,
+    writer: BufWriter<File>,
+    reader: BufReader<File>,
+    /// Physical position of `reader`, if known.
+    reader_pos: Option<u64>,
+    /// logical = physical + base.
+    base: u64,
+    header_len: u64,
+    /// Physical end, including bytes still buffered in `writer`.
+    len: u64,
+    flushed: u64,
+    synced: u64,
+    /// Physical offset of the first unacknowledged row.
+    head: u64,
+    live_rows: u64,
+    /// Time of the row at `head`, once looked up: (head, time).
+    oldest: Option<(u64, i64)>,
+}
+
+/// The rejected-file path beside a spool: `safeData.csv` → `safeData.rejected.csv`.
+pub fn rejected_path(spool: &Path) -> PathBuf {
+    let stem = spool.file_stem().map_or_else(
+        || "safeData".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    spool.with_file_name(format!("{stem}.rejected.csv"))
+}
+
+impl Spool {
+    /// Opens (or creates) the spool and recovers it; rows with a sequence
+    /// number up to `acked_through` are dropped as already delivered.
+    pub fn open(path: &Path, client_id: &str, acked_through: u64) -> io::Result<(Self, Recovery)> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut rejected = RejectedFile::new(rejected_path(path));
+        let recovery = if path.exists() {
+            recover(path, client_id, acked_through, &mut rejected)?
+        } else {
+            write_fresh(path, &[], None)?;
+            Recovery::default()
+        };
+        let spool = Self::reopen(path, client_id, rejected, recovery.live_rows)?;
+        Ok((spool, recovery))
+    }
+
+    fn reopen(
+        path: &Path,
+        client_id: &str,
+        rejected: RejectedFile,
+        live_rows: u64,
+    ) -> io::Result<Self> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        let len = file.metadata()?.len();
+        let header_len = HEADER.len() as u64 + 1;
+        let reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
+        Ok(Self {
+            path: path.to_path_buf(),
+            rejected,
+            client_id: client_id.to_string(),
+            writer: BufWriter::with_capacity(256 * 1024, file),
+            reader,
+            reader_pos: None,
+            base: 0,
+            header_len,
+            len,
+            flushed: len,
+            synced: len,
+            head: header_len,
+            live_rows,
+            oldest: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn rejected(&mut self) -> &mut RejectedFile {
+        &mut self.rejected
+    }
+
+    /// Logical offset of the first unacknowledged row.
+    pub fn head(&self) -> u64 {
+        self.head + self.base
+    }
+
+    /// Logical end of the file.
+    pub fn end(&self) -> u64 {
+        self.len + self.base
+    }
+
+    /// Bytes of unacknowledged rows.
+    pub fn live_bytes(&self) -> u64 {
+        self.len - self.head
+    }
+
+    pub fn live_rows(&self) -> u64 {
+        self.live_rows
+    }
+
+    /// Appends a row (buffered; see [`Spool::sync`]). Returns its logical start and end.
+    pub fn append(&mut self, event: &Event, origin: Option<&Origin>) -> io::Result<(u64, u64)> {
+        let row = encode_row(event, origin);
+        self.writer.write_all(&row)?;
+        let start = self.len + self.base;
+        self.len += row.len() as u64;
+        self.live_rows += 1;
+        Ok((start, self.len + self.base))
+    }
+
+    /// Whether appended rows are not yet on disk.
+    pub fn unsynced(&self) -> bool {
+        self.synced < self.len
+    }
+
+    /// Writes buffered rows to the OS (not to disk).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.flushed < self.len {
+            self.writer.flush()?;
+            self.flushed = self.len;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended row durable (fdatasync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.synced < self.len {
+            self.flush()?;
+            self.writer.get_ref().sync_data()?;
+            self.synced = self.len;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_events` rows (and about `max_bytes`) starting at the
+    /// logical offset `from`. Rows that no longer decode (the file was edited)
+    /// are moved to the rejected file and skipped.
+    pub fn read(
+        &mut self,
+        from: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<SpooledEvent>> {
+        self.flush()?;
+        let mut pos = from.saturating_sub(self.base).max(self.header_len);
+        let mut rows = Vec::new();
+        if pos >= self.flushed {
+            return Ok(rows);
+        }
+        if self.reader_pos != Some(pos) {
+            self.reader.seek(SeekFrom::Start(pos))?;
+        }
+        let mut bytes = 0usize;
+        let mut line = Vec::with_capacity(512);
+        while rows.len() < max_events && bytes < max_bytes && pos < self.flushed {
+            line.clear();
+            let n = self.reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                // Cannot happen for rows we flushed whole; re-seek next time.
+                self.reader_pos = None;
+                return Ok(rows);
+            }
+            pos += n as u64;
+            bytes += n;
+            match decode_row(&line[..n - 1], &self.client_id) {
+                Ok((event, origin)) => rows.push(SpooledEvent {
+                    event,
+                    origin,
+                    end: pos + self.base,
+                }),
+                Err(err) => {
+                    warn!(path = %self.path.display(), %err, "spool row no longer decodes; moving it to the rejected file");
+                    self.rejected
+                        .write(&format!("undecodable spool row: {err}"), &line)?;
+                    self.live_rows = self.live_rows.saturating_sub(1);
+                }
+            }
+        }
+        self.reader_pos = Some(pos);
+        Ok(rows)
+    }
+
+    /// Marks rows up to the logical offset `end` as acknowledged; `rows` of
+    /// them were live until now.
+    pub fn settle(&mut self, end: u64, rows: u64) {
+        let end = end.saturating_sub(self.base).min(self.len);
+        if end > self.head {
+            self.head = end;
+        }
+        self.live_rows = self.live_rows.saturating_sub(rows);
+    }
+
+    /// Backlog for reports: rows, bytes and the time of the oldest row.
+    pub fn backlog(&mut self) -> Backlog {
+        let oldest = if self.head >= self.len {
+            0
+        } else {
+            match self.oldest {
+                Some((at, time)) if at == self.head => time,
+                _ => {
+                    let time = self.time_at(self.head).unwrap_or(0);
+                    self.oldest = Some((self.head, time));
+                    time
+                }
+            }
+        };
+        Backlog {
+            rows: self.live_rows,
+            bytes: self.live_bytes(),
+            oldest_unix_nanos: oldest,
+        }
+    }
+
+    fn time_at(&mut self, physical: u64) -> Option<i64> {
+        self.flush().ok()?;
+        let mut file = File::open(&self.path).ok()?;
+        file.seek(SeekFrom::Start(physical)).ok()?;
+        let mut line = Vec::new();
+        BufReader::new(file).read_until(b'\n', &mut line).ok()?;
+        let line = line.strip_suffix(b"\n")?;
+        decode_row(line, &self.client_id)
+            .ok()
+            .map(|(e, _)| e.time_unix_nanos)
+    }
+
+    /// Reclaims acknowledged rows: truncates the file when every row is
+    /// acknowledged, or rewrites the unacknowledged tail once the
+    /// acknowledged prefix outweighs it. Call periodically, after the state
+    /// file recorded the acknowledgements.
+    pub fn maintain(&mut self) -> io::Result<()> {
+        let dead = self.head - self.header_len;
+        if dead == 0 {
+            return Ok(());
+        }
+        if self.head >= self.len {
+            self.flush()?;
+            let file = self.writer.get_ref();
+            file.set_len(self.header_len)?;
+            file.sync_all()?;
+            self.base += self.len - self.header_len;
+            self.len = self.header_len;
+            self.flushed = self.len;
+            self.synced = self.len;
+            self.head = self.header_len;
+            self.live_rows = 0;
+            self.reader_pos = None;
+            return Ok(());
+        }
+        if dead >= COMPACT_MIN_BYTES && dead >= self.len - self.head {
+            self.sync()?;
+            write_fresh(&self.path, &[(self.head, self.len)], Some(&self.path))?;
+            let live_rows = self.live_rows;
+            let rejected = std::mem::replace(&mut self.rejected, RejectedFile::new(PathBuf::new()));
+            let base = self.base + dead;
+            *self = Self::reopen(
+                &self.path.clone(),
+                &self.client_id.clone(),
+                rejected,
+                live_rows,
+            )?;
+            self.base = base;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a new spool file: the header, then the byte ranges of `source`.
+/// Done in a temporary file that replaces `path` atomically.
+fn write_fresh(path: &Path, ranges: &[(u64, u64)], source: Option<&Path>) -> io::Result<()> {
+    let tmp = path.with_extension("csv.tmp");
+    {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        out.write_all(HEADER.as_bytes())?;
+        out.write_all(b"\n")?;
+        if let Some(source) = source {
+            let mut input = File::open(source)?;
+            for &(start, end) in ranges {
+                input.seek(SeekFrom::Start(start))?;
+                io::copy(&mut (&mut input).take(end - start), &mut out)?;
+            }
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable.
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Scans the file once, decides what to keep, and rewrites it if anything
+/// must go.
+fn recover(
+    path: &Path,
+    client_id: &str,
+    acked_through: u64,
+    rejected: &mut RejectedFile,
+) -> io::Result<Recovery> {
+    let mut recovery = Recovery::default();
+    let mut reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    let mut line = Vec::with_capacity(1024);
+    let mut offset = 0u64;
+    // Byte ranges of rows to keep, contiguous runs merged.
+    let mut keep: Vec<(u64, u64)> = Vec::new();
+    let mut dropped_any = false;
+    let mut first = true;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)? as u64;
+        if n == 0 {
+            break;
+        }
+        let (start, end) = (offset, offset + n);
+        offset = end;
+        if line.last() != Some(&b'\n') {
+            recovery.torn_bytes = n;
+            dropped_any = true;
+            warn!(path = %path.display(), bytes = n, "spool ends in a torn row (the client died mid-append); cutting it off");
+            break;
+        }
+        let body = &line[..line.len() - 1];
+        if first {
+            first = false;
+            if body == HEADER.as_bytes() {
+                continue;
+            }
+            recovery.header_rewritten = true;
+            dropped_any = true;
+            if body.is_empty() {
+                continue;
+            }
+        }
+        if body.is_empty() {
+            dropped_any = true;
+            continue;
+        }
+        match decode_row(body, client_id) {
+            Ok((event, origin)) => {
+                recovery.max_sequence = Some(
+                    recovery
+                        .max_sequence
+                        .map_or(event.sequence, |m| m.max(event.sequence)),
+                );
+                if let Some(origin) = origin {
+                    let entry = recovery
+                        .positions
+                        .entry(origin.key.to_string())
+                        .or_insert(0);
+                    *entry = (*entry).max(origin.position);
+                }
+                if event.sequence <= acked_through {
+                    recovery.acknowledged_rows += 1;
+                    dropped_any = true;
+                    continue;
+                }
+                recovery.live_rows += 1;
+                match keep.last_mut() {
+                    Some(range) if range.1 == start => range.1 = end,
+                    _ => keep.push((start, end)),
+                }
+            }
+            Err(err) => {
+                recovery.quarantined_rows += 1;
+                dropped_any = true;
+                warn!(path = %path.display(), offset = start, %err, rejected = %rejected.path().display(), "spool row cannot be decoded; moving it to the rejected file");
+                rejected.write(&format!("undecodable spool row: {err}"), &line)?;
+            }
+        }
+    }
+    if dropped_any {
+        // The old file stays readable until the new one replaces it.
+        write_fresh(path, &keep, Some(path))?;
+    }
+    Ok(recovery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, data: &[u8]) -> Event {
+        let mut event = Event {
+            id: format!("c1-{seq}"),
+            source: "smesh://c1/file".into(),
+            r#type: "dev.smesh.line".into(),
+            specversion: SPEC_VERSION.into(),
+            time_unix_nanos: 1_795_000_000_000_000_000 + seq as i64,
+            datacontenttype: "text/plain".into(),
+            subject: Some("s, \"quoted\"".into()),
+            data: Bytes::copy_from_slice(data),
+            client_id: "c1".into(),
+            sequence: seq,
+            ..Event::default()
+        };
+        event
+            .extensions
+            .insert("location".into(), "vienna, AT".into());
+        event
+    }
+
+    fn origin(position: u64) -> Origin {
+        Origin {
+            key: Arc::from("file:/tmp/in.jsonl"),
+            position,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_any_payload() {
+        let payloads: Vec<Vec<u8>> = vec![
+            b"plain text".to_vec(),
+            b"commas, \"quotes\" and\ttabs".to_vec(),
+            b"line\nbreak\r\n".to_vec(),
+            vec![0, 159, 146, 150, 255, b'\n', b','],
+            Vec::new(),
+            "ümlaut ✓".as_bytes().to_vec(),
+        ];
+        for (i, data) in payloads.iter().enumerate() {
+            let e = event(i as u64 + 1, data);
+            let row = encode_row(&e, Some(&origin(99)));
+            assert_eq!(
+                row.iter().filter(|b| **b == b'\n').count(),
+                1,
+                "one line per row"
+            );
+            let (back, o) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
+            assert_eq!(back, e, "payload {data:?}");
+            assert_eq!(o, Some(origin(99)));
+        }
+    }
+
+    #[test]
+    fn binary_payloads_are_base64_and_text_stays_readable() {
+        let text = encode_row(&event(1, b"{\"t\":21.5}"), None);
+        assert!(String::from_utf8_lossy(&text).contains(",utf8,"));
+        let binary = encode_row(&event(2, &[0, 1, 2]), None);
+        assert!(String::from_utf8_lossy(&binary).contains(",base64,AAEC,"));
+    }
+
+    #[test]
+    fn a_changed_byte_fails_the_checksum() {
+        let mut row = encode_row(&event(1, b"hello"), None);
+        let at = row.iter().position(|b| *b == b'h').expect("payload");
+        row[at] = b'j';
+        assert_eq!(
+            decode_row(&row[..row.len() - 1], "c1").map(|_| ()),
+            Err(RowError::Checksum)
+        );
+        assert_eq!(
+            decode_row(b"Sidecar1;127.0.0.1;", "c1").map(|_| ()),
+            Err(RowError::NoChecksum)
+        );
+    }
+
+    fn append_all(spool: &mut Spool, seqs: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        let mut ends = Vec::new();
+        for seq in seqs {
+            let (_, end) = spool
+                .append(
+                    &event(seq, format!("payload {seq}").as_bytes()),
+                    Some(&origin(seq * 10)),
+                )
+                .expect("append");
+            ends.push(end);
+        }
+        spool.sync().expect("sync");
+        ends
+    }
+
+    #[test]
+    fn appended_rows_read_back_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, recovery) = Spool::open(&path, "c1", 0).expect("open");
+        assert_eq!(recovery, Recovery::default());
+        let ends = append_all(&mut spool, 1..=5);
+        let rows = spool.read(spool.head(), 3, usize::MAX).expect("read");
+        assert_eq!(
+            rows.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(rows[2].end, ends[2]);
+        let rest = spool.read(rows[2].end, 10, usize::MAX).expect("read rest");
+        assert_eq!(
+            rest.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(&path, "c1", 2).expect("reopen");
+        assert_eq!(recovery.live_rows, 3);
+        assert_eq!(recovery.acknowledged_rows, 2);
+        assert_eq!(recovery.max_sequence, Some(5));
+        assert_eq!(recovery.positions.get("file:/tmp/in.jsonl"), Some(&50));
+        assert_eq!(spool.live_rows(), 3);
+        let text = std::fs::read_to_string(&path).expect("read file");
+        assert!(text.starts_with(HEADER));
+        assert_eq!(text.lines().count(), 4, "header and three rows");
+    }
+
+    #[test]
+    fn a_torn_last_row_is_cut_and_garbage_is_quarantined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        append_all(&mut spool, 1..=4);
+        drop(spool);
+        let mut text = std::fs::read(&path).expect("read");
+        // Garbage between rows 2 and 3, and half a row at the end.
+        let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+        let mut damaged = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            damaged.extend_from_slice(line);
+            if i == 2 {
+                damaged.extend_from_slice(b"this is not a spool row\n\"unbalanced,quote\n");
+            }
+        }
+        let torn = encode_row(&event(5, b"torn"), None);
+        damaged.extend_from_slice(&torn[..torn.len() / 2]);
+        text = damaged;
+        std::fs::write(&path, &text).expect("write");
+
+        let (mut spool, recovery) = Spool::open(&path, "c1", 0).expect("recover");
+        assert_eq!(recovery.live_rows, 4);
+        assert_eq!(recovery.quarantined_rows, 2);
+        assert_eq!(recovery.torn_bytes, (torn.len() / 2) as u64);
+        let rows = spool.read(spool.head(), 100, usize::MAX).expect("read");
+        assert_eq!(
+            rows.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let rejected = std::fs::read_to_string(rejected_path(&path)).expect("rejected file");
+        assert!(rejected.starts_with("time,reason,row\n"));
+        assert!(rejected.contains("this is not a spool row"));
+        assert!(rejected.contains("unbalanced,quote"));
+    }
+
+    #[test]
+    fn a_foreign_header_is_replaced_and_its_rows_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        std::fs::write(&path, "S1;172.0.0.1;sensor;21\nS2;172.0.0.2;sensor;22\n").expect("write");
+        let (spool, recovery) = Spool::open(&path, "c1", 0).expect("recover");
+        assert!(recovery.header_rewritten);
+        assert_eq!(
+            recovery.quarantined_rows, 2,
+            "both foreign rows are kept aside, none dropped"
+        );
+        assert_eq!(spool.live_rows(), 0);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{HEADER}\n")
+        );
+    }
+
+    #[test]
+    fn settling_everything_truncates_and_offsets_stay_valid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        let ends = append_all(&mut spool, 1..=3);
+        spool.settle(ends[1], 2);
+        assert_eq!(spool.live_rows(), 1);
+        spool.maintain().expect("maintain");
+        assert_eq!(spool.live_rows(), 1, "a live row keeps the file");
+        spool.settle(ends[2], 1);
+        spool.maintain().expect("maintain");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{HEADER}\n")
+        );
+        assert_eq!(spool.end(), ends[2], "logical offsets keep growing");
+        let more = append_all(&mut spool, 4..=4);
+        let rows = spool.read(ends[2], 10, usize::MAX).expect("read");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].end, more[0]);
+        assert_eq!(rows[0].event.sequence, 4);
+    }
+
+    #[test]
+    fn compaction_rewrites_only_the_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        let big = vec![b'x'; 64 * 1024];
+        let mut ends = Vec::new();
+        for seq in 1..=200u64 {
+            let (_, end) = spool.append(&event(seq, &big), None).expect("append");
+            ends.push(end);
+        }
+        spool.sync().expect("sync");
+        spool.settle(ends[149], 150);
+        spool.maintain().expect("compact");
+        let size = std::fs::metadata(&path).expect("stat").len();
+        assert!(
+            size < 50 * 70 * 1024,
+            "file holds only the 50 live rows: {size} bytes"
+        );
+        let rows = spool
+            .read(ends[149], 100, usize::MAX)
+            .expect("read after compaction");
+        assert_eq!(rows.len(), 50);
+        assert_eq!(rows[0].event.sequence, 151);
+        assert_eq!(rows[49].end, ends[199]);
+        assert_eq!(spool.backlog().rows, 50);
+        assert_eq!(
+            spool.backlog().oldest_unix_nanos,
+            event(151, b"").time_unix_nanos
+        );
+    }
+}

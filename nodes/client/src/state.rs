@@ -1,0 +1,190 @@
+//! The client's state file (`safeData.state` beside the spool): what must
+//! survive a restart besides the spool itself.
+//!
+//! - `reserved_until`: sequence numbers are handed out from blocks reserved
+//!   here *before* use, so a restarted client never reuses one (event ids
+//!   stay unique across restarts, even after `kill -9`).
+//! - `acked_through`: the highest sequence number acknowledged end to end;
+//!   spool rows at or below it are dropped on open.
+//! - `positions`: how far each source was read *and* delivered, so a file
+//!   source resumes where it left off.
+//!
+//! Written atomically (temporary file, fsync, rename).
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Sequence numbers reserved per write of the state file.
+pub const RESERVE_BLOCK: u64 = 100_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub client_id: String,
+    /// Sequence numbers below this may have been used.
+    pub reserved_until: u64,
+    pub acked_through: u64,
+    pub positions: HashMap<String, u64>,
+}
+
+/// The state file and the sequence allocator it backs.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    state: State,
+    next_sequence: u64,
+    dirty: bool,
+}
+
+/// How the state file was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    Fresh,
+    Found,
+    /// Present but unreadable: a warning, and numbering continues after the spool.
+    Unreadable(String),
+}
+
+/// `safeData.csv` → `safeData.state`.
+pub fn state_path(spool: &Path) -> PathBuf {
+    spool.with_extension("state")
+}
+
+impl StateFile {
+    pub fn load(path: &Path, client_id: &str) -> (Self, Loaded) {
+        let (state, loaded) = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) => (state, Loaded::Found),
+                Err(err) => (State::default(), Loaded::Unreadable(err.to_string())),
+            },
+            Err(err) if err.kind() == io::ErrorKind::NotFound => (State::default(), Loaded::Fresh),
+            Err(err) => (State::default(), Loaded::Unreadable(err.to_string())),
+        };
+        let next_sequence = state.reserved_until.max(1);
+        let state = State {
+            client_id: client_id.to_string(),
+            ..state
+        };
+        (
+            Self {
+                path: path.to_path_buf(),
+                state,
+                next_sequence,
+                dirty: true,
+            },
+            loaded,
+        )
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Never hand out a number at or below `sequence` (the spool's highest).
+    pub fn continue_after(&mut self, sequence: u64) {
+        self.next_sequence = self.next_sequence.max(sequence.saturating_add(1));
+    }
+
+    /// The next sequence number; reserves (and durably records) a new block
+    /// first when the current one is used up.
+    pub fn next_sequence(&mut self) -> io::Result<u64> {
+        if self.next_sequence >= self.state.reserved_until {
+            self.state.reserved_until = self.next_sequence + RESERVE_BLOCK;
+            self.save()?;
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        Ok(sequence)
+    }
+
+    pub fn acknowledged(&mut self, sequence: u64) {
+        if sequence > self.state.acked_through {
+            self.state.acked_through = sequence;
+            self.dirty = true;
+        }
+    }
+
+    pub fn delivered_position(&mut self, key: &str, position: u64) {
+        match self.state.positions.get_mut(key) {
+            Some(p) if *p >= position => {}
+            Some(p) => {
+                *p = position;
+                self.dirty = true;
+            }
+            None => {
+                self.state.positions.insert(key.to_string(), position);
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Saves if anything changed since the last save.
+    pub fn save_if_dirty(&mut self) -> io::Result<()> {
+        if self.dirty { self.save() } else { Ok(()) }
+    }
+
+    pub fn save(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("state.tmp");
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            serde_json::to_writer_pretty(&mut file, &self.state).map_err(io::Error::other)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_never_repeat_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let (mut state, loaded) = StateFile::load(&path, "c1");
+        assert_eq!(loaded, Loaded::Fresh);
+        let first: Vec<u64> = (0..3)
+            .map(|_| state.next_sequence().expect("seq"))
+            .collect();
+        assert_eq!(first, vec![1, 2, 3]);
+        // No save after the reservation: as if killed with -9.
+        drop(state);
+        let (mut state, loaded) = StateFile::load(&path, "c1");
+        assert_eq!(loaded, Loaded::Found);
+        let next = state.next_sequence().expect("seq");
+        assert!(next > 3, "restart continued at {next}");
+        assert_eq!(next, 1 + RESERVE_BLOCK);
+    }
+
+    #[test]
+    fn progress_is_saved_and_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let (mut state, _) = StateFile::load(&path, "c1");
+        state.acknowledged(41);
+        state.acknowledged(7);
+        state.delivered_position("file:/in", 100);
+        state.delivered_position("file:/in", 50);
+        state.save_if_dirty().expect("save");
+        let (state, _) = StateFile::load(&path, "c1");
+        assert_eq!(state.state().acked_through, 41);
+        assert_eq!(state.state().positions.get("file:/in"), Some(&100));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_and_numbering_follows_the_spool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        std::fs::write(&path, "{ not json").expect("write");
+        let (mut state, loaded) = StateFile::load(&path, "c1");
+        assert!(matches!(loaded, Loaded::Unreadable(_)));
+        state.continue_after(500);
+        assert_eq!(state.next_sequence().expect("seq"), 501);
+    }
+}
