@@ -8,7 +8,7 @@
 //! health checks and writes `healthCheckReport.csv` ([`report`]).
 //!
 //! The library never binds ports or traps signals: [`Master::run`] is handed
-//! its listener and a cancellation token.
+//! its listeners and a cancellation token.
 //!
 //! # Layout
 //! - [`config`]: flags and their validation.
@@ -16,8 +16,10 @@
 //! - [`ingest`]: the data-plane service, one session task per stream.
 //! - [`dedupe`]: resends already published through this master.
 //! - [`registry`]: peers, rates, health checks.
+//! - [`admin`]: the admin API the console uses, on its own listener.
 //! - [`counters`]: totals since start.
 
+pub mod admin;
 pub mod cloudevents;
 pub mod config;
 pub mod counters;
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use smesh_core::grpc;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::KafkaStatus;
+use smesh_proto::admin::admin_server::AdminServer;
 use smesh_proto::mesh::mesh_server::MeshServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +49,7 @@ use tracing::{info, warn};
 pub use counters::Counters;
 pub use registry::RegistryHandle;
 
+use crate::admin::AdminService;
 use crate::dedupe::Delivered;
 use crate::ingest::{Ingest, MeshService, StreamSettings};
 use crate::kafka::{KafkaConfig, KafkaSink};
@@ -126,12 +130,13 @@ impl Master {
         Arc::clone(&self.counters)
     }
 
-    /// Serves sidecars on `listener` until `shutdown`, then drains: streams
-    /// stop taking batches, in-flight events are acknowledged as Kafka
-    /// confirms them, and the producer is flushed.
+    /// Serves sidecars on `listener` and the admin API on `admin` until
+    /// `shutdown`, then drains: streams stop taking batches, in-flight events
+    /// are acknowledged as Kafka confirms them, and the producer is flushed.
     pub async fn run(
         self,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> Result<(), MasterError> {
         let Self {
@@ -203,6 +208,27 @@ impl Master {
             shutdown: shutdown.clone(),
             next_conn: AtomicU64::new(1),
         });
+        if let Some(admin) = admin {
+            let admin_address = admin
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let (_, admin_health, admin_reflection) = grpc::health_and_reflection()?;
+            let service = AdminService::new(handle.clone(), config.probe_timeout, shutdown.clone());
+            let shutdown = shutdown.clone();
+            info!(address = %admin_address, "admin API listening");
+            tasks.spawn(async move {
+                let served = grpc::server()
+                    .add_service(admin_health)
+                    .add_service(admin_reflection)
+                    .add_service(AdminServer::new(service))
+                    .serve_with_incoming_shutdown(grpc::incoming(admin), shutdown.cancelled_owned())
+                    .await;
+                if let Err(err) = served {
+                    warn!(%err, "admin API stopped");
+                }
+            });
+        }
         info!(id = %config.id, %address, brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
         let served = grpc::server()
             .add_service(health_service)

@@ -39,8 +39,30 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_UNAVAILABLE as u8);
             }
         };
+        let admin = match tokio::net::TcpListener::bind(args.admin_listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!(
+                    "smesh-master: cannot listen on {} (admin API): {err}",
+                    args.admin_listen
+                );
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        };
         let token = CancellationToken::new();
-        match shutdown::drive(master.run(listener, token.clone()), token, grace).await {
+        // SIGUSR1 runs a health check of every peer (the console does it through the admin API).
+        tokio::spawn(health_check_on_sigusr1(
+            master.handle(),
+            args.probe_timeout,
+            token.clone(),
+        ));
+        match shutdown::drive(
+            master.run(listener, Some(admin), token.clone()),
+            token,
+            grace,
+        )
+        .await
+        {
             Some(Ok(())) | None => ExitCode::SUCCESS,
             Some(Err(err)) => {
                 error!(%err, "master stopped");
@@ -48,4 +70,38 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(unix)]
+async fn health_check_on_sigusr1(
+    registry: smesh_master::RegistryHandle,
+    timeout: std::time::Duration,
+    token: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            received = usr1.recv() => if received.is_none() { return },
+        }
+        match registry.health_check(String::new(), timeout).await {
+            Ok(report) => tracing::info!(
+                check = report.check_id,
+                rows = report.rows.len(),
+                "SIGUSR1 health check written"
+            ),
+            Err(err) => tracing::warn!(%err, "SIGUSR1 health check failed"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn health_check_on_sigusr1(
+    _registry: smesh_master::RegistryHandle,
+    _timeout: std::time::Duration,
+    _token: CancellationToken,
+) {
 }
