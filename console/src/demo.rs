@@ -1,0 +1,334 @@
+//! `smesh-console demo`: a whole mesh in one process, for a first look.
+//!
+//! One master, two sidecars and three clients with synthetic sensors, on
+//! loopback ports, publishing into librdkafka's embedded mock cluster (or a
+//! real cluster with `--kafka-brokers`). Every second a summary line shows
+//! what each tier has done.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use rdkafka::mocking::MockCluster;
+use smesh_core::cli::parse_duration;
+use smesh_core::peers::Peer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+/// Flags of `smesh-console demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Print a summary line every second instead of opening the dashboard.
+    #[arg(long)]
+    pub headless: bool,
+    /// Publish to this Kafka cluster instead of the embedded mock cluster.
+    #[arg(long, env = "SMESH_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic to publish to.
+    #[arg(long, env = "SMESH_TOPIC", default_value = "smesh.events")]
+    pub topic: String,
+    /// Number of clients.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub clients: u32,
+    /// Number of sidecars.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub sidecars: u32,
+    /// Sensor readings per second, per client.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Stop by itself after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Where the clients keep their spools (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Counters of every node of the demo mesh.
+#[derive(Debug, Clone)]
+pub struct MeshCounters {
+    pub clients: Vec<Arc<smesh_client::Counters>>,
+    pub sidecars: Vec<Arc<smesh_sidecar::UpstreamCounters>>,
+    pub master: Arc<smesh_master::Counters>,
+}
+
+/// Sums for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub read: u64,
+    pub acked: u64,
+    /// Read but not yet acknowledged (in flight or in a spool).
+    pub pending: u64,
+    pub forwarded: u64,
+    pub published: u64,
+}
+
+impl MeshCounters {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.clients {
+            let read = c.read.load(Relaxed);
+            let settled =
+                c.acked.load(Relaxed) + c.rejected.load(Relaxed) + c.dropped.load(Relaxed);
+            s.read += read;
+            s.acked += c.acked.load(Relaxed);
+            s.pending += read.saturating_sub(settled);
+        }
+        for c in &self.sidecars {
+            s.forwarded += c.events_forwarded.load(Relaxed);
+        }
+        s.published = self.master.published.load(Relaxed);
+        s
+    }
+}
+
+/// A running demo mesh.
+pub struct DemoMesh {
+    pub counters: MeshCounters,
+    /// The master's registry, for the dashboard.
+    pub master: smesh_master::RegistryHandle,
+    pub kafka: String,
+    pub token: CancellationToken,
+    tasks: TaskTracker,
+    _mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for DemoMesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoMesh")
+            .field("kafka", &self.kafka)
+            .finish()
+    }
+}
+
+impl DemoMesh {
+    /// Stops every node and waits for them to drain.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(15), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("demo nodes did not stop within 15s");
+        }
+    }
+}
+
+fn loopback(listener: &TcpListener, id: &str) -> anyhow::Result<Peer> {
+    let port = listener.local_addr()?.port();
+    Ok(Peer {
+        id: id.to_string(),
+        host: "127.0.0.1".to_string(),
+        port,
+    })
+}
+
+fn peer_list(peers: &[Peer]) -> String {
+    peers
+        .iter()
+        .map(|p| format!("{};{};\n", p.id, p.address()))
+        .collect()
+}
+
+/// Starts the demo mesh.
+pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
+    let (mock, kafka) = match &args.kafka_brokers {
+        Some(brokers) => (None, brokers.clone()),
+        None => {
+            let mock =
+                MockCluster::new(3).context("cannot start the embedded Kafka mock cluster")?;
+            let bootstrap = mock.bootstrap_servers();
+            (Some(mock), bootstrap)
+        }
+    };
+    let (temp, dir) = match &args.dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let temp = tempfile::Builder::new().prefix("smesh-demo-").tempdir()?;
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let master_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let master_peer = loopback(&master_listener, "master-1")?;
+    let master_config = smesh_master::config::MasterArgs::config_from_flags([
+        "--id",
+        "master-1",
+        "--kafka-brokers",
+        &kafka,
+        "--topic",
+        &args.topic,
+        "--health-report",
+        &dir.join("healthCheckReport.csv").display().to_string(),
+    ])
+    .map_err(anyhow::Error::msg)?;
+    let master = smesh_master::Master::new(master_config)?;
+    let master_counters = master.counters();
+    let master_handle = master.handle();
+    tasks.spawn({
+        let token = token.clone();
+        async move {
+            if let Err(err) = master.run(master_listener, None, token).await {
+                warn!(%err, "demo master stopped");
+            }
+        }
+    });
+
+    let masters_file = dir.join("sidecarCon.csv");
+    std::fs::write(&masters_file, peer_list(std::slice::from_ref(&master_peer)))?;
+    let mut sidecar_peers = Vec::new();
+    let mut sidecar_counters = Vec::new();
+    for i in 1..=args.sidecars {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let id = format!("sidecar-{i}");
+        sidecar_peers.push(loopback(&listener, &id)?);
+        let config = smesh_sidecar::config::SidecarArgs::config_from_flags([
+            "--id",
+            &id,
+            "--masters",
+            &masters_file.display().to_string(),
+        ])
+        .map_err(anyhow::Error::msg)?;
+        let sidecar = smesh_sidecar::Sidecar::new(config);
+        sidecar_counters.push(sidecar.counters());
+        let token = token.clone();
+        tasks.spawn(async move {
+            if let Err(err) = sidecar.run(listener, token).await {
+                warn!(%err, "demo sidecar stopped");
+            }
+        });
+    }
+
+    let mut client_counters = Vec::new();
+    for i in 1..=args.clients {
+        let id = format!("client-{i}");
+        let own = dir.join(&id);
+        std::fs::create_dir_all(&own)?;
+        // Spread the clients: each prefers a different sidecar first.
+        let mut order = sidecar_peers.clone();
+        order.rotate_left((i as usize - 1) % sidecar_peers.len());
+        let sidecars_file = own.join("clientCon.csv");
+        std::fs::write(&sidecars_file, peer_list(&order))?;
+        let config = smesh_client::config::ClientArgs::config_from_flags([
+            "--id",
+            &id,
+            "--sidecars",
+            &sidecars_file.display().to_string(),
+            "--source",
+            &format!("sensor:rate={},sensors=3", args.rate),
+            "--spool-file",
+            &own.join("safeData.csv").display().to_string(),
+        ])
+        .map_err(anyhow::Error::msg)?;
+        let client = smesh_client::Client::new(config);
+        client_counters.push(client.counters());
+        let token = token.clone();
+        tasks.spawn(async move {
+            if let Err(err) = client.run(token).await {
+                warn!(%err, "demo client stopped");
+            }
+        });
+    }
+    Ok(DemoMesh {
+        counters: MeshCounters {
+            clients: client_counters,
+            sidecars: sidecar_counters,
+            master: master_counters,
+        },
+        master: master_handle,
+        kafka,
+        token,
+        tasks,
+        _mock: mock,
+        _dir: temp,
+    })
+}
+
+/// One summary line: totals per tier and the publish rate since the last line.
+pub fn summary_line(now: Summary, before: Summary, elapsed: Duration, kafka_ready: bool) -> String {
+    let rate =
+        (now.published.saturating_sub(before.published)) as f64 / elapsed.as_secs_f64().max(1e-3);
+    format!(
+        "clients: read {} acked {} pending {} | sidecars: forwarded {} | master: published {} ({:.0}/s) | kafka: {}",
+        now.read,
+        now.acked,
+        now.pending,
+        now.forwarded,
+        now.published,
+        rate,
+        if kafka_ready { "ready" } else { "not ready" }
+    )
+}
+
+/// Runs the headless demo: prints a summary every second until Ctrl-C or `--duration`.
+pub async fn run_headless(args: &DemoArgs) -> anyhow::Result<()> {
+    let mesh = start(args).await?;
+    println!(
+        "smesh demo: 1 master, {} sidecars, {} clients; Kafka at {}{}",
+        args.sidecars,
+        args.clients,
+        mesh.kafka,
+        if args.kafka_brokers.is_none() {
+            " (embedded mock cluster)"
+        } else {
+            ""
+        }
+    );
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut before = mesh.counters.summary();
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            name = smesh_core::shutdown::signal() => {
+                println!("{name}: stopping the demo mesh");
+                break;
+            }
+        }
+        let now = mesh.counters.summary();
+        let ready = mesh.master.kafka.borrow().ready;
+        println!("{}", summary_line(now, before, last.elapsed(), ready));
+        before = now;
+        last = Instant::now();
+        if args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+    }
+    mesh.stop().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_names_every_tier() {
+        let before = Summary::default();
+        let now = Summary {
+            read: 120,
+            acked: 100,
+            pending: 20,
+            forwarded: 110,
+            published: 100,
+        };
+        let line = summary_line(now, before, Duration::from_secs(2), true);
+        assert_eq!(
+            line,
+            "clients: read 120 acked 100 pending 20 | sidecars: forwarded 110 | master: published 100 (50/s) | kafka: ready"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Fixtures for smesh's end-to-end tests: a real Kafka broker, real node
+//! processes on 127.0.0.1, and a consumer that reads back what arrived.
+//!
+//! # Layout
+//! - [`kafka`]: fetches, formats, starts and stops an Apache Kafka broker.
+//! - [`nodes`]: builders that start `smesh-master`, `smesh-sidecar` and
+//!   `smesh-client` processes and kill them for real.
+//! - [`records`]: reads a topic and checks delivery (lost, duplicated, out of order).
+//! - [`eventually`]: waits for a condition instead of sleeping.
+//!
+//! The node binaries must be built first (`cargo build --workspace --bins`,
+//! which `scripts/test` does).
+
+// Test support: a fixture that cannot do its job must fail the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+pub mod kafka;
+pub mod nodes;
+pub mod records;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or fails with `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A unique name for a topic (tests share one broker).
+pub fn unique_topic(test: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("smesh.test.{test}.{}.{n}", std::process::id())
+}

@@ -1,0 +1,242 @@
+//! Reading a topic back and judging the delivery.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// One Kafka record as smesh wrote it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The sequence number from `ce_id` (`<client>-<sequence>`).
+    pub fn sequence(&self) -> Option<u64> {
+        self.header("ce_id")?.rsplit_once('-')?.1.parse().ok()
+    }
+}
+
+fn consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("smesh-test-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("create consumer")
+}
+
+/// Reads every record of `topic` that exists now, from the beginning, once
+/// at least `at_least` are there (waiting up to `within` for them).
+pub fn read_topic(bootstrap: &str, topic: &str, at_least: usize, within: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + within;
+    loop {
+        let records = read_all(bootstrap, topic);
+        if records.len() >= at_least {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of at least {at_least} records arrived in {topic} within {within:?}",
+            records.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every record in the topic right now (up to the high watermarks).
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let consumer = consumer(bootstrap);
+    let metadata = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(metadata) => metadata,
+        Err(_) => return Vec::new(),
+    };
+    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Vec::new();
+    };
+    let mut ends = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in meta.partitions() {
+        let id = partition.id();
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, id, Duration::from_secs(10)) else {
+            return Vec::new();
+        };
+        if high > low {
+            ends.insert(id, high);
+            assignment
+                .add_partition_offset(topic, id, Offset::Beginning)
+                .expect("add partition");
+        }
+    }
+    if ends.is_empty() {
+        return Vec::new();
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut records = Vec::new();
+    let mut done: HashSet<i32> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < ends.len() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} took more than 60s"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let mut headers = HashMap::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_string(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        let partition = message.partition();
+        let offset = message.offset();
+        records.push(Record {
+            partition,
+            offset,
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+            done.insert(partition);
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+}
+
+/// How a delivery went, per client.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub delivered: usize,
+    pub lost: Vec<String>,
+    pub unexpected: Vec<String>,
+    pub duplicates: usize,
+    pub out_of_order: Vec<String>,
+}
+
+impl Verdict {
+    /// Fails the test if anything was lost, unexpected or out of order;
+    /// prints duplicates (allowed under faults, but reported).
+    pub fn assert_complete(&self, context: &str) {
+        eprintln!(
+            "{context}: {} delivered, {} duplicates, {} lost, {} out of order",
+            self.delivered,
+            self.duplicates,
+            self.lost.len(),
+            self.out_of_order.len()
+        );
+        assert!(
+            self.lost.is_empty(),
+            "{context}: lost {} events, e.g. {:?}",
+            self.lost.len(),
+            &self.lost[..self.lost.len().min(5)]
+        );
+        assert!(
+            self.unexpected.is_empty(),
+            "{context}: unexpected records {:?}",
+            &self.unexpected[..self.unexpected.len().min(5)]
+        );
+        assert!(
+            self.out_of_order.is_empty(),
+            "{context}: out of order: {:?}",
+            &self.out_of_order[..self.out_of_order.len().min(5)]
+        );
+    }
+}
+
+/// Compares what arrived with what each client sent (payloads in order).
+/// Duplicates (same `ce_id`) are counted, the first copy is judged.
+/// Each client's records must sit in one partition, in sending order.
+pub fn judge(records: &[Record], sent: &BTreeMap<String, Vec<Vec<u8>>>) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut by_client: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for record in records {
+        by_client
+            .entry(record.key.as_str())
+            .or_default()
+            .push(record);
+    }
+    for (client, payloads) in sent {
+        let arrived = by_client.remove(client.as_str()).unwrap_or_default();
+        let partitions: HashSet<i32> = arrived.iter().map(|r| r.partition).collect();
+        if partitions.len() > 1 {
+            verdict
+                .out_of_order
+                .push(format!("{client}: spread over partitions {partitions:?}"));
+        }
+        let mut seen = HashSet::new();
+        let mut firsts = Vec::new();
+        for record in arrived {
+            let id = record.header("ce_id").unwrap_or_default().to_string();
+            if seen.insert(id) {
+                firsts.push(record);
+            } else {
+                verdict.duplicates += 1;
+            }
+        }
+        let mut last_sequence = 0u64;
+        for record in &firsts {
+            let sequence = record.sequence().unwrap_or(0);
+            if sequence <= last_sequence {
+                verdict.out_of_order.push(format!(
+                    "{client}: sequence {sequence} after {last_sequence}"
+                ));
+            }
+            last_sequence = sequence;
+        }
+        let expected: HashSet<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut got: HashSet<&[u8]> = HashSet::new();
+        let mut position = 0usize;
+        for record in &firsts {
+            if !expected.contains(record.value.as_slice()) {
+                verdict.unexpected.push(format!(
+                    "{client}: {}",
+                    String::from_utf8_lossy(&record.value)
+                ));
+                continue;
+            }
+            got.insert(record.value.as_slice());
+            // Payloads must come in the order they were written.
+            match payloads[position..].iter().position(|p| p == &record.value) {
+                Some(skip) => position += skip + 1,
+                None => verdict.out_of_order.push(format!(
+                    "{client}: {} arrived after a later payload",
+                    String::from_utf8_lossy(&record.value)
+                )),
+            }
+        }
+        verdict.delivered += got.len();
+        for payload in payloads {
+            if !got.contains(payload.as_slice()) {
+                verdict
+                    .lost
+                    .push(format!("{client}: {}", String::from_utf8_lossy(payload)));
+            }
+        }
+    }
+    for (client, rest) in by_client {
+        verdict.unexpected.push(format!(
+            "{} records from unknown client {client}",
+            rest.len()
+        ));
+    }
+    verdict
+}

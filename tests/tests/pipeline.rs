@@ -1,0 +1,325 @@
+//! Events flow client → sidecar → master → Kafka, and bad input is refused
+//! clearly without losing anything. Real processes, a real Kafka broker.
+
+// Test helpers fail loudly, like the tests they serve.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use smesh_tests::kafka::KafkaBroker;
+use smesh_tests::nodes::{self, reserve_port};
+use smesh_tests::records::{judge, read_topic};
+use smesh_tests::{eventually, unique_topic};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const EVENTS_PER_CLIENT: u64 = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_through_two_sidecars_reach_kafka_exactly_once_and_in_order() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("flow");
+    let _master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let master_port = _master.port;
+    let s1 = nodes::sidecar(dir.path(), "S1", &[("M1", master_port)], 0)
+        .spawn()
+        .await;
+    let s2 = nodes::sidecar(dir.path(), "S2", &[("M1", master_port)], 0)
+        .spawn()
+        .await;
+
+    let mut sent = BTreeMap::new();
+    let mut clients = Vec::new();
+    for (i, id) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        let input = dir.path().join(format!("{id}.jsonl"));
+        sent.insert(
+            id.to_string(),
+            nodes::write_lines(&input, id, 0..EVENTS_PER_CLIENT, 40),
+        );
+        // c1 and c3 prefer S1, c2 prefers S2: both sidecars carry traffic.
+        let sidecars = if i == 1 {
+            [("S2", s2.port), ("S1", s1.port)]
+        } else {
+            [("S1", s1.port), ("S2", s2.port)]
+        };
+        let source = format!("file:path={},follow=false", input.display());
+        clients.push(
+            nodes::client(dir.path(), id, &sidecars, &[source])
+                .spawn()
+                .await,
+        );
+    }
+    // A client whose sources are finished exits 0 once Kafka has everything.
+    for client in &mut clients {
+        let status = client.wait_exit(Duration::from_secs(120)).await;
+        assert!(status.success(), "{} exited with {status}", client.name);
+    }
+    let records = read_topic(
+        &kafka.bootstrap(),
+        &topic,
+        sent.values().map(Vec::len).sum(),
+        Duration::from_secs(30),
+    );
+    let verdict = judge(&records, &sent);
+    verdict.assert_complete("three clients");
+    assert_eq!(verdict.duplicates, 0, "no fault, so no duplicates");
+    assert_eq!(records.len(), 3 * EVENTS_PER_CLIENT as usize);
+
+    // CloudEvents binary mode: attributes in headers, data as the value.
+    let record = records.iter().find(|r| r.key == "c2").expect("a c2 record");
+    let sequence = record.sequence().expect("ce_id carries the sequence");
+    assert_eq!(
+        record.header("ce_id"),
+        Some(format!("c2-{sequence}").as_str())
+    );
+    assert_eq!(record.header("ce_specversion"), Some("1.0"));
+    assert_eq!(record.header("ce_type"), Some("dev.smesh.file.record"));
+    assert!(
+        record
+            .header("ce_source")
+            .is_some_and(|s| s.starts_with("smesh://c2/file"))
+    );
+    assert!(record.header("ce_time").is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(record.header("content-type"), Some("application/json"));
+    // Nothing is left in any spool.
+    for id in ["c1", "c2", "c3"] {
+        let spool = std::fs::read_to_string(nodes::spool_path(dir.path(), id)).expect("spool");
+        assert_eq!(
+            spool.lines().count(),
+            1,
+            "{id}'s spool holds only its header"
+        );
+    }
+}
+
+async fn health_of(port: u16) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = HealthClient::new(channel);
+    let response = client
+        .check(HealthCheckRequest {
+            service: "smesh.mesh.v1.Mesh".into(),
+        })
+        .await
+        .ok()?;
+    Some(response.into_inner().status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_is_not_serving_until_its_broker_is_up_and_then_delivers_what_waited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kafka_port = reserve_port();
+    let bootstrap = format!("127.0.0.1:{kafka_port}");
+    let topic = unique_topic("late-kafka");
+    let master = nodes::master(dir.path(), "M1", &bootstrap, &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    // Readings arrive while Kafka is unreachable: nothing can be acknowledged.
+    let input = dir.path().join("c1.jsonl");
+    let lines = nodes::write_lines(&input, "c1", 0..200, 10);
+    let source = format!("file:path={},follow=false", input.display());
+    let mut client = nodes::client(dir.path(), "c1", &[("S1", sidecar.port)], &[source])
+        .spawn()
+        .await;
+
+    let status = eventually("a health answer", Duration::from_secs(20), || {
+        health_of(master.port)
+    })
+    .await;
+    assert_eq!(status, ServingStatus::NotServing);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        health_of(master.port).await,
+        Some(ServingStatus::NotServing)
+    );
+    assert!(
+        client.is_running(),
+        "nothing is acknowledged, so the client waits"
+    );
+    let spool = std::fs::read_to_string(nodes::spool_path(dir.path(), "c1")).expect("spool");
+    assert_eq!(spool.lines().count(), 201, "every event waits in the spool");
+
+    let kafka =
+        KafkaBroker::start_with_port(Some(kafka_port)).expect("start Kafka on the reserved port");
+    eventually("SERVING", Duration::from_secs(60), || async {
+        (health_of(master.port).await == Some(ServingStatus::Serving)).then_some(())
+    })
+    .await;
+    let status = client.wait_exit(Duration::from_secs(90)).await;
+    assert!(status.success(), "client exited with {status}");
+    let records = read_topic(
+        &kafka.bootstrap(),
+        &topic,
+        lines.len(),
+        Duration::from_secs(30),
+    );
+    judge(&records, &BTreeMap::from([("c1".to_string(), lines)])).assert_complete("late Kafka");
+    assert!(
+        master.log().contains("Kafka unreachable"),
+        "the master says why it is not serving:\n{}",
+        master.log_tail(20)
+    );
+}
+
+fn run_to_exit(binary: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(nodes::binary(binary))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run binary");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_peer_lists_and_flags_exit_64_with_one_line_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = dir.path().join("clientCon.csv");
+    std::fs::write(
+        &clients,
+        "# sidecars\nSidecar1;127.0.0.1:9000;\nSidecar2;127.0.0.1:90000;\n",
+    )
+    .expect("write");
+    let (code, stderr) = run_to_exit(
+        "smesh-client",
+        dir.path(),
+        &["--sidecars", clients.to_str().expect("utf8")],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("clientCon.csv:3:") && stderr.contains("invalid port"),
+        "{stderr}"
+    );
+
+    let masters = dir.path().join("sidecarCon.csv");
+    std::fs::write(&masters, "Master1;127.0.0.1;\nMaster2\n").expect("write");
+    let (code, stderr) = run_to_exit(
+        "smesh-sidecar",
+        dir.path(),
+        &["--masters", masters.to_str().expect("utf8")],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("sidecarCon.csv:2:") && stderr.contains("has 1 fields"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run_to_exit(
+        "smesh-sidecar",
+        dir.path(),
+        &["--masters", "/nonexistent/sidecarCon.csv"],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("/nonexistent/sidecarCon.csv"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(
+        "smesh-master",
+        dir.path(),
+        &["--kafka-brokers", "no-port-here"],
+    );
+    assert_eq!((code, stderr.lines().count()), (64, 1), "{stderr}");
+    assert!(stderr.contains("--kafka-brokers"), "{stderr}");
+
+    let (code, stderr) = run_to_exit("smesh-master", dir.path(), &["--no-such-flag"]);
+    assert_eq!((code, stderr.lines().count()), (64, 1), "{stderr}");
+
+    let (code, stderr) = run_to_exit("smesh-client", dir.path(), &["--source", "sensor:rate=-1"]);
+    assert_eq!((code, stderr.lines().count()), (64, 1), "{stderr}");
+    assert!(stderr.contains("invalid rate"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(
+        "smesh-master",
+        dir.path(),
+        &["--kafka-config", "no.such.property=1"],
+    );
+    assert_eq!((code, stderr.lines().count()), (64, 1), "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_events_are_rejected_with_a_reason_and_the_rest_delivered() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("oversized");
+    // The master accepts less than the client: its refusal travels back.
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .args(["--max-event-bytes", "20000"])
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut lines = nodes::write_lines(&input, "c1", 0..50, 10);
+    // Too large for the client itself (limit 100000) …
+    let huge = format!("{{\"huge\":\"{}\"}}", "h".repeat(200_000));
+    // … and too large for the master only.
+    let large = format!("{{\"large\":\"{}\"}}", "l".repeat(50_000));
+    std::fs::write(&input, {
+        let mut text = std::fs::read_to_string(&input).expect("read");
+        text.push_str(&huge);
+        text.push('\n');
+        text.push_str(&large);
+        text.push('\n');
+        text
+    })
+    .expect("write");
+    lines.extend(nodes::write_lines(&input, "c1", 50..100, 10));
+    let source = format!("file:path={},follow=false", input.display());
+    let mut client = nodes::client(dir.path(), "c1", &[("S1", sidecar.port)], &[source])
+        .args(["--max-event-bytes", "100000"])
+        .spawn()
+        .await;
+    let status = client.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "client exited with {status}");
+    let records = read_topic(
+        &kafka.bootstrap(),
+        &topic,
+        lines.len(),
+        Duration::from_secs(30),
+    );
+    judge(&records, &BTreeMap::from([("c1".to_string(), lines)])).assert_complete("oversized");
+    assert_eq!(
+        records.len(),
+        100,
+        "the two oversized events are not in Kafka"
+    );
+
+    let rejected_path = nodes::client_dir(dir.path(), "c1").join("safeData.rejected.csv");
+    let rejected = std::fs::read_to_string(&rejected_path).expect("rejected file");
+    assert!(
+        rejected.contains("more than the limit of 100000 bytes"),
+        "client-side reason"
+    );
+    assert!(
+        rejected.contains("more than the limit of 20000 bytes"),
+        "master-side reason"
+    );
+    assert!(
+        rejected.contains(&"h".repeat(200_000)),
+        "the huge payload is kept whole"
+    );
+    assert!(
+        rejected.contains(&"l".repeat(50_000)),
+        "the large payload is kept whole"
+    );
+    assert!(
+        !client.log_events("can never be delivered").is_empty(),
+        "the client logs the refusal:\n{}",
+        client.log_tail(20)
+    );
+}
