@@ -117,6 +117,16 @@ impl Process {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The port in the `address` field of the first log line saying `message`.
+    pub fn logged_port(&self, message: &str) -> Option<u16> {
+        self.log_events(message).iter().find_map(|event| {
+            event["fields"]["address"]
+                .as_str()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+        })
+    }
+
     /// JSON log lines whose message contains `needle`.
     pub fn log_events(&self, needle: &str) -> Vec<serde_json::Value> {
         self.log()
@@ -355,15 +365,7 @@ pub fn write_lines(
         .append(true)
         .open(path)
         .expect("open input");
-    let lines: Vec<Vec<u8>> = range
-        .map(|i| {
-            format!(
-                "{{\"client\":\"{client}\",\"n\":{i},\"pad\":\"{}\"}}",
-                "x".repeat(pad)
-            )
-            .into_bytes()
-        })
-        .collect();
+    let lines: Vec<Vec<u8>> = range.map(|i| line(client, i, pad)).collect();
     let mut buffer = Vec::new();
     for line in &lines {
         buffer.extend_from_slice(line);
@@ -372,4 +374,49 @@ pub fn write_lines(
     file.write_all(&buffer).expect("append input");
     file.sync_all().expect("sync input");
     lines
+}
+
+/// Appends JSON lines to a file over time, like a live source, from a thread.
+#[derive(Debug)]
+pub struct Feeder {
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Every line the feeder will have written once done, in order.
+    pub lines: Vec<Vec<u8>>,
+}
+
+impl Feeder {
+    /// Writes `total` lines for `client` into `path`, `per_tick` every `tick`.
+    pub fn start(path: &Path, client: &str, total: u64, per_tick: u64, tick: Duration) -> Self {
+        let lines: Vec<Vec<u8>> = (0..total).map(|i| line(client, i, 40)).collect();
+        std::fs::write(path, b"").expect("create input");
+        let (path, client) = (path.to_path_buf(), client.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut next = 0;
+            while next < total {
+                let end = (next + per_tick).min(total);
+                write_lines(&path, &client, next..end, 40);
+                next = end;
+                std::thread::sleep(tick);
+            }
+        });
+        Self {
+            handle: Some(handle),
+            lines,
+        }
+    }
+
+    /// Waits until every line is written.
+    pub fn finish(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.join().expect("feeder thread");
+        }
+    }
+}
+
+fn line(client: &str, i: u64, pad: usize) -> Vec<u8> {
+    format!(
+        "{{\"client\":\"{client}\",\"n\":{i},\"pad\":\"{}\"}}",
+        "x".repeat(pad)
+    )
+    .into_bytes()
 }

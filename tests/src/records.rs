@@ -122,6 +122,28 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
     records
 }
 
+/// Reads the topic until every event in `sent` has arrived (duplicates do
+/// not count), or `within` has passed; returns the judgement of the last read.
+pub async fn read_until_complete(
+    bootstrap: &str,
+    topic: &str,
+    sent: &BTreeMap<String, Vec<Vec<u8>>>,
+    within: Duration,
+) -> (Vec<Record>, Verdict) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (bootstrap_owned, topic_owned) = (bootstrap.to_string(), topic.to_string());
+        let records = tokio::task::spawn_blocking(move || read_all(&bootstrap_owned, &topic_owned))
+            .await
+            .expect("reader thread");
+        let verdict = judge(&records, sent);
+        if verdict.lost.is_empty() || Instant::now() >= deadline {
+            return (records, verdict);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// How a delivery went, per client.
 #[derive(Debug, Default)]
 pub struct Verdict {

@@ -1,0 +1,521 @@
+//! Nothing is lost when a sidecar, a master, Kafka or the client itself goes
+//! away. Each test reads the topic afterwards and asserts zero events lost and
+//! each client's order kept; duplicates are reported, not hidden.
+
+// Test helpers fail loudly, like the tests they serve.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use smesh_proto::admin::admin_client::AdminClient;
+use smesh_proto::admin::{GetStatusRequest, RunHealthCheckRequest, Tier};
+use smesh_proto::mesh::{Event, PeerStatus};
+use smesh_tests::kafka::KafkaBroker;
+use smesh_tests::nodes::{self, Feeder, reserve_port};
+use smesh_tests::records::{judge, read_topic, read_until_complete};
+use smesh_tests::{eventually, unique_topic};
+
+const DELIVERY: Duration = Duration::from_secs(120);
+
+fn file_source(path: &std::path::Path, follow: bool) -> String {
+    format!("file:path={},follow={follow}", path.display())
+}
+
+fn spool_rows(dir: &std::path::Path, client: &str) -> usize {
+    std::fs::read_to_string(nodes::spool_path(dir, client))
+        .map(|text| text.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_spools_while_no_sidecar_runs_and_drains_when_one_starts() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("no-sidecar");
+    let sidecar_port = reserve_port();
+    let input = dir.path().join("c1.jsonl");
+    let lines = nodes::write_lines(&input, "c1", 0..500, 40);
+    let mut client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar_port)],
+        &[file_source(&input, false)],
+    )
+    .args(["--spool", "on-failure"])
+    .spawn()
+    .await;
+    eventually(
+        "every event in the spool",
+        Duration::from_secs(30),
+        || async { (spool_rows(dir.path(), "c1") == 500).then_some(()) },
+    )
+    .await;
+    assert!(client.is_running());
+
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let _sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], sidecar_port)
+        .spawn()
+        .await;
+    let status = client.wait_exit(DELIVERY).await;
+    assert!(status.success(), "client exited with {status}");
+    assert_eq!(spool_rows(dir.path(), "c1"), 0, "the spool ends empty");
+    let records = read_topic(&kafka.bootstrap(), &topic, 500, Duration::from_secs(30));
+    let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), lines)]));
+    verdict.assert_complete("no sidecar at start");
+    assert_eq!(verdict.duplicates, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_sidecar_moves_the_client_to_the_next_one() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("kill-sidecar");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let mut s1 = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let s2 = nodes::sidecar(dir.path(), "S2", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 4000, 100, Duration::from_millis(100));
+    let client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", s1.port), ("S2", s2.port)],
+        &[file_source(&input, true)],
+    )
+    .spawn()
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s1.kill();
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("sidecar killed");
+    let connected: Vec<String> = client
+        .log_events("connected to sidecar")
+        .iter()
+        .map(|e| {
+            e["fields"]["sidecar"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        connected.first().is_some_and(|s| s.starts_with("S1"))
+            && connected.iter().any(|s| s.starts_with("S2")),
+        "client went S1 then S2: {connected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_master_moves_the_sidecar_to_the_next_one() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("kill-master");
+    let mut m1 = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let m2 = nodes::master(dir.path(), "M2", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", m1.port), ("M2", m2.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 4000, 100, Duration::from_millis(100));
+    let _client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[file_source(&input, true)],
+    )
+    .spawn()
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    m1.kill();
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("master killed");
+    assert!(
+        !sidecar.log_events("lost the master").is_empty(),
+        "the sidecar noticed:\n{}",
+        sidecar.log_tail(20)
+    );
+    let connected: Vec<String> = sidecar
+        .log_events("connected to master")
+        .iter()
+        .map(|e| {
+            e["fields"]["master"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        connected.iter().any(|m| m.starts_with("M2")),
+        "sidecar moved to M2: {connected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_leaves_a_master_that_cannot_reach_kafka_for_one_that_can() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("not-ready");
+    let nowhere = format!("127.0.0.1:{}", reserve_port());
+    let m1 = nodes::master(dir.path(), "M1", &nowhere, &topic, 0)
+        .spawn()
+        .await;
+    let m2 = nodes::master(dir.path(), "M2", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", m1.port), ("M2", m2.port)], 0)
+        .args(["--not-ready-failover-after", "2s"])
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let lines = nodes::write_lines(&input, "c1", 0..300, 40);
+    let mut client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[file_source(&input, false)],
+    )
+    .spawn()
+    .await;
+    let status = client.wait_exit(DELIVERY).await;
+    assert!(status.success(), "client exited with {status}");
+    let records = read_topic(&kafka.bootstrap(), &topic, 300, Duration::from_secs(30));
+    judge(&records, &BTreeMap::from([("c1".to_string(), lines)]))
+        .assert_complete("not-ready master");
+    assert!(
+        !sidecar.log_events("switching to one that can").is_empty(),
+        "the sidecar switched masters:\n{}",
+        sidecar.log_tail(20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_outage_mid_stream_loses_nothing() {
+    let mut kafka = KafkaBroker::start().expect("a broker of our own");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("kafka-outage");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 3000, 50, Duration::from_millis(50));
+    let _client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[file_source(&input, true)],
+    )
+    .spawn()
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kafka.stop();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    kafka.restart().expect("restart the broker");
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("Kafka outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_in_always_mode_loses_nothing_it_read() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("kill-client");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 4000, 100, Duration::from_millis(100));
+    let spec = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[file_source(&input, true)],
+    )
+    .args(["--spool", "always"]);
+    let mut client = spec.clone().spawn().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _restarted = spec.spawn().await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (records, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("client killed");
+    let ids: std::collections::HashSet<&str> =
+        records.iter().filter_map(|r| r.header("ce_id")).collect();
+    assert_eq!(
+        ids.len(),
+        4000,
+        "no event id was given to two different events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stopped_with_sigterm_keeps_the_rest_in_its_spool_and_delivers_it_later() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("sigterm");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 3000, 100, Duration::from_millis(100));
+    let spec = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[file_source(&input, true)],
+    )
+    .args(["--spool", "on-failure"]);
+    let mut client = spec.clone().spawn().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = client.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "clean exit after draining: {status}");
+    assert!(
+        !client.log_events("client stopped").is_empty(),
+        "{}",
+        client.log_tail(10)
+    );
+    let _restarted = spec.spawn().await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("client stopped and restarted");
+}
+
+fn spool_row(seq: u64, payload: &str) -> Vec<u8> {
+    let event = Event {
+        id: format!("c1-{seq}"),
+        source: "smesh://c1/file/old".into(),
+        r#type: "dev.smesh.file.record".into(),
+        specversion: "1.0".into(),
+        time_unix_nanos: 1_795_000_000_000_000_000,
+        datacontenttype: "application/json".into(),
+        data: bytes::Bytes::from(payload.to_string()),
+        client_id: "c1".into(),
+        sequence: seq,
+        ..Event::default()
+    };
+    smesh_client::spool::encode_row(&event, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spool_is_delivered_and_its_garbage_quarantined() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("damaged-spool");
+    let spool = nodes::spool_path(dir.path(), "c1");
+    std::fs::create_dir_all(spool.parent().expect("dir")).expect("client dir");
+    let mut text = format!("{}\n", smesh_client::spool::HEADER).into_bytes();
+    let mut payloads = Vec::new();
+    for seq in 1..=100u64 {
+        let payload = format!("{{\"spooled\":{seq}}}");
+        text.extend(spool_row(seq, &payload));
+        payloads.push(payload.into_bytes());
+        if seq == 50 {
+            text.extend_from_slice(b"garbage that is not a spool row\n");
+        }
+    }
+    let torn = spool_row(101, "{\"spooled\":101}");
+    text.extend_from_slice(&torn[..torn.len() / 2]);
+    std::fs::write(&spool, text).expect("write spool");
+
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, b"").expect("empty input");
+    let mut client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[file_source(&empty, false)],
+    )
+    .spawn()
+    .await;
+    let status = client.wait_exit(DELIVERY).await;
+    assert!(
+        status.success(),
+        "a damaged spool does not stop the client: {status}"
+    );
+    let records = read_topic(&kafka.bootstrap(), &topic, 100, Duration::from_secs(30));
+    let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), payloads)]));
+    verdict.assert_complete("damaged spool");
+    assert_eq!(records.len(), 100, "the torn row is not delivered");
+    let rejected =
+        std::fs::read_to_string(nodes::client_dir(dir.path(), "c1").join("safeData.rejected.csv"))
+            .expect("rejected file");
+    assert!(
+        rejected.contains("garbage that is not a spool row"),
+        "{rejected}"
+    );
+    let recovered = client.log_events("recovered the spool");
+    assert_eq!(recovered.len(), 1, "{}", client.log_tail(20));
+    assert_eq!(recovered[0]["fields"]["quarantined"], 1);
+    assert!(
+        !client.log_events("torn row").is_empty(),
+        "the torn row is reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_measure_every_peer_and_health_checks_write_a_row_per_peer() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("heartbeats");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let admin_port = master
+        .logged_port("admin API listening")
+        .expect("admin port");
+    let s1 = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let s2 = nodes::sidecar(dir.path(), "S2", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let _c1 = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", s1.port)],
+        &["sensor:rate=5".to_string()],
+    )
+    .spawn()
+    .await;
+    let _c2 = nodes::client(
+        dir.path(),
+        "c2",
+        &[("S2", s2.port)],
+        &["sensor:rate=5".to_string()],
+    )
+    .spawn()
+    .await;
+    let mut admin = AdminClient::connect(format!("http://127.0.0.1:{admin_port}"))
+        .await
+        .expect("admin API");
+
+    let status = eventually("RTTs of every peer", Duration::from_secs(30), || {
+        let mut admin = admin.clone();
+        async move {
+            let status = admin
+                .get_status(GetStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let sidecars_measured = status.sidecars.len() == 2
+                && status
+                    .sidecars
+                    .iter()
+                    .all(|s| s.rtt.as_ref().is_some_and(|r| r.last_us > 0));
+            let clients_measured = status.clients.len() == 2
+                && status.clients.iter().all(|c| {
+                    c.info
+                        .as_ref()
+                        .and_then(|i| i.rtt.as_ref())
+                        .is_some_and(|r| r.last_us > 0)
+                });
+            (sidecars_measured && clients_measured).then_some(status)
+        }
+    })
+    .await;
+    for view in &status.clients {
+        let info = view.info.as_ref().expect("client info");
+        assert!(
+            info.backlog.is_some(),
+            "{} reports its backlog",
+            info.client_id
+        );
+        assert_eq!(info.status, PeerStatus::Up as i32);
+    }
+
+    let report = admin
+        .run_health_check(RunHealthCheckRequest::default())
+        .await
+        .expect("health check")
+        .into_inner();
+    let mut peers: Vec<(i32, String)> = report
+        .rows
+        .iter()
+        .map(|r| (r.tier, r.peer_id.clone()))
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        vec![
+            (Tier::Sidecar as i32, "S1".to_string()),
+            (Tier::Sidecar as i32, "S2".to_string()),
+            (Tier::Client as i32, "c1".to_string()),
+            (Tier::Client as i32, "c2".to_string()),
+            (Tier::Kafka as i32, "kafka".to_string()),
+        ]
+    );
+    assert!(
+        report
+            .rows
+            .iter()
+            .all(|r| r.status == PeerStatus::Up as i32 && r.rtt_us > 0),
+        "{report:?}"
+    );
+
+    // SIGUSR1 runs the same check from the command line.
+    master.signal("USR1");
+    let csv_path = dir.path().join("healthCheckReport.csv");
+    let csv = eventually(
+        "two checks in the report",
+        Duration::from_secs(15),
+        || async {
+            let text = std::fs::read_to_string(&csv_path).ok()?;
+            (text.lines().count() == 11).then_some(text)
+        },
+    )
+    .await;
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time,check_id,checking_node,tier,peer_id,address,status,rtt_ms,detail")
+    );
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[6], "up", "{line}");
+        assert!(
+            fields[7].parse::<f64>().is_ok_and(|ms| ms > 0.0),
+            "RTT in ms: {line}"
+        );
+        let checker = match fields[3] {
+            "client" if fields[4] == "c1" => "S1",
+            "client" => "S2",
+            _ => "M1",
+        };
+        assert_eq!(fields[2], checker, "{line}");
+    }
+}
