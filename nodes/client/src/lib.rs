@@ -37,6 +37,9 @@ use crate::source::SourceContext;
 use crate::spool::Spool;
 use crate::state::{Loaded, StateFile, state_path};
 
+/// Readings a source may hand over before the pipeline takes them.
+pub const READINGS_QUEUE: usize = 1024;
+
 /// Why a client stopped before delivering everything.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -113,7 +116,8 @@ impl Client {
         }
 
         let tasks = TaskTracker::new();
-        let (readings_tx, readings) = mpsc::channel(4096);
+        // Small: readings waiting here are not yet in the spool.
+        let (readings_tx, readings) = mpsc::channel(READINGS_QUEUE);
         source::spawn_all(
             &config.sources,
             SourceContext {

@@ -267,6 +267,11 @@ impl Pipeline {
                     break;
                 }
             }
+            if self.config.spool_mode == SpoolMode::Always {
+                // Write-ahead, grouped: what this step appended reaches the
+                // disk before any of it is sent, connected or not.
+                self.spool.sync().map_err(|e| self.spool_error(e))?;
+            }
             if let Err(err) = self.pump(stopping).await {
                 self.link_lost(&err).await?;
             }
@@ -537,12 +542,6 @@ impl Pipeline {
     async fn pump(&mut self, stopping: bool) -> Result<(), String> {
         if self.link.is_none() {
             return Ok(());
-        }
-        if self.config.spool_mode == SpoolMode::Always && self.spool.unsynced() {
-            // Write-ahead: rows reach the disk before their events leave.
-            self.spool
-                .sync()
-                .map_err(|e| format!("cannot sync the spool: {e}"))?;
         }
         loop {
             let Some(window) = self.link.as_ref().map(|a| a.window) else {
