@@ -519,3 +519,87 @@ async fn heartbeats_measure_every_peer_and_health_checks_write_a_row_per_peer() 
         assert_eq!(fields[2], checker, "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_holds_sources_back_by_default_and_drops_only_when_asked() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("spool-full");
+    let sidecar_port = reserve_port();
+    let blocking_input = dir.path().join("blocking.jsonl");
+    let blocking_lines = nodes::write_lines(&blocking_input, "blocking", 0..400, 100);
+    let dropping_input = dir.path().join("dropping.jsonl");
+    nodes::write_lines(&dropping_input, "dropping", 0..400, 100);
+    let limit = ["--spool-max-bytes", "20000"];
+    let mut blocking = nodes::client(
+        dir.path(),
+        "blocking",
+        &[("S1", sidecar_port)],
+        &[file_source(&blocking_input, false)],
+    )
+    .args(limit)
+    .spawn()
+    .await;
+    let mut dropping = nodes::client(
+        dir.path(),
+        "dropping",
+        &[("S1", sidecar_port)],
+        &[file_source(&dropping_input, false)],
+    )
+    .args(limit)
+    .args(["--on-spool-full", "drop"])
+    .spawn()
+    .await;
+    // No sidecar yet: both spools fill up to the limit and stop growing.
+    let rows = eventually("both spools full", Duration::from_secs(30), || async {
+        let (b, d) = (
+            spool_rows(dir.path(), "blocking"),
+            spool_rows(dir.path(), "dropping"),
+        );
+        (b > 10 && d > 10).then_some((b, d))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        rows.0 < 400 && spool_rows(dir.path(), "blocking") < 400,
+        "the blocking spool stays bounded"
+    );
+    assert!(
+        spool_rows(dir.path(), "dropping") < 400,
+        "the dropping spool stays bounded"
+    );
+
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let _sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], sidecar_port)
+        .spawn()
+        .await;
+    for client in [&mut blocking, &mut dropping] {
+        let status = client.wait_exit(DELIVERY).await;
+        assert!(status.success(), "{} exited with {status}", client.name);
+    }
+    let records = smesh_tests::records::read_all(&kafka.bootstrap(), &topic);
+    let sent = BTreeMap::from([("blocking".to_string(), blocking_lines)]);
+    let blocked: Vec<_> = records
+        .iter()
+        .filter(|r| r.key == "blocking")
+        .cloned()
+        .collect();
+    judge(&blocked, &sent).assert_complete("blocking spool");
+    let dropped_delivered = records.iter().filter(|r| r.key == "dropping").count();
+    assert!(
+        dropped_delivered < 400,
+        "some events were dropped: {dropped_delivered} delivered"
+    );
+    let warnings = dropping.log_events("spool full: events dropped");
+    let dropped: u64 = warnings
+        .iter()
+        .filter_map(|w| w["fields"]["dropped"].as_u64())
+        .sum();
+    assert_eq!(
+        dropped as usize + dropped_delivered,
+        400,
+        "every drop is counted and logged"
+    );
+}
