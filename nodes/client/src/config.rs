@@ -90,6 +90,9 @@ pub struct ClientArgs {
     /// acknowledged before the rest is left in the spool.
     #[arg(long, env = "SMESH_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Write counters and ack-latency percentiles (JSON) here when stopping.
+    #[arg(long, env = "SMESH_STATS_FILE")]
+    pub stats_file: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -112,6 +115,7 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     pub report_interval: Duration,
     pub drain_timeout: Duration,
+    pub stats_file: Option<PathBuf>,
 }
 
 /// Parses `1GiB`, `512MiB`, `100MB`, `4096`.
@@ -210,6 +214,7 @@ impl ClientArgs {
             heartbeat_timeout: self.heartbeat_timeout,
             report_interval: self.report_interval,
             drain_timeout: self.grace,
+            stats_file: self.stats_file,
         })
     }
 }

@@ -21,6 +21,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+use serde::Serialize;
 use smesh_core::event::{self, SPEC_VERSION};
 use smesh_core::heartbeat::{Liveness, answer};
 use smesh_core::link::Link;
@@ -36,6 +38,70 @@ use crate::counters::Counters;
 use crate::source::Reading;
 use crate::spool::{Origin, Spool, encode_row};
 use crate::state::StateFile;
+
+/// What `--stats-file` receives when the client stops.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub client_id: String,
+    pub counters: StatsCounters,
+    pub backlog_rows: u64,
+    /// When the first reading was taken and the last ack arrived (ns since
+    /// the epoch, 0 = never): the span a throughput is measured over.
+    pub first_read_unix_nanos: i64,
+    pub last_ack_unix_nanos: i64,
+    /// From a reading's time at its source to its end-to-end acknowledgement.
+    pub ack_latency_us: LatencySummary,
+}
+
+/// The client's counters, by name.
+#[derive(Debug, Serialize)]
+pub struct StatsCounters {
+    pub read: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub spooled: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub resent: u64,
+}
+
+impl From<smesh_proto::mesh::ClientCounters> for StatsCounters {
+    fn from(c: smesh_proto::mesh::ClientCounters) -> Self {
+        Self {
+            read: c.events_read,
+            sent: c.events_sent,
+            acked: c.events_acked,
+            spooled: c.events_spooled,
+            rejected: c.events_rejected,
+            dropped: c.events_dropped,
+            resent: c.events_resent,
+        }
+    }
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl From<&Histogram<u64>> for LatencySummary {
+    fn from(h: &Histogram<u64>) -> Self {
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
 
 /// Why the pipeline stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +126,8 @@ struct Item {
 #[derive(Debug)]
 struct SentItem {
     sequence: u64,
+    /// When the source produced it (ns since the epoch), for ack latency.
+    time: i64,
     id: String,
     row: Option<(u64, u64)>,
     origin: Option<Origin>,
@@ -80,6 +148,9 @@ struct Active {
     window: usize,
     next_seq: u64,
     liveness: Liveness,
+    adopted: Instant,
+    /// Whether the first ack on this link was seen (it is logged: failover time).
+    acked: bool,
 }
 
 enum Step {
@@ -110,6 +181,10 @@ pub struct Pipeline {
     inflight_events: usize,
     link: Option<Active>,
     dropped_unlogged: u64,
+    /// From a reading's time to its end-to-end ack, in microseconds.
+    latency: Option<Histogram<u64>>,
+    first_read: i64,
+    last_ack: i64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -147,6 +222,10 @@ impl Pipeline {
             inflight_events: 0,
             link: None,
             dropped_unlogged: 0,
+            // Three significant figures cannot fail to build.
+            latency: Histogram::new(3).ok(),
+            first_read: 0,
+            last_ack: 0,
         }
     }
 
@@ -293,6 +372,28 @@ impl Pipeline {
         self.state.save().map_err(|e| self.spool_error(e))?;
         self.spool.maintain().map_err(|e| self.spool_error(e))?;
         let backlog = self.spool.backlog();
+        if let Some(path) = &self.config.stats_file {
+            let stats = Stats {
+                client_id: self.config.id.clone(),
+                counters: StatsCounters::from(self.counters.snapshot()),
+                backlog_rows: backlog.rows,
+                first_read_unix_nanos: self.first_read,
+                last_ack_unix_nanos: self.last_ack,
+                ack_latency_us: self
+                    .latency
+                    .as_ref()
+                    .map(LatencySummary::from)
+                    .unwrap_or_default(),
+            };
+            match serde_json::to_vec_pretty(&stats) {
+                Ok(json) => {
+                    if let Err(err) = std::fs::write(path, json) {
+                        warn!(path = %path.display(), %err, "cannot write the stats file");
+                    }
+                }
+                Err(err) => warn!(%err, "cannot encode the stats"),
+            }
+        }
         info!(
             spooled = backlog.rows,
             bytes = backlog.bytes,
@@ -307,6 +408,9 @@ impl Pipeline {
             .next_sequence()
             .map_err(|e| self.spool_error(e))?;
         Counters::bump(&self.counters.read, 1);
+        if self.first_read == 0 {
+            self.first_read = reading.time_unix_nanos;
+        }
         let event = Event {
             id: event::event_id(&self.config.id, sequence),
             source: reading.source.to_string(),
@@ -427,6 +531,8 @@ impl Pipeline {
             window,
             next_seq: 1,
             liveness: Liveness::new(self.config.heartbeat_timeout, Instant::now()),
+            adopted: Instant::now(),
+            acked: false,
         });
     }
 
@@ -454,6 +560,11 @@ impl Pipeline {
         }
         match frame.frame {
             Some(Down::Ack(ack)) => {
+                if let Some(active) = self.link.as_mut().filter(|a| !a.acked) {
+                    active.acked = true;
+                    let after = active.adopted.elapsed();
+                    info!(sidecar = %active.link.peer, after_ms = after.as_secs_f64() * 1e3, "first acknowledgement from sidecar");
+                }
                 if let Err(err) = self.on_ack(ack.through, &ack.rejected) {
                     warn!(%err, "cannot record an acknowledgement");
                 }
@@ -478,6 +589,7 @@ impl Pipeline {
         let mut settled_end = None;
         let mut settled_rows = 0u64;
         let mut acked = 0u64;
+        let now = smesh_core::time::now_unix_nanos();
         while self.inflight.front().is_some_and(|b| b.seq <= through) {
             let Some(batch) = self.inflight.pop_front() else {
                 break;
@@ -493,6 +605,10 @@ impl Pipeline {
                     self.write_rejected(reason, &row)?;
                 } else {
                     acked += 1;
+                    if let Some(latency) = self.latency.as_mut().filter(|_| item.time > 0) {
+                        let micros = (now - item.time).max(1) / 1_000;
+                        latency.saturating_record(u64::try_from(micros).unwrap_or(1).max(1));
+                    }
                 }
                 self.state.acknowledged(item.sequence);
                 if let Some(origin) = &item.origin {
@@ -505,6 +621,9 @@ impl Pipeline {
             }
         }
         Counters::bump(&self.counters.acked, acked);
+        if acked > 0 {
+            self.last_ack = now;
+        }
         if let Some(end) = settled_end {
             self.spool.settle(end, settled_rows);
         }
@@ -562,6 +681,7 @@ impl Pipeline {
                     let keep = item.row.is_none().then(|| item.event.clone());
                     items.push(SentItem {
                         sequence: item.event.sequence,
+                        time: item.event.time_unix_nanos,
                         id: item.event.id.clone(),
                         row: item.row,
                         origin: item.origin,
@@ -592,6 +712,7 @@ impl Pipeline {
                     self.cursor = row.end;
                     items.push(SentItem {
                         sequence: row.event.sequence,
+                        time: row.event.time_unix_nanos,
                         id: row.event.id.clone(),
                         row: Some((start, row.end)),
                         origin: row.origin,

@@ -266,6 +266,8 @@ impl Upstream {
         let mut report = tokio::time::interval(self.settings.report_interval);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut scout: Option<BoxFuture<'static, Option<(usize, Link)>>> = None;
+        let linked_at = Instant::now();
+        let mut acked = false;
         let mut last_scout: Option<Instant> = None;
 
         if let Err(reason) = self.send_more(&mut link, window).await {
@@ -279,7 +281,14 @@ impl Upstream {
                     liveness.heard(Instant::now());
                     match frame {
                         Ok(Some(downlink)) => match downlink.frame {
-                            Some(Down::Ack(ack)) => self.on_ack(ack.through, ack.rejected),
+                            Some(Down::Ack(ack)) => {
+                                if !acked {
+                                    acked = true;
+                                    let after_ms = linked_at.elapsed().as_secs_f64() * 1e3;
+                                    info!(master = %link.peer, after_ms, "first acknowledgement from master");
+                                }
+                                self.on_ack(ack.through, ack.rejected);
+                            }
                             Some(Down::Ping(ping)) => {
                                 if ping.ready != master_ready {
                                     master_ready = ping.ready;
