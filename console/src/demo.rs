@@ -2,8 +2,9 @@
 //!
 //! One master, two sidecars and three clients with synthetic sensors, on
 //! loopback ports, publishing into librdkafka's embedded mock cluster (or a
-//! real cluster with `--kafka-brokers`). Every second a summary line shows
-//! what each tier has done.
+//! real cluster with `--kafka-brokers`). The dashboard opens on the master's
+//! admin API; with `--headless` a summary line every second shows what each
+//! tier has done.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,8 +91,10 @@ impl MeshCounters {
 /// A running demo mesh.
 pub struct DemoMesh {
     pub counters: MeshCounters,
-    /// The master's registry, for the dashboard.
+    /// The master's registry.
     pub master: smesh_master::RegistryHandle,
+    /// The master's admin API, for the dashboard.
+    pub admin_address: String,
     pub kafka: String,
     pub token: CancellationToken,
     tasks: TaskTracker,
@@ -161,6 +164,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
     let tasks = TaskTracker::new();
 
     let master_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let admin_address = admin_listener.local_addr()?.to_string();
     let master_peer = loopback(&master_listener, "master-1")?;
     let master_config = smesh_master::config::MasterArgs::config_from_flags([
         "--id",
@@ -179,7 +184,10 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
     tasks.spawn({
         let token = token.clone();
         async move {
-            if let Err(err) = master.run(master_listener, None, token).await {
+            if let Err(err) = master
+                .run(master_listener, Some(admin_listener), token)
+                .await
+            {
                 warn!(%err, "demo master stopped");
             }
         }
@@ -247,6 +255,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
             master: master_counters,
         },
         master: master_handle,
+        admin_address,
         kafka,
         token,
         tasks,
@@ -269,6 +278,20 @@ pub fn summary_line(now: Summary, before: Summary, elapsed: Duration, kafka_read
         rate,
         if kafka_ready { "ready" } else { "not ready" }
     )
+}
+
+/// Runs the demo with the dashboard on its master until `q`.
+pub async fn run_dashboard(args: &DemoArgs, log_path: &std::path::Path) -> anyhow::Result<()> {
+    crate::tui::check_terminal()?;
+    let mesh = start(args).await?;
+    let outcome = crate::tui::run(
+        vec![mesh.admin_address.clone()],
+        log_path,
+        Duration::from_secs(2),
+    )
+    .await;
+    mesh.stop().await;
+    outcome.map_err(anyhow::Error::from)
 }
 
 /// Runs the headless demo: prints a summary every second until Ctrl-C or `--duration`.

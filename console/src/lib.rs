@@ -1,6 +1,26 @@
 //! `smesh-console`: the operator's view of a smesh mesh.
 //!
+//! Connects to one or more masters over their admin API and merges what they
+//! know: a ratatui dashboard, a scripted health check (`check`), a JSON dump
+//! (`status`), and a whole demo mesh in one process (`demo`).
+//!
 //! # Layout
-//! - [`demo`]: a whole mesh in one process, for a first look.
+//! - [`remote`]: one watcher task per master (reconnects with backoff).
+//! - [`state`]: what the console knows, merged across masters.
+//! - [`app`]: the dashboard's state, keys and updates (pure).
+//! - [`ui`]: rendering, `impl Widget for &App`.
+//! - [`tui`]: the terminal, the event loop, logging to a file.
+//! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
+//! - [`status`]: `smesh-console status`.
+//! - [`format`](mod@format): numbers for people.
+//! - [`demo`]: a whole mesh in one process.
 
+pub mod app;
+pub mod check;
 pub mod demo;
+pub mod format;
+pub mod remote;
+pub mod state;
+pub mod status;
+pub mod tui;
+pub mod ui;

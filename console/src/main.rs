@@ -1,22 +1,47 @@
 //! `smesh-console`: see the crate docs of `smesh_console`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use smesh_console::check::{self, CheckArgs};
 use smesh_console::demo::{self, DemoArgs};
-use smesh_core::cli::{self, EX_SOFTWARE, LogArgs};
+use smesh_console::status::{self, MasterSelection, StatusArgs};
+use smesh_console::tui;
+use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, LogArgs, parse_duration};
 
-/// Watch and probe a smesh mesh.
+/// Watch and probe a smesh mesh: a dashboard over one or more masters'
+/// admin APIs, scripted health checks, and a local demo mesh.
 #[derive(Parser, Debug)]
 #[command(name = "smesh-console", version, about, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    dashboard: DashboardArgs,
+}
+
+/// Flags of the dashboard (no subcommand).
+#[derive(Args, Debug, Clone)]
+struct DashboardArgs {
+    #[command(flatten)]
+    masters: MasterSelection,
+    /// Where the dashboard logs (it owns the screen). Default: smesh-console.log in the temp directory.
+    #[arg(long, env = "SMESH_CONSOLE_LOG_FILE", global = true)]
+    log_file: Option<PathBuf>,
+    /// How long a health check waits for each peer.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, global = true)]
+    check_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a local mesh (1 master, 2 sidecars, 3 clients) on an embedded Kafka.
+    /// Run a health check through each master; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(CheckArgs),
+    /// Print the merged view of every master (add --json for scripts).
+    Status(StatusArgs),
+    /// Run a local mesh (1 master, 2 sidecars, 3 clients) on an embedded Kafka and open the dashboard on it.
     Demo {
         #[command(flatten)]
         demo: DemoArgs,
@@ -34,16 +59,96 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_SOFTWARE as u8);
         }
     };
-    let outcome = match cli.command {
-        Command::Demo { demo, mut log } => {
-            // The summary goes to stdout; only warnings go to stderr unless asked.
-            if log.log == "info" {
-                log.log = "warn".to_string();
+    let log_path = cli
+        .dashboard
+        .log_file
+        .clone()
+        .unwrap_or_else(tui::default_log_path);
+    match cli.command {
+        None => {
+            let addresses = match cli.dashboard.masters.addresses() {
+                Ok(addresses) => addresses,
+                Err(reason) => cli::usage_error(&reason),
+            };
+            if let Err(err) =
+                tui::check_terminal().and_then(|()| tui::log_to_file(&log_path, "info"))
+            {
+                eprintln!("smesh-console: {err}");
+                return ExitCode::from(EX_USAGE as u8);
             }
-            log.init();
-            runtime.block_on(demo::run_headless(&demo))
+            finish(
+                runtime
+                    .block_on(tui::run(addresses, &log_path, cli.dashboard.check_timeout))
+                    .map_err(Into::into),
+            )
         }
-    };
+        Some(Command::Check(args)) => {
+            let addresses = match args.masters.addresses() {
+                Ok(addresses) => addresses,
+                Err(reason) => cli::usage_error(&reason),
+            };
+            let outcome = runtime.block_on(check::run(&args, &addresses));
+            if args.json {
+                match serde_json::to_string_pretty(&outcome) {
+                    Ok(json) => println!("{json}"),
+                    Err(err) => {
+                        eprintln!("smesh-console: cannot encode the result: {err}");
+                        return ExitCode::from(check::Verdict::Unknown.exit_code());
+                    }
+                }
+            } else {
+                println!("{}", outcome.summary);
+            }
+            ExitCode::from(outcome.exit_code)
+        }
+        Some(Command::Status(args)) => {
+            let addresses = match args.masters.addresses() {
+                Ok(addresses) => addresses,
+                Err(reason) => cli::usage_error(&reason),
+            };
+            let mesh = runtime.block_on(status::gather(&addresses, args.timeout));
+            let document = status::StatusDocument::from_mesh(&mesh);
+            if args.json {
+                match serde_json::to_string_pretty(&document) {
+                    Ok(json) => println!("{json}"),
+                    Err(err) => {
+                        eprintln!("smesh-console: cannot encode the status: {err}");
+                        return ExitCode::from(EX_SOFTWARE as u8);
+                    }
+                }
+            } else {
+                print!("{}", document.text(smesh_core::time::now_unix_nanos()));
+            }
+            if document.masters.iter().all(|m| m.connected) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EX_UNAVAILABLE as u8)
+            }
+        }
+        Some(Command::Demo { demo, mut log }) => {
+            if demo.headless {
+                // The summary goes to stdout; only warnings to stderr unless asked.
+                if log.log == "info" {
+                    log.log = "warn".to_string();
+                }
+                log.init();
+                finish(runtime.block_on(demo::run_headless(&demo)))
+            } else {
+                if let Err(err) = tui::check_terminal() {
+                    eprintln!("smesh-console: {err}; or run `smesh-console demo --headless`");
+                    return ExitCode::from(EX_USAGE as u8);
+                }
+                if let Err(err) = tui::log_to_file(&log_path, &log.log) {
+                    eprintln!("smesh-console: {err}");
+                    return ExitCode::from(EX_USAGE as u8);
+                }
+                finish(runtime.block_on(demo::run_dashboard(&demo, &log_path)))
+            }
+        }
+    }
+}
+
+fn finish(outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -2,10 +2,12 @@
 //! processes on 127.0.0.1, and a consumer that reads back what arrived.
 //!
 //! # Layout
+//! - [`bench`]: the benchmark harness behind `scripts/bench`.
 //! - [`kafka`]: fetches, formats, starts and stops an Apache Kafka broker.
 //! - [`nodes`]: builders that start `smesh-master`, `smesh-sidecar` and
 //!   `smesh-client` processes and kill them for real.
 //! - [`records`]: reads a topic and checks delivery (lost, duplicated, out of order).
+//! - [`tmux`]: a real terminal for the dashboard.
 //! - [`eventually`]: waits for a condition instead of sleeping.
 //!
 //! The node binaries must be built first (`cargo build --workspace --bins`,
@@ -14,9 +16,11 @@
 // Test support: a fixture that cannot do its job must fail the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod bench;
 pub mod kafka;
 pub mod nodes;
 pub mod records;
+pub mod tmux;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

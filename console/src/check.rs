@@ -1,0 +1,410 @@
+//! `smesh-console check`: a scripted health check with the monitoring-plugin
+//! convention: exit 0 OK, 1 WARNING (a threshold crossed), 2 CRITICAL (a
+//! peer or Kafka down), 3 UNKNOWN (a master cannot be reached); a one-line
+//! summary on stdout, or a JSON document with `--json`.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+use smesh_core::cli::parse_duration;
+use smesh_proto::admin::{HealthCheckReport, Status, Tier};
+use smesh_proto::mesh::PeerStatus;
+
+use crate::format;
+use crate::remote;
+use crate::state::{status_word, tier_word};
+use crate::status::MasterSelection;
+
+/// Flags of `smesh-console check`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub masters: MasterSelection,
+    /// WARNING when a peer's round trip is longer (e.g. 50ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_rtt: Option<Duration>,
+    /// WARNING when a client holds more spooled events than this.
+    #[arg(long)]
+    pub max_backlog: Option<u64>,
+    /// Check only this sidecar or client.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Print a JSON document instead of one line.
+    #[arg(long)]
+    pub json: bool,
+    /// How long each probe (and each master) may take.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Monitoring-plugin states, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Ok,
+    Warning,
+    Unknown,
+    Critical,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// What one master answered.
+#[derive(Debug, Clone)]
+pub struct MasterAnswer {
+    pub address: String,
+    pub answer: Result<(Status, HealthCheckReport), String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub severity: Verdict,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerResult {
+    pub tier: &'static str,
+    pub id: String,
+    pub address: String,
+    pub checker: String,
+    pub status: &'static str,
+    pub rtt_ms: Option<f64>,
+    pub backlog_rows: Option<u64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterResult {
+    pub address: String,
+    pub reachable: bool,
+    pub id: Option<String>,
+    pub error: Option<String>,
+    pub kafka_ready: Option<bool>,
+    pub check_id: Option<u64>,
+    pub peers: Vec<PeerResult>,
+}
+
+/// The outcome of `check`, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: Verdict,
+    pub exit_code: u8,
+    pub summary: String,
+    pub problems: Vec<Problem>,
+    pub masters: Vec<MasterResult>,
+}
+
+/// Thresholds that turn a healthy answer into a WARNING.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thresholds {
+    pub max_rtt: Option<Duration>,
+    pub max_backlog: Option<u64>,
+}
+
+/// Judges the answers (pure: no I/O).
+pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
+    let mut problems = Vec::new();
+    let mut masters = Vec::new();
+    let mut problem = |severity, message: String| problems.push(Problem { severity, message });
+    let (mut sidecars, mut clients, mut max_rtt_us) = (0usize, 0usize, 0u64);
+    for answer in answers {
+        let (status, report) = match &answer.answer {
+            Ok(pair) => pair,
+            Err(error) => {
+                problem(
+                    Verdict::Unknown,
+                    format!("master {} unreachable: {error}", answer.address),
+                );
+                masters.push(MasterResult {
+                    address: answer.address.clone(),
+                    reachable: false,
+                    id: None,
+                    error: Some(error.clone()),
+                    kafka_ready: None,
+                    check_id: None,
+                    peers: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let master = status.master.as_ref();
+        let master_id = master.map_or_else(|| answer.address.clone(), |m| m.id.clone());
+        let kafka_ready = master.and_then(|m| m.kafka.as_ref()).map(|k| k.ready);
+        if kafka_ready == Some(false) {
+            problem(
+                Verdict::Critical,
+                format!("master {master_id} cannot reach Kafka"),
+            );
+        }
+        let backlog = |client: &str| {
+            status
+                .clients
+                .iter()
+                .filter_map(|c| c.info.as_ref())
+                .find(|i| i.client_id == client)
+                .and_then(|i| i.backlog)
+                .map(|b| b.rows)
+        };
+        let mut peers = Vec::new();
+        for row in &report.rows {
+            let name = format!("{} {}", tier_word(row.tier), row.peer_id);
+            match PeerStatus::try_from(row.status) {
+                Ok(PeerStatus::Up) => {}
+                Ok(PeerStatus::Degraded) => {
+                    problem(Verdict::Warning, format!("{name} degraded {}", row.detail))
+                }
+                _ => {
+                    let detail = if row.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", row.detail)
+                    };
+                    problem(Verdict::Critical, format!("{name} down{detail}"));
+                }
+            }
+            match Tier::try_from(row.tier) {
+                Ok(Tier::Sidecar) => sidecars += 1,
+                Ok(Tier::Client) => clients += 1,
+                _ => {}
+            }
+            if row.tier != Tier::Kafka as i32 {
+                max_rtt_us = max_rtt_us.max(row.rtt_us);
+                if let Some(limit) = thresholds.max_rtt {
+                    if row.rtt_us > 0 && Duration::from_micros(row.rtt_us) > limit {
+                        problem(
+                            Verdict::Warning,
+                            format!(
+                                "{name} RTT {} > {}",
+                                format::rtt(row.rtt_us),
+                                format::rtt(limit.as_micros() as u64)
+                            ),
+                        );
+                    }
+                }
+            }
+            let rows = (row.tier == Tier::Client as i32)
+                .then(|| backlog(&row.peer_id))
+                .flatten();
+            if let (Some(rows), Some(limit)) = (rows, thresholds.max_backlog) {
+                if rows > limit {
+                    problem(
+                        Verdict::Warning,
+                        format!("{name} backlog {} rows > {limit}", format::count(rows)),
+                    );
+                }
+            }
+            peers.push(PeerResult {
+                tier: tier_word(row.tier),
+                id: row.peer_id.clone(),
+                address: row.address.clone(),
+                checker: row.checker_id.clone(),
+                status: status_word(row.status),
+                rtt_ms: (row.rtt_us > 0).then(|| row.rtt_us as f64 / 1000.0),
+                backlog_rows: rows,
+                detail: row.detail.clone(),
+            });
+        }
+        masters.push(MasterResult {
+            address: answer.address.clone(),
+            reachable: true,
+            id: Some(master_id),
+            error: None,
+            kafka_ready,
+            check_id: Some(report.check_id),
+            peers,
+        });
+    }
+    let status = problems
+        .iter()
+        .map(|p| p.severity)
+        .max()
+        .unwrap_or(Verdict::Ok);
+    problems.sort_by_key(|p| std::cmp::Reverse(p.severity));
+    let reachable = masters.iter().filter(|m| m.reachable).count();
+    let headline = if problems.is_empty() {
+        format!("{} sidecars and {clients} clients up", sidecars)
+    } else {
+        problems
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let summary = format!(
+        "SMESH {} - {headline} ({reachable}/{} masters answered, {sidecars} sidecars, {clients} clients, max RTT {})",
+        status.word(),
+        answers.len(),
+        format::rtt(max_rtt_us)
+    );
+    Outcome {
+        status,
+        exit_code: status.exit_code(),
+        summary,
+        problems,
+        masters,
+    }
+}
+
+/// Runs the check through every master at once.
+pub async fn run(args: &CheckArgs, addresses: &[String]) -> Outcome {
+    let answers = futures::future::join_all(addresses.iter().map(|address| async move {
+        let check = remote::health_check(address, args.peer.clone(), args.timeout);
+        let status = remote::status(address, args.timeout);
+        let (check, status) = tokio::join!(check, status);
+        MasterAnswer {
+            address: address.clone(),
+            answer: check.and_then(|report| status.map(|status| (status, report))),
+        }
+    }))
+    .await;
+    judge(
+        &answers,
+        Thresholds {
+            max_rtt: args.max_rtt,
+            max_backlog: args.max_backlog,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smesh_proto::admin::{ClientView, HealthCheckRow, KafkaStatus, MasterInfo};
+    use smesh_proto::mesh::{Backlog, ClientInfo};
+
+    fn row(tier: Tier, peer: &str, status: PeerStatus, rtt_us: u64) -> HealthCheckRow {
+        HealthCheckRow {
+            tier: tier as i32,
+            peer_id: peer.into(),
+            checker_id: "M1".into(),
+            status: status as i32,
+            rtt_us,
+            ..HealthCheckRow::default()
+        }
+    }
+
+    fn answer(rows: Vec<HealthCheckRow>, kafka_ready: bool, backlog: u64) -> MasterAnswer {
+        let status = Status {
+            master: Some(MasterInfo {
+                id: "M1".into(),
+                kafka: Some(KafkaStatus {
+                    ready: kafka_ready,
+                    ..KafkaStatus::default()
+                }),
+                ..MasterInfo::default()
+            }),
+            clients: vec![ClientView {
+                sidecar_id: "S1".into(),
+                info: Some(ClientInfo {
+                    client_id: "c1".into(),
+                    backlog: Some(Backlog {
+                        rows: backlog,
+                        ..Backlog::default()
+                    }),
+                    ..ClientInfo::default()
+                }),
+            }],
+            ..Status::default()
+        };
+        let report = HealthCheckReport {
+            check_id: 7,
+            rows,
+            ..HealthCheckReport::default()
+        };
+        MasterAnswer {
+            address: "127.0.0.1:9011".into(),
+            answer: Ok((status, report)),
+        }
+    }
+
+    fn healthy() -> Vec<HealthCheckRow> {
+        vec![
+            row(Tier::Sidecar, "S1", PeerStatus::Up, 400),
+            row(Tier::Client, "c1", PeerStatus::Up, 900),
+            row(Tier::Kafka, "kafka", PeerStatus::Up, 20_000),
+        ]
+    }
+
+    #[test]
+    fn all_up_is_ok() {
+        let outcome = judge(&[answer(healthy(), true, 0)], Thresholds::default());
+        assert_eq!((outcome.status, outcome.exit_code), (Verdict::Ok, 0));
+        assert_eq!(
+            outcome.summary,
+            "SMESH OK - 1 sidecars and 1 clients up (1/1 masters answered, 1 sidecars, 1 clients, max RTT 900 µs)"
+        );
+        assert_eq!(outcome.masters[0].peers.len(), 3);
+    }
+
+    #[test]
+    fn thresholds_warn() {
+        let thresholds = Thresholds {
+            max_rtt: Some(Duration::from_micros(500)),
+            max_backlog: Some(100),
+        };
+        let outcome = judge(&[answer(healthy(), true, 250)], thresholds);
+        assert_eq!((outcome.status, outcome.exit_code), (Verdict::Warning, 1));
+        let messages: Vec<&str> = outcome
+            .problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            vec![
+                "client c1 RTT 900 µs > 500 µs",
+                "client c1 backlog 250 rows > 100"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_down_peer_or_kafka_is_critical_and_beats_unknown() {
+        let mut rows = healthy();
+        rows[0] = row(Tier::Sidecar, "S1", PeerStatus::Down, 0);
+        let unreachable = MasterAnswer {
+            address: "10.0.0.9:9011".into(),
+            answer: Err("connection refused".into()),
+        };
+        let outcome = judge(
+            &[answer(rows, true, 0), unreachable.clone()],
+            Thresholds::default(),
+        );
+        assert_eq!((outcome.status, outcome.exit_code), (Verdict::Critical, 2));
+        assert!(
+            outcome
+                .summary
+                .starts_with("SMESH CRITICAL - sidecar S1 down"),
+            "{}",
+            outcome.summary
+        );
+        let kafka = judge(&[answer(healthy(), false, 0)], Thresholds::default());
+        assert_eq!(kafka.status, Verdict::Critical);
+        let only_unreachable = judge(&[unreachable], Thresholds::default());
+        assert_eq!(
+            (only_unreachable.status, only_unreachable.exit_code),
+            (Verdict::Unknown, 3)
+        );
+        assert!(!only_unreachable.masters[0].reachable);
+    }
+}
