@@ -222,8 +222,9 @@ impl Pipeline {
             inflight_events: 0,
             link: None,
             dropped_unlogged: 0,
-            // Three significant figures cannot fail to build.
-            latency: Histogram::new(3).ok(),
+            // Up to an hour in µs, three significant figures: cannot fail to
+            // build. (`Histogram::new` would saturate `saturating_record` at 2.)
+            latency: Histogram::new_with_max(3_600_000_000, 3).ok(),
             first_read: 0,
             last_ack: 0,
         }
