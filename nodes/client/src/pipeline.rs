@@ -180,6 +180,9 @@ pub struct Pipeline {
     inflight: VecDeque<SentBatch>,
     inflight_events: usize,
     link: Option<Active>,
+    /// Whether `fresh` or `inflight` may hold events the spool lacks
+    /// (on-failure mode). Keeps [`Pipeline::spill`] O(1) when there are none.
+    memory_only: bool,
     dropped_unlogged: u64,
     /// From a reading's time to its end-to-end ack, in microseconds.
     latency: Option<Histogram<u64>>,
@@ -221,6 +224,7 @@ impl Pipeline {
             inflight: VecDeque::new(),
             inflight_events: 0,
             link: None,
+            memory_only: false,
             dropped_unlogged: 0,
             // Up to an hour in µs, three significant figures: cannot fail to
             // build. (`Histogram::new` would saturate `saturating_record` at 2.)
@@ -437,6 +441,7 @@ impl Pipeline {
                 row: None,
                 origin: reading.origin,
             });
+            self.memory_only = true;
             return Ok(());
         }
         if self.spool.live_bytes() >= self.config.spool_max_bytes
@@ -478,6 +483,9 @@ impl Pipeline {
     /// Appends every event held only in memory to the spool, oldest first.
     /// They are newer than every spool row, so the file stays in order.
     fn spill(&mut self) -> Result<(), PipelineError> {
+        if !self.memory_only {
+            return Ok(());
+        }
         let at_end = self.cursor >= self.spool.end();
         let mut spilled = 0u64;
         for batch in &mut self.inflight {
@@ -508,6 +516,7 @@ impl Pipeline {
                 spilled += 1;
             }
         }
+        self.memory_only = false;
         if spilled > 0 {
             Counters::bump(&self.counters.spooled, spilled);
             if at_end {
