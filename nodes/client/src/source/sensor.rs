@@ -103,9 +103,14 @@ pub(super) async fn run(spec: SensorSpec, context: SourceContext) {
     });
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = context.shutdown.cancelled() => break,
-            _ = tick.tick() => {}
+        // Without a rate the source only waits for the client to take readings.
+        if spec.rate.is_some() {
+            tokio::select! {
+                () = context.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+        } else if context.shutdown.is_cancelled() {
+            break;
         }
         let due = match spec.rate {
             Some(rate) => (started.elapsed().as_secs_f64() * rate).floor() as u64 + 1,
