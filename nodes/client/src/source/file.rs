@@ -42,6 +42,10 @@ pub struct FileSpec {
 impl FileSpec {
     pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
         let path = PathBuf::from(options.required("path")?);
+        if path.to_string_lossy().chars().any(char::is_control) {
+            // The path names the source in spool rows, which are one line each.
+            return Err("file source: path must not contain control characters".to_string());
+        }
         let format = match options.take("format").as_deref() {
             Some("lines") => FileFormat::Lines,
             Some("jsonl") | Some("json") => FileFormat::JsonLines,
