@@ -8,27 +8,40 @@
 use smesh_core::time::rfc3339;
 use smesh_proto::mesh::Event;
 
-/// Record headers for an event, in a stable order.
-pub fn headers(event: &Event) -> Vec<(String, String)> {
-    let mut headers = Vec::with_capacity(7 + event.extensions.len());
-    headers.push(("ce_id".to_string(), event.id.clone()));
-    headers.push(("ce_source".to_string(), event.source.clone()));
-    headers.push(("ce_specversion".to_string(), event.specversion.clone()));
-    headers.push(("ce_type".to_string(), event.r#type.clone()));
+/// Calls `header(name, value)` for each record header of an event, in a
+/// stable order, without building them first (this runs once per event).
+pub fn for_each_header(event: &Event, mut header: impl FnMut(&str, &[u8])) {
+    header("ce_id", event.id.as_bytes());
+    header("ce_source", event.source.as_bytes());
+    header("ce_specversion", event.specversion.as_bytes());
+    header("ce_type", event.r#type.as_bytes());
     if event.time_unix_nanos > 0 {
-        headers.push(("ce_time".to_string(), rfc3339(event.time_unix_nanos)));
+        header("ce_time", rfc3339(event.time_unix_nanos).as_bytes());
     }
     if let Some(subject) = &event.subject {
-        headers.push(("ce_subject".to_string(), subject.clone()));
+        header("ce_subject", subject.as_bytes());
     }
     if !event.datacontenttype.is_empty() {
-        headers.push(("content-type".to_string(), event.datacontenttype.clone()));
+        header("content-type", event.datacontenttype.as_bytes());
     }
-    let mut extensions: Vec<_> = event.extensions.iter().collect();
-    extensions.sort();
-    for (name, value) in extensions {
-        headers.push((format!("ce_{name}"), value.clone()));
+    if !event.extensions.is_empty() {
+        let mut extensions: Vec<_> = event.extensions.iter().collect();
+        extensions.sort();
+        for (name, value) in extensions {
+            header(&format!("ce_{name}"), value.as_bytes());
+        }
     }
+}
+
+/// Record headers for an event, in a stable order, as owned pairs.
+pub fn headers(event: &Event) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    for_each_header(event, |name, value| {
+        headers.push((
+            name.to_string(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    });
     headers
 }
 

@@ -154,6 +154,17 @@ async fn read_hello(inbound: &mut Streaming<Uplink>, timeout: Duration) -> Resul
     }
 }
 
+/// A record header's value as text (for the id of a refused record).
+fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 fn down(frame: Down) -> Downlink {
     Downlink { frame: Some(frame) }
 }
@@ -163,7 +174,10 @@ fn down(frame: Down) -> Downlink {
 struct Settled {
     seq: u64,
     events: usize,
-    published: Vec<(String, u64)>,
+    /// Client ids of the batch (one, unless a peer mixed clients).
+    clients: Vec<String>,
+    /// Published (index into `clients`, sequence).
+    published: Vec<(usize, u64)>,
     rejected: Vec<Rejected>,
     /// Set when Kafka did not take every event and may later: resend all.
     transient: Option<String>,
@@ -322,6 +336,9 @@ impl Session {
                 .iter()
                 .map(|e| (e.client_id.as_str(), e.sequence)),
         );
+        // Per event only a sequence and an index into `clients` are kept
+        // (batches come from one client): no string copies on the hot path.
+        let mut clients: Vec<String> = Vec::with_capacity(1);
         let mut deliveries = Vec::with_capacity(n);
         let mut rejected = Vec::new();
         let mut duplicates = 0u64;
@@ -341,12 +358,10 @@ impl Session {
             loop {
                 match self.ingest.sink.publish(event) {
                     Ok(delivery) => {
-                        deliveries.push((
-                            event.client_id.clone(),
-                            event.sequence,
-                            event.id.clone(),
-                            delivery,
-                        ));
+                        if clients.last() != Some(&event.client_id) {
+                            clients.push(event.client_id.clone());
+                        }
+                        deliveries.push((clients.len() - 1, event.sequence, delivery));
                         break;
                     }
                     Err(PublishError::QueueFull) => {
@@ -374,16 +389,17 @@ impl Session {
             let mut settled = Settled {
                 seq,
                 events: n,
+                clients,
                 published: Vec::with_capacity(deliveries.len()),
                 rejected,
                 transient: None,
             };
-            for (client, sequence, id, delivery) in deliveries {
+            for (client, sequence, delivery) in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => settled.published.push((client, sequence)),
-                    Ok(Err((err, _message))) => match classify(&err) {
+                    Ok(Err((err, message))) => match classify(&err) {
                         PublishError::Permanent(reason) => settled.rejected.push(Rejected {
-                            event_id: id,
+                            event_id: header(&message, "ce_id").unwrap_or_default(),
                             reason,
                         }),
                         other => {
@@ -404,9 +420,13 @@ impl Session {
 
     async fn settle(&mut self, settled: Settled) -> Result<(), Status> {
         let counters = &self.ingest.counters;
-        self.ingest
-            .delivered
-            .record(settled.published.iter().map(|(c, s)| (c.as_str(), *s)));
+        let clients = &settled.clients;
+        self.ingest.delivered.record(
+            settled
+                .published
+                .iter()
+                .filter_map(|(c, s)| clients.get(*c).map(|c| (c.as_str(), *s))),
+        );
         Counters::add(&counters.published, settled.published.len() as u64);
         Counters::add(&counters.failed, settled.rejected.len() as u64);
         if let Some(reason) = settled.transient {

@@ -1,9 +1,12 @@
 //! The master's Kafka side: an idempotent producer and a readiness probe.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -11,7 +14,7 @@ use smesh_proto::admin::KafkaStatus;
 use smesh_proto::mesh::Event;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cloudevents;
 
@@ -71,10 +74,74 @@ pub fn classify(err: &KafkaError) -> PublishError {
     }
 }
 
+/// How often the same librdkafka error may be logged as a warning.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Routes librdkafka's own logging into `tracing` without flooding it.
+///
+/// While Kafka is down librdkafka reports every failed connection attempt,
+/// several times a second. The readiness probe already logs the state change
+/// once ("Kafka unreachable"), so transport noise goes to debug, and any
+/// other error is logged as a warning at most once a minute per message.
+#[derive(Debug, Default)]
+pub struct QuietContext {
+    last_logged: Mutex<HashMap<String, Instant>>,
+}
+
+impl QuietContext {
+    fn first_in_a_while(&self, message: &str) -> bool {
+        let mut seen = match self.last_logged.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        if seen.len() > 1000 {
+            seen.retain(|_, at| now.duration_since(*at) < ERROR_LOG_EVERY);
+        }
+        match seen.get(message) {
+            Some(at) if now.duration_since(*at) < ERROR_LOG_EVERY => false,
+            _ => {
+                seen.insert(message.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                if self.first_in_a_while(message) {
+                    warn!(target: "librdkafka", facility, "{message}");
+                }
+            }
+            _ => debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let transport = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::Resolve
+                    | RDKafkaErrorCode::MessageTimedOut
+            )
+        );
+        if transport || !self.first_in_a_while(reason) {
+            debug!(target: "librdkafka", %error, reason, "librdkafka error");
+        } else {
+            warn!(target: "librdkafka", %error, reason, "Kafka client error");
+        }
+    }
+}
+
 /// The idempotent producer every stream of this master shares.
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     topic: Arc<str>,
 }
 
@@ -108,7 +175,8 @@ impl KafkaSink {
         for (key, value) in &config.overrides {
             client.set(key, value);
         }
-        let producer: FutureProducer = client.create()?;
+        let producer: FutureProducer<QuietContext> =
+            client.create_with_context(QuietContext::default())?;
         Ok(Self {
             producer,
             topic: Arc::from(config.topic.as_str()),
@@ -122,13 +190,16 @@ impl KafkaSink {
     /// Hands one event to the producer; the future resolves when Kafka
     /// acknowledged (or finally refused) it.
     pub fn publish(&self, event: &Event) -> Result<DeliveryFuture, PublishError> {
-        let mut headers = OwnedHeaders::new_with_capacity(8 + event.extensions.len());
-        for (key, value) in cloudevents::headers(event) {
-            headers = headers.insert(Header {
-                key: &key,
-                value: Some(value.as_bytes()),
+        let mut headers = Some(OwnedHeaders::new_with_capacity(8 + event.extensions.len()));
+        cloudevents::for_each_header(event, |key, value| {
+            headers = headers.take().map(|h| {
+                h.insert(Header {
+                    key,
+                    value: Some(value),
+                })
             });
-        }
+        });
+        let headers = headers.unwrap_or_default();
         let mut record = FutureRecord::to(&self.topic)
             .key(cloudevents::key(event))
             .payload(event.data.as_ref())
@@ -230,5 +301,34 @@ pub async fn watch_readiness(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_error_is_logged_once_a_minute_others_at_once() {
+        let context = QuietContext::default();
+        assert!(context.first_in_a_while("SASL authentication failed"));
+        assert!(!context.first_in_a_while("SASL authentication failed"));
+        assert!(context.first_in_a_while("topic authorization failed"));
+    }
+
+    #[test]
+    fn permanent_errors_are_told_apart_from_outages() {
+        assert!(is_permanent(RDKafkaErrorCode::MessageSizeTooLarge));
+        assert!(!is_permanent(RDKafkaErrorCode::AllBrokersDown));
+        assert!(matches!(
+            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+            PublishError::QueueFull
+        ));
+        assert!(matches!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            PublishError::Transient(_)
+        ));
     }
 }
