@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
@@ -12,7 +12,8 @@ use tonic_health::server::HealthReporter;
 /// well below this (see each node's `--batch-max-bytes`).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// A server with the transport settings every node uses.
+/// A server with the transport settings every node uses. (Socket options
+/// of accepted connections are set by [`incoming`].)
 pub fn server() -> Server {
     Server::builder()
         .tcp_nodelay(true)
@@ -40,9 +41,14 @@ pub fn health_and_reflection() -> Result<
     Ok((reporter, health, reflection))
 }
 
-/// The listener as a stream of connections for `serve_with_incoming_shutdown`.
-pub fn incoming(listener: TcpListener) -> TcpListenerStream {
-    TcpListenerStream::new(listener)
+/// The listener as a stream of connections for `serve_with_incoming_shutdown`,
+/// with Nagle's algorithm off on every accepted socket: small frames (a
+/// Welcome, an ack, a pong) otherwise wait ~40 ms for a delayed ACK.
+/// (`Server::tcp_nodelay` only applies to listeners tonic binds itself.)
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)))
 }
 
 /// An endpoint to a peer, with timeouts so a dead peer fails fast.
