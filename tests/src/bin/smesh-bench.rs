@@ -12,6 +12,10 @@ use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes;
 use smesh_tests::unique_topic;
 
+/// The same allocator as the nodes, so the direct producer compares like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn machine() -> Vec<(String, String)> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
