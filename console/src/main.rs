@@ -11,11 +11,6 @@ use smesh_console::status::{self, MasterSelection, StatusArgs};
 use smesh_console::tui;
 use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, LogArgs, parse_duration};
 
-/// mimalloc: the nodes allocate many small short-lived buffers per event;
-/// glibc's malloc showed up at a quarter of the profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Watch and probe a smesh mesh: a dashboard over one or more masters'
 /// admin APIs, scripted health checks, and a local demo mesh.
 #[derive(Parser, Debug)]

@@ -9,8 +9,11 @@ use smesh_master::config::MasterArgs;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-/// mimalloc: the nodes allocate many small short-lived buffers per event;
-/// glibc's malloc showed up at a quarter of the profile.
+/// mimalloc on the master: it handles every event of a site, and glibc's
+/// malloc/free were about a quarter of its profile. (Clients and sidecars
+/// keep the system allocator: with mimalloc an idle sidecar's RSS went from
+/// 6.7 to 16.4 MiB and each connected client cost 72 instead of 42 KiB,
+/// which matters more at the edge than their throughput.)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -9,11 +9,6 @@ use smesh_sidecar::config::SidecarArgs;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-/// mimalloc: the nodes allocate many small short-lived buffers per event;
-/// glibc's malloc showed up at a quarter of the profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args: SidecarArgs = cli::parse();
     args.log.init();
