@@ -323,3 +323,102 @@ async fn oversized_events_are_rejected_with_a_reason_and_the_rest_delivered() {
         client.log_tail(20)
     );
 }
+
+/// Serves `body` as JSON to every request, like an open-data API.
+async fn serve_json(body: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_stdin_sources_deliver_what_they_read() {
+    const AMPEL: &str = r#"[{"Stand":"2021-03-04T18:00:00Z","Warnstufen":[{"Region":"Stadt","GKZ":"90001","Name":"Wien","Warnstufe":"3"},{"Region":"Bezirk","GKZ":"30101","Name":"Krems","Warnstufe":"2"},{"Region":"Bezirk","GKZ":"60101","Name":"Graz","Warnstufe":"1"}]}]"#;
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("sources");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+
+    let port = serve_json(AMPEL).await;
+    let url = format!("http://127.0.0.1:{port}/ampel.json");
+    let source = format!("http:url={url},every=1s,pointer=/0/Warnstufen");
+    let _poller = nodes::client(dir.path(), "ampel", &[("S1", sidecar.port)], &[source])
+        .spawn()
+        .await;
+
+    let input = dir.path().join("stdin.txt");
+    let lines: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("line {i}, with a comma").into_bytes())
+        .collect();
+    let mut text = lines.join(&b"\n"[..]);
+    text.push(b'\n');
+    std::fs::write(&input, text).expect("write stdin");
+    let mut piped = nodes::client(
+        dir.path(),
+        "piped",
+        &[("S1", sidecar.port)],
+        &["stdin".to_string()],
+    )
+    .stdin_from(input)
+    .spawn()
+    .await;
+    let status = piped.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        status.success(),
+        "a stdin client exits once its input is delivered: {status}"
+    );
+
+    // Two polls of the open-data API: three events each.
+    let records = eventually("two polls in Kafka", Duration::from_secs(30), || {
+        let (bootstrap, topic) = (kafka.bootstrap(), topic.clone());
+        async move {
+            let records = tokio::task::spawn_blocking(move || {
+                smesh_tests::records::read_all(&bootstrap, &topic)
+            })
+            .await
+            .ok()?;
+            (records.iter().filter(|r| r.key == "ampel").count() >= 6).then_some(records)
+        }
+    })
+    .await;
+    let polled: Vec<_> = records.iter().filter(|r| r.key == "ampel").collect();
+    let first: serde_json::Value = serde_json::from_slice(&polled[0].value).expect("JSON element");
+    assert_eq!(first["Name"], "Wien");
+    assert_eq!(polled[0].header("ce_source"), Some(url.as_str()));
+    assert_eq!(polled[0].header("ce_subject"), Some("/0/Warnstufen/0"));
+    assert_eq!(polled[2].header("ce_subject"), Some("/0/Warnstufen/2"));
+    assert_eq!(polled[0].header("content-type"), Some("application/json"));
+
+    let piped_records: Vec<_> = records
+        .iter()
+        .filter(|r| r.key == "piped")
+        .cloned()
+        .collect();
+    judge(
+        &piped_records,
+        &BTreeMap::from([("piped".to_string(), lines)]),
+    )
+    .assert_complete("stdin");
+    assert_eq!(piped_records[0].header("content-type"), Some("text/plain"));
+}
