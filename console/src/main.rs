@@ -52,13 +52,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli: Cli = cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("smesh-console: cannot start the async runtime: {err}");
-            return ExitCode::from(EX_SOFTWARE as u8);
-        }
-    };
+    let runtime = cli::runtime("smesh-console");
     let log_path = cli
         .dashboard
         .log_file

@@ -56,6 +56,30 @@ where
     into(parsed)
 }
 
+/// Checks a node's `--id`: 1-200 characters, no blanks, control characters,
+/// commas or semicolons (ids appear in CSV files and in event ids).
+pub fn check_id(id: &str) -> Result<(), String> {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == ',' || c == ';';
+    if id.is_empty() || id.len() > 200 || id.chars().any(bad) {
+        return Err(format!(
+            "invalid --id {id:?}: use letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// The multi-threaded runtime every binary runs on; on failure, the reason
+/// on stderr and exit code 70.
+pub fn runtime(program: &str) -> tokio::runtime::Runtime {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{program}: cannot start the async runtime: {err}");
+            std::process::exit(EX_SOFTWARE)
+        }
+    }
+}
+
 /// Prints `<program>: <reason>` and exits 64.
 pub fn usage_error(reason: &str) -> ! {
     eprintln!("{}: {reason}", program_name());
@@ -132,6 +156,14 @@ mod tests {
     struct Demo {
         #[arg(long, value_parser = parse_duration)]
         every: Duration,
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("edge-7_b").is_ok());
+        for bad in ["", "a b", "a,b", "a;b", "tab\t", &"x".repeat(201)] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -3,9 +3,16 @@
 
 use std::time::Duration;
 
+use smesh_proto::mesh::downlink::Frame as Down;
+use smesh_proto::mesh::uplink::Frame as Up;
+use smesh_proto::mesh::{Downlink, Hello, Uplink};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Status, Streaming};
+use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// Largest gRPC message a node decodes: a batch of events. Batches are cut
@@ -67,4 +74,66 @@ pub async fn connect(
     connect_timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
     endpoint(uri, connect_timeout)?.connect().await
+}
+
+/// The accepting side's first step on a data-plane stream: the Hello.
+pub async fn read_hello(
+    inbound: &mut Streaming<Uplink>,
+    timeout: Duration,
+) -> Result<Hello, Status> {
+    let first = tokio::time::timeout(timeout, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
+    match first.and_then(|u| u.frame) {
+        Some(Up::Hello(hello)) if !hello.node_id.is_empty() => Ok(hello),
+        Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello without a node id")),
+        _ => Err(Status::invalid_argument(
+            "the first frame of a stream must be Hello",
+        )),
+    }
+}
+
+/// A downlink frame.
+pub fn down(frame: Down) -> Downlink {
+    Downlink { frame: Some(frame) }
+}
+
+/// The peer's address of a request, for logs and the console.
+pub fn remote_address<T>(request: &tonic::Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+}
+
+/// Keeps `grpc.health.v1` (the mesh service and the server as a whole) in
+/// step with `state`: SERVING while `ready(state)`, NOT_SERVING otherwise
+/// and after `shutdown`.
+pub async fn follow_readiness<T>(
+    health: HealthReporter,
+    mut state: watch::Receiver<T>,
+    ready: impl Fn(&T) -> bool,
+    shutdown: CancellationToken,
+) {
+    let set = |status| {
+        let health = health.clone();
+        async move {
+            health
+                .set_service_status(smesh_proto::MESH_SERVICE, status)
+                .await;
+            health.set_service_status("", status).await;
+        }
+    };
+    loop {
+        let status = if ready(&state.borrow_and_update()) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        set(status).await;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = state.changed() => if changed.is_err() { break },
+        }
+    }
+    set(ServingStatus::NotServing).await;
 }

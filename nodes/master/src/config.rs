@@ -128,12 +128,7 @@ impl MasterArgs {
 
     /// Checks everything that can be checked before binding a port.
     pub fn into_config(self) -> Result<Config, String> {
-        if self.id.is_empty() || self.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "invalid --id {:?}: use letters, digits, '-' or '_'",
-                self.id
-            ));
-        }
+        smesh_core::cli::check_id(&self.id)?;
         if !valid_topic(&self.topic) {
             return Err(format!(
                 "invalid --topic {:?}: Kafka topics are 1-249 characters of a-z, A-Z, 0-9, '.', '_', '-'",

@@ -9,7 +9,6 @@
 //! resends everything unacknowledged, here or to another master.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use smesh_core::event;
+use smesh_core::grpc::{self, down};
 use smesh_core::heartbeat::Heartbeat;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::{HeartbeatSample, KafkaStatus, Tier};
@@ -25,8 +25,8 @@ use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_server::Mesh;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{
-    Ack, Batch, Downlink, Hello, NodeKind, PeerStatus, ProbeRequest, ProbeResponse, Rejected,
-    Uplink, Welcome,
+    Ack, Batch, Downlink, NodeKind, PeerStatus, ProbeRequest, ProbeResponse, Rejected, Uplink,
+    Welcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -91,11 +91,9 @@ impl Mesh for MeshService {
         if ingest.shutdown.is_cancelled() {
             return Err(Status::unavailable("master is shutting down"));
         }
-        let address = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a: SocketAddr| a.to_string());
+        let address = grpc::remote_address(&request);
         let mut inbound = request.into_inner();
-        let hello = read_hello(&mut inbound, ingest.settings.hello_timeout).await?;
+        let hello = grpc::read_hello(&mut inbound, ingest.settings.hello_timeout).await?;
         let conn = ingest.next_conn.fetch_add(1, Ordering::Relaxed);
         let (out, rx) = mpsc::channel(64);
         let (commands_tx, commands) = mpsc::channel(16);
@@ -141,19 +139,6 @@ impl Mesh for MeshService {
     }
 }
 
-async fn read_hello(inbound: &mut Streaming<Uplink>, timeout: Duration) -> Result<Hello, Status> {
-    let first = tokio::time::timeout(timeout, inbound.message())
-        .await
-        .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
-    match first.and_then(|u| u.frame) {
-        Some(Up::Hello(hello)) if !hello.node_id.is_empty() => Ok(hello),
-        Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello without a node id")),
-        _ => Err(Status::invalid_argument(
-            "the first frame of a stream must be Hello",
-        )),
-    }
-}
-
 /// A record header's value as text (for the id of a refused record).
 fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
     use rdkafka::message::{Headers, Message};
@@ -163,10 +148,6 @@ fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-fn down(frame: Down) -> Downlink {
-    Downlink { frame: Some(frame) }
 }
 
 /// How one batch ended.

@@ -43,7 +43,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 pub use counters::Counters;
@@ -154,13 +153,6 @@ impl Master {
         registry.set_address(address.clone());
         let tasks = TaskTracker::new();
         let (health, health_service, reflection) = grpc::health_and_reflection()?;
-        health
-            .set_service_status(smesh_proto::MESH_SERVICE, ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-
         tasks.spawn(kafka::watch_readiness(
             sink.clone(),
             config.kafka.clone(),
@@ -168,33 +160,12 @@ impl Master {
             shutdown.clone(),
         ));
         tasks.spawn(registry.run(shutdown.clone()));
-        {
-            let mut kafka = handle.kafka.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                loop {
-                    let status = if kafka.borrow_and_update().ready {
-                        ServingStatus::Serving
-                    } else {
-                        ServingStatus::NotServing
-                    };
-                    health
-                        .set_service_status(smesh_proto::MESH_SERVICE, status)
-                        .await;
-                    health.set_service_status("", status).await;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        changed = kafka.changed() => if changed.is_err() { break },
-                    }
-                }
-                health
-                    .set_service_status(smesh_proto::MESH_SERVICE, ServingStatus::NotServing)
-                    .await;
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-            });
-        }
+        tasks.spawn(grpc::follow_readiness(
+            health,
+            handle.kafka.clone(),
+            |kafka: &KafkaStatus| kafka.ready,
+            shutdown.clone(),
+        ));
 
         let ingest = Arc::new(Ingest {
             node_id: config.id.clone(),

@@ -25,13 +25,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("smesh-master: cannot start the async runtime: {err}");
-            return ExitCode::from(EX_SOFTWARE as u8);
-        }
-    };
+    let runtime = cli::runtime("smesh-master");
     runtime.block_on(async move {
         let master = match Master::new(config) {
             Ok(master) => master,

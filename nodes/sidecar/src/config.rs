@@ -72,12 +72,7 @@ impl SidecarArgs {
 
     /// Reads the master list and checks every value before a port is bound.
     pub fn into_config(self) -> Result<Config, String> {
-        if self.id.is_empty() || self.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "invalid --id {:?}: use letters, digits, '-' or '_'",
-                self.id
-            ));
-        }
+        smesh_core::cli::check_id(&self.id)?;
         let masters =
             peers::load(&self.masters, smesh_core::MASTER_PORT).map_err(|e| e.to_string())?;
         if self.window == 0 || self.max_pending_events == 0 {

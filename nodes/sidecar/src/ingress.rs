@@ -7,11 +7,11 @@
 //! client's row in the [`ClientTable`](crate::clients::ClientTable) fresh.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use smesh_core::grpc::{self, down};
 use smesh_core::heartbeat::Heartbeat;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::downlink::Frame as Down;
@@ -81,11 +81,9 @@ impl Mesh for IngressService {
         if ingress.shutdown.is_cancelled() {
             return Err(Status::unavailable("sidecar is shutting down"));
         }
-        let address = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a: SocketAddr| a.to_string());
+        let address = grpc::remote_address(&request);
         let mut inbound = request.into_inner();
-        let hello = read_hello(&mut inbound, ingress.settings.hello_timeout).await?;
+        let hello = grpc::read_hello(&mut inbound, ingress.settings.hello_timeout).await?;
         let conn = ingress.next_conn.fetch_add(1, Ordering::Relaxed);
         let (out, rx) = mpsc::channel(64);
         let (commands_tx, commands) = mpsc::channel(16);
@@ -139,23 +137,6 @@ impl Mesh for IngressService {
         ingress.tasks.spawn(session.run());
         Ok(Response::new(ReceiverStream::new(rx)))
     }
-}
-
-async fn read_hello(inbound: &mut Streaming<Uplink>, timeout: Duration) -> Result<Hello, Status> {
-    let first = tokio::time::timeout(timeout, inbound.message())
-        .await
-        .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
-    match first.and_then(|u| u.frame) {
-        Some(Up::Hello(hello)) if !hello.node_id.is_empty() => Ok(hello),
-        Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello without a node id")),
-        _ => Err(Status::invalid_argument(
-            "the first frame of a stream must be Hello",
-        )),
-    }
-}
-
-fn down(frame: Down) -> Downlink {
-    Downlink { frame: Some(frame) }
 }
 
 struct Session {

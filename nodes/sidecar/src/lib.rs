@@ -26,7 +26,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic_health::ServingStatus;
 use tracing::info;
 
 pub use upstream::UpstreamCounters;
@@ -126,34 +125,13 @@ impl Sidecar {
                 upstream_done.cancel();
             });
         }
-        {
-            // SERVING only while a master that can deliver is linked.
-            let mut ready = ready.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                loop {
-                    let status = if *ready.borrow_and_update() {
-                        ServingStatus::Serving
-                    } else {
-                        ServingStatus::NotServing
-                    };
-                    health
-                        .set_service_status(smesh_proto::MESH_SERVICE, status)
-                        .await;
-                    health.set_service_status("", status).await;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        changed = ready.changed() => if changed.is_err() { break },
-                    }
-                }
-                health
-                    .set_service_status(smesh_proto::MESH_SERVICE, ServingStatus::NotServing)
-                    .await;
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-            });
-        }
+        // SERVING only while a master that can deliver is linked.
+        tasks.spawn(grpc::follow_readiness(
+            health,
+            ready.clone(),
+            |ready: &bool| *ready,
+            shutdown.clone(),
+        ));
         let sessions = TaskTracker::new();
         let ingress = Arc::new(Ingress {
             node_id: config.id.clone(),

@@ -18,13 +18,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("smesh-sidecar: cannot start the async runtime: {err}");
-            return ExitCode::from(EX_SOFTWARE as u8);
-        }
-    };
+    let runtime = cli::runtime("smesh-sidecar");
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => listener,
