@@ -439,10 +439,9 @@ async fn heartbeats_measure_every_peer_and_health_checks_write_a_row_per_peer() 
                     .all(|s| s.rtt.as_ref().is_some_and(|r| r.last_us > 0));
             let clients_measured = status.clients.len() == 2
                 && status.clients.iter().all(|c| {
-                    c.info
-                        .as_ref()
-                        .and_then(|i| i.rtt.as_ref())
-                        .is_some_and(|r| r.last_us > 0)
+                    c.info.as_ref().is_some_and(|i| {
+                        i.backlog.is_some() && i.rtt.as_ref().is_some_and(|r| r.last_us > 0)
+                    })
                 });
             (sidecars_measured && clients_measured).then_some(status)
         }

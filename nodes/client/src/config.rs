@@ -161,18 +161,7 @@ impl ClientArgs {
 
     /// Reads the sidecar list and checks every value before anything starts.
     pub fn into_config(self) -> Result<Config, String> {
-        if self.id.is_empty()
-            || self.id.len() > 200
-            || self
-                .id
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == ',')
-        {
-            return Err(format!(
-                "invalid --id {:?}: use letters, digits, '-' or '_'",
-                self.id
-            ));
-        }
+        smesh_core::cli::check_id(&self.id)?;
         let sidecars =
             peers::load(&self.sidecars, smesh_core::SIDECAR_PORT).map_err(|e| e.to_string())?;
         if self.window == 0 || self.batch_max == 0 {

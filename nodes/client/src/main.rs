@@ -19,13 +19,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("smesh-client: cannot start the async runtime: {err}");
-            return ExitCode::from(EX_SOFTWARE as u8);
-        }
-    };
+    let runtime = cli::runtime("smesh-client");
     runtime.block_on(async move {
         let token = CancellationToken::new();
         let client = Client::new(config);

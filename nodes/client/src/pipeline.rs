@@ -310,7 +310,11 @@ impl Pipeline {
                     self.link_lost(&format!("stream failed: {}", status.message()))
                         .await?;
                 }
-                Step::Linked(Some(link)) => self.adopt(*link),
+                Step::Linked(Some(link)) => {
+                    self.adopt(*link);
+                    // The sidecar learns the backlog at once, not a second later.
+                    self.report().await;
+                }
                 Step::Linked(None) => {}
                 Step::Reading(Some(reading)) => {
                     self.accept(reading)?;
