@@ -5,6 +5,7 @@
 //! - [`config`]: flags, spool modes.
 //! - [`source`]: sensor, http, file and stdin sources.
 //! - [`spool`]: `safeData.csv`, the durable spool, and its recovery.
+//! - [`csv_line`]: splitting CSV lines with a parser built once.
 //! - [`state`]: sequence numbers that survive restarts, delivered positions.
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
 //! - [`counters`]: totals reported upstream.
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod counters;
+pub mod csv_line;
 pub mod pipeline;
 pub mod source;
 pub mod spool;

@@ -15,6 +15,7 @@ use smesh_core::time::now_unix_nanos;
 use tracing::{info, warn};
 
 use super::{Options, Reading, SourceContext};
+use crate::csv_line::CsvLine;
 use crate::spool::Origin;
 
 pub const DEFAULT_TYPE: &str = "dev.smesh.file.record";
@@ -80,7 +81,7 @@ struct Follower {
     reader: BufReader<std::fs::File>,
     position: u64,
     identity: Option<(u64, u64)>,
-    header: Option<csv::StringRecord>,
+    header: Option<Vec<String>>,
 }
 
 #[cfg(unix)]
@@ -105,7 +106,7 @@ impl Follower {
             let mut line = Vec::new();
             let n = reader.read_until(b'\n', &mut line)?;
             if n > 0 && line.last() == Some(&b'\n') {
-                header = Some(parse_csv_row(&line)?);
+                header = Some(parse_csv_header(&line)?);
                 position = position.max(n as u64);
             } else {
                 // No complete header yet: start over later.
@@ -148,21 +149,24 @@ impl Follower {
     }
 }
 
-fn parse_csv_row(line: &[u8]) -> std::io::Result<csv::StringRecord> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(line);
-    let mut record = csv::StringRecord::new();
-    reader
-        .read_record(&mut record)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    Ok(record)
+/// The column names of a CSV file's first line.
+fn parse_csv_header(line: &[u8]) -> std::io::Result<Vec<String>> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut csv = CsvLine::default();
+    let fields = csv.split(line).map_err(invalid)?;
+    Ok(fields
+        .texts()
+        .map_err(invalid)?
+        .into_iter()
+        .map(str::to_string)
+        .collect())
 }
 
 /// Turns a line into (content type, data).
 fn payload(
     format: FileFormat,
-    header: Option<&csv::StringRecord>,
+    header: Option<&[String]>,
+    csv: &mut CsvLine,
     line: &[u8],
 ) -> Result<(&'static str, Vec<u8>), String> {
     let text = line.strip_suffix(b"\n").unwrap_or(line);
@@ -174,8 +178,12 @@ fn payload(
             Err(err) => Err(format!("not JSON ({err}); sent as text/plain")),
         },
         FileFormat::Csv => {
-            let row = parse_csv_row(text)
-                .map_err(|e| format!("not a CSV row ({e}); sent as text/plain"))?;
+            let fields = csv
+                .split(text)
+                .map_err(|e| format!("{e}; sent as text/plain"))?;
+            let row = fields
+                .texts()
+                .map_err(|e| format!("{e}; sent as text/plain"))?;
             let header = header.ok_or("no CSV header")?;
             if row.len() != header.len() {
                 return Err(format!(
@@ -186,8 +194,8 @@ fn payload(
             }
             let object: serde_json::Map<String, serde_json::Value> = header
                 .iter()
-                .zip(row.iter())
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                .zip(row)
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_string())))
                 .collect();
             serde_json::to_vec(&object)
                 .map(|data| ("application/json", data))
@@ -208,6 +216,7 @@ pub(super) async fn run(spec: FileSpec, context: SourceContext) {
         info!(path = %spec.path.display(), position, "resuming file source");
     }
     let mut follower: Option<Follower> = None;
+    let mut csv = CsvLine::default();
     let mut warned_missing = false;
     loop {
         if context.shutdown.is_cancelled() {
@@ -268,8 +277,8 @@ pub(super) async fn run(spec: FileSpec, context: SourceContext) {
                 if trimmed.is_empty() || trimmed == b"\r" {
                     continue;
                 }
-                let header = follower.as_ref().and_then(|f| f.header.as_ref());
-                let (content_type, data) = match payload(spec.format, header, &line) {
+                let header = follower.as_ref().and_then(|f| f.header.as_deref());
+                let (content_type, data) = match payload(spec.format, header, &mut csv, &line) {
                     Ok((ct, data)) => (
                         if ct == "text/plain" {
                             Arc::clone(&text)
@@ -333,25 +342,46 @@ mod tests {
 
     #[test]
     fn csv_rows_become_json_objects() {
-        let header = parse_csv_row(b"GKZ,Name,Warnstufe\n").expect("header");
-        let (ct, data) =
-            payload(FileFormat::Csv, Some(&header), b"90001,\"Wien, Stadt\",3\n").expect("row");
+        let header = parse_csv_header(b"GKZ,Name,Warnstufe\n").expect("header");
+        let mut csv = CsvLine::default();
+        let (ct, data) = payload(
+            FileFormat::Csv,
+            Some(&header),
+            &mut csv,
+            b"90001,\"Wien, Stadt\",3\n",
+        )
+        .expect("row");
         assert_eq!(ct, "application/json");
         let value: serde_json::Value = serde_json::from_slice(&data).expect("json");
         assert_eq!(value["Name"], "Wien, Stadt");
         assert_eq!(value["Warnstufe"], "3");
-        let err = payload(FileFormat::Csv, Some(&header), b"1,2\n").expect_err("short row");
+        let err =
+            payload(FileFormat::Csv, Some(&header), &mut csv, b"1,2\n").expect_err("short row");
         assert!(err.contains("2 columns where the header has 3"), "{err}");
     }
 
     #[test]
     fn json_lines_are_checked_and_kept_verbatim() {
-        let (ct, data) = payload(FileFormat::JsonLines, None, b"{\"a\": 1}\r\n").expect("json");
+        let (ct, data) = payload(
+            FileFormat::JsonLines,
+            None,
+            &mut CsvLine::default(),
+            b"{\"a\": 1}\r\n",
+        )
+        .expect("json");
         assert_eq!(
             (ct, data.as_slice()),
             ("application/json", &b"{\"a\": 1}"[..])
         );
-        assert!(payload(FileFormat::JsonLines, None, b"{oops\n").is_err());
+        assert!(
+            payload(
+                FileFormat::JsonLines,
+                None,
+                &mut CsvLine::default(),
+                b"{oops\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]
