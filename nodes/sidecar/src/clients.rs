@@ -12,6 +12,7 @@ use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{ClientInfo, PeerStatus, ProbeRequest, ProbeResponse, ProbeResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Identifies one client stream.
 pub type ConnId = u64;
@@ -138,6 +139,21 @@ impl ClientTable {
                     // Keep history across reconnects.
                     info.first_seen_unix_nanos = existing.info.first_seen_unix_nanos;
                     if let Some((old, _)) = &existing.live {
+                        let host = |address: &str| {
+                            address
+                                .rsplit_once(':')
+                                .map_or(address, |(h, _)| h)
+                                .to_string()
+                        };
+                        if host(&existing.info.address) != host(&info.address) {
+                            // A reconnect comes from the same host; this is two devices.
+                            warn!(
+                                client = %id,
+                                first = %existing.info.address,
+                                second = %info.address,
+                                "two clients use the same id: ids must be unique, or their events look like resends of each other"
+                            );
+                        }
                         self.conns.remove(old);
                     }
                 }
