@@ -4,14 +4,16 @@
 use std::time::Duration;
 
 use smesh_proto::mesh::downlink::Frame as Down;
+use smesh_proto::mesh::mesh_server::{Mesh, MeshServer};
 use smesh_proto::mesh::uplink::Frame as Up;
-use smesh_proto::mesh::{Downlink, Hello, Uplink};
+use smesh_proto::mesh::{Downlink, Hello, Uplink, Welcome};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
-use tonic::{Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -136,4 +138,72 @@ pub async fn follow_readiness<T>(
         }
     }
     set(ServingStatus::NotServing).await;
+}
+
+/// Frames to a downstream peer, as a server stream hands them to tonic.
+pub type DownlinkStream = ReceiverStream<Result<Downlink, Status>>;
+
+/// A downstream peer that said Hello and was welcomed.
+#[derive(Debug)]
+pub struct Accepted {
+    pub hello: Hello,
+    /// The peer's address, for logs and the console.
+    pub address: String,
+    pub inbound: Streaming<Uplink>,
+    /// Frames to the peer; the response stream ends when this is dropped.
+    pub out: mpsc::Sender<Result<Downlink, Status>>,
+}
+
+/// Frames queued towards a downstream peer before its session waits.
+const DOWNLINK_FRAMES: usize = 64;
+
+/// The start of every data-plane stream on the accepting side: read the
+/// Hello (within `hello_timeout`) and answer with `welcome`. Returns the
+/// session's ends and the response stream to give back to tonic.
+pub async fn accept_stream(
+    request: Request<Streaming<Uplink>>,
+    hello_timeout: Duration,
+    welcome: Welcome,
+) -> Result<(Accepted, DownlinkStream), Status> {
+    let address = remote_address(&request);
+    let mut inbound = request.into_inner();
+    let hello = read_hello(&mut inbound, hello_timeout).await?;
+    let (out, rx) = mpsc::channel(DOWNLINK_FRAMES);
+    out.send(Ok(down(Down::Welcome(welcome))))
+        .await
+        .map_err(|_| Status::cancelled("peer went away"))?;
+    Ok((
+        Accepted {
+            hello,
+            address,
+            inbound,
+            out,
+        },
+        ReceiverStream::new(rx),
+    ))
+}
+
+/// Serves the data plane (`mesh`) beside health and reflection on
+/// `listener` until `shutdown`, then waits for open streams to end.
+pub async fn serve_mesh<S: Mesh>(
+    mesh: S,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    reflection: tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    server()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            MeshServer::new(mesh)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
+        .await
 }

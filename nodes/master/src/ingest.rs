@@ -29,7 +29,6 @@ use smesh_proto::mesh::{
     Welcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -81,7 +80,7 @@ type DownlinkResult = Result<Downlink, Status>;
 
 #[tonic::async_trait]
 impl Mesh for MeshService {
-    type StreamStream = ReceiverStream<DownlinkResult>;
+    type StreamStream = grpc::DownlinkStream;
 
     async fn stream(
         &self,
@@ -91,12 +90,6 @@ impl Mesh for MeshService {
         if ingest.shutdown.is_cancelled() {
             return Err(Status::unavailable("master is shutting down"));
         }
-        let address = grpc::remote_address(&request);
-        let mut inbound = request.into_inner();
-        let hello = grpc::read_hello(&mut inbound, ingest.settings.hello_timeout).await?;
-        let conn = ingest.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (out, rx) = mpsc::channel(64);
-        let (commands_tx, commands) = mpsc::channel(16);
         let welcome = Welcome {
             node_id: ingest.node_id.clone(),
             kind: NodeKind::Master as i32,
@@ -105,9 +98,16 @@ impl Mesh for MeshService {
             max_event_bytes: u32::try_from(ingest.settings.max_event_bytes).unwrap_or(u32::MAX),
             ready: ingest.kafka.borrow().ready,
         };
-        out.send(Ok(down(Down::Welcome(welcome))))
-            .await
-            .map_err(|_| Status::cancelled("peer went away"))?;
+        let (accepted, response) =
+            grpc::accept_stream(request, ingest.settings.hello_timeout, welcome).await?;
+        let grpc::Accepted {
+            hello,
+            address,
+            inbound,
+            out,
+        } = accepted;
+        let conn = ingest.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (commands_tx, commands) = mpsc::channel(16);
         info!(peer = %hello.node_id, %address, conn, "stream opened");
         ingest
             .registry
@@ -135,7 +135,7 @@ impl Mesh for MeshService {
             next_probe: 0,
         };
         tokio::spawn(session.run());
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(response))
     }
 }
 

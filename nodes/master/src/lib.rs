@@ -38,7 +38,6 @@ use smesh_core::grpc;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::KafkaStatus;
 use smesh_proto::admin::admin_server::AdminServer;
-use smesh_proto::mesh::mesh_server::MeshServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -201,19 +200,14 @@ impl Master {
             });
         }
         info!(id = %config.id, %address, brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
-        let served = grpc::server()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(
-                MeshServer::new(MeshService::new(ingest))
-                    .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
-            )
-            .serve_with_incoming_shutdown(
-                grpc::incoming(listener),
-                shutdown.clone().cancelled_owned(),
-            )
-            .await;
+        let served = grpc::serve_mesh(
+            MeshService::new(ingest),
+            health_service,
+            reflection,
+            listener,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;

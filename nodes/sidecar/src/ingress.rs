@@ -21,7 +21,6 @@ use smesh_proto::mesh::{
     Ack, Batch, ClientInfo, Downlink, Hello, NodeKind, PeerStatus, Uplink, Welcome,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -71,7 +70,7 @@ type DownlinkResult = Result<Downlink, Status>;
 
 #[tonic::async_trait]
 impl Mesh for IngressService {
-    type StreamStream = ReceiverStream<DownlinkResult>;
+    type StreamStream = grpc::DownlinkStream;
 
     async fn stream(
         &self,
@@ -81,13 +80,6 @@ impl Mesh for IngressService {
         if ingress.shutdown.is_cancelled() {
             return Err(Status::unavailable("sidecar is shutting down"));
         }
-        let address = grpc::remote_address(&request);
-        let mut inbound = request.into_inner();
-        let hello = grpc::read_hello(&mut inbound, ingress.settings.hello_timeout).await?;
-        let conn = ingress.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (out, rx) = mpsc::channel(64);
-        let (commands_tx, commands) = mpsc::channel(16);
-        let (settle_tx, settles) = mpsc::unbounded_channel();
         let welcome = Welcome {
             node_id: ingress.node_id.clone(),
             kind: NodeKind::Sidecar as i32,
@@ -96,9 +88,17 @@ impl Mesh for IngressService {
             max_event_bytes: u32::try_from(ingress.settings.max_event_bytes).unwrap_or(u32::MAX),
             ready: *ingress.ready.borrow(),
         };
-        out.send(Ok(down(Down::Welcome(welcome))))
-            .await
-            .map_err(|_| Status::cancelled("client went away"))?;
+        let (accepted, response) =
+            grpc::accept_stream(request, ingress.settings.hello_timeout, welcome).await?;
+        let grpc::Accepted {
+            hello,
+            address,
+            inbound,
+            out,
+        } = accepted;
+        let conn = ingress.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (commands_tx, commands) = mpsc::channel(16);
+        let (settle_tx, settles) = mpsc::unbounded_channel();
         let now = now_unix_nanos();
         let info = ClientInfo {
             client_id: hello.node_id.clone(),
@@ -135,7 +135,7 @@ impl Mesh for IngressService {
             waiting: None,
         };
         ingress.tasks.spawn(session.run());
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(response))
     }
 }
 

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use smesh_core::grpc;
-use smesh_proto::mesh::mesh_server::MeshServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -144,19 +143,14 @@ impl Sidecar {
             next_conn: AtomicU64::new(1),
         });
         info!(id = %config.id, %address, masters = config.upstream.masters.len(), "sidecar listening");
-        let served = grpc::server()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(
-                MeshServer::new(IngressService::new(ingress))
-                    .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
-            )
-            .serve_with_incoming_shutdown(
-                grpc::incoming(listener),
-                shutdown.clone().cancelled_owned(),
-            )
-            .await;
+        let served = grpc::serve_mesh(
+            IngressService::new(ingress),
+            health_service,
+            reflection,
+            listener,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         sessions.close();
         sessions.wait().await;
