@@ -341,6 +341,11 @@ pub fn client(dir: &Path, id: &str, sidecars: &[(&str, u16)], sources: &[String]
     }
 }
 
+/// A `--source` reading `path` as a file source.
+pub fn file_source(path: &Path, follow: bool) -> String {
+    format!("file:path={},follow={follow}", path.display())
+}
+
 /// Where a test client keeps its own files.
 pub fn client_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join(id)

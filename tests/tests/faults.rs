@@ -18,10 +18,6 @@ use smesh_tests::{eventually, unique_topic};
 
 const DELIVERY: Duration = Duration::from_secs(120);
 
-fn file_source(path: &std::path::Path, follow: bool) -> String {
-    format!("file:path={},follow={follow}", path.display())
-}
-
 fn spool_rows(dir: &std::path::Path, client: &str) -> usize {
     std::fs::read_to_string(nodes::spool_path(dir, client))
         .map(|text| text.lines().count().saturating_sub(1))
@@ -40,7 +36,7 @@ async fn a_client_spools_while_no_sidecar_runs_and_drains_when_one_starts() {
         dir.path(),
         "c1",
         &[("S1", sidecar_port)],
-        &[file_source(&input, false)],
+        &[nodes::file_source(&input, false)],
     )
     .args(["--spool", "on-failure"])
     .spawn()
@@ -88,7 +84,7 @@ async fn killing_the_sidecar_moves_the_client_to_the_next_one() {
         dir.path(),
         "c1",
         &[("S1", s1.port), ("S2", s2.port)],
-        &[file_source(&input, true)],
+        &[nodes::file_source(&input, true)],
     )
     .spawn()
     .await;
@@ -135,7 +131,7 @@ async fn killing_the_master_moves_the_sidecar_to_the_next_one() {
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
-        &[file_source(&input, true)],
+        &[nodes::file_source(&input, true)],
     )
     .spawn()
     .await;
@@ -188,7 +184,7 @@ async fn a_sidecar_leaves_a_master_that_cannot_reach_kafka_for_one_that_can() {
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
-        &[file_source(&input, false)],
+        &[nodes::file_source(&input, false)],
     )
     .spawn()
     .await;
@@ -221,7 +217,7 @@ async fn a_kafka_outage_mid_stream_loses_nothing() {
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
-        &[file_source(&input, true)],
+        &[nodes::file_source(&input, true)],
     )
     .spawn()
     .await;
@@ -252,7 +248,7 @@ async fn a_client_killed_in_always_mode_loses_nothing_it_read() {
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
-        &[file_source(&input, true)],
+        &[nodes::file_source(&input, true)],
     )
     .args(["--spool", "always"]);
     let mut client = spec.clone().spawn().await;
@@ -290,7 +286,7 @@ async fn a_client_stopped_with_sigterm_keeps_the_rest_in_its_spool_and_delivers_
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
-        &[file_source(&input, true)],
+        &[nodes::file_source(&input, true)],
     )
     .args(["--spool", "on-failure"]);
     let mut client = spec.clone().spawn().await;
@@ -358,7 +354,7 @@ async fn a_damaged_spool_is_delivered_and_its_garbage_quarantined() {
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
-        &[file_source(&empty, false)],
+        &[nodes::file_source(&empty, false)],
     )
     .spawn()
     .await;
@@ -534,7 +530,7 @@ async fn a_full_spool_holds_sources_back_by_default_and_drops_only_when_asked() 
         dir.path(),
         "blocking",
         &[("S1", sidecar_port)],
-        &[file_source(&blocking_input, false)],
+        &[nodes::file_source(&blocking_input, false)],
     )
     .args(limit)
     .spawn()
@@ -543,7 +539,7 @@ async fn a_full_spool_holds_sources_back_by_default_and_drops_only_when_asked() 
         dir.path(),
         "dropping",
         &[("S1", sidecar_port)],
-        &[file_source(&dropping_input, false)],
+        &[nodes::file_source(&dropping_input, false)],
     )
     .args(limit)
     .args(["--on-spool-full", "drop"])

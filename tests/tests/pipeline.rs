@@ -47,7 +47,7 @@ async fn three_clients_through_two_sidecars_reach_kafka_exactly_once_and_in_orde
         } else {
             [("S1", s1.port), ("S2", s2.port)]
         };
-        let source = format!("file:path={},follow=false", input.display());
+        let source = nodes::file_source(&input, false);
         clients.push(
             nodes::client(dir.path(), id, &sidecars, &[source])
                 .spawn()
@@ -128,7 +128,7 @@ async fn a_master_is_not_serving_until_its_broker_is_up_and_then_delivers_what_w
     // Readings arrive while Kafka is unreachable: nothing can be acknowledged.
     let input = dir.path().join("c1.jsonl");
     let lines = nodes::write_lines(&input, "c1", 0..200, 10);
-    let source = format!("file:path={},follow=false", input.display());
+    let source = nodes::file_source(&input, false);
     let mut client = nodes::client(dir.path(), "c1", &[("S1", sidecar.port)], &[source])
         .spawn()
         .await;
@@ -279,7 +279,7 @@ async fn oversized_events_are_rejected_with_a_reason_and_the_rest_delivered() {
     })
     .expect("write");
     lines.extend(nodes::write_lines(&input, "c1", 50..100, 10));
-    let source = format!("file:path={},follow=false", input.display());
+    let source = nodes::file_source(&input, false);
     let mut client = nodes::client(dir.path(), "c1", &[("S1", sidecar.port)], &[source])
         .args(["--max-event-bytes", "100000"])
         .spawn()

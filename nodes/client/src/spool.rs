@@ -468,11 +468,6 @@ impl Spool {
         Ok((start, self.len + self.base))
     }
 
-    /// Whether appended rows are not yet on disk.
-    pub fn unsynced(&self) -> bool {
-        self.synced < self.len
-    }
-
     /// Writes buffered rows to the OS (not to disk).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.flushed < self.len {

@@ -207,7 +207,7 @@ pub async fn replay(kafka: &str, topic: &str, rows: u64, payload: usize) -> f64 
         mesh.dir.path(),
         client,
         &[(peers[0].0.as_str(), peers[0].1)],
-        &[format!("file:path={},follow=false", empty.display())],
+        &[nodes::file_source(&empty, false)],
     )
     .args(["--stats-file", &stats_file.display().to_string()])
     .spawn()

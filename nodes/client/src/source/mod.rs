@@ -20,7 +20,6 @@ mod sensor;
 mod stdin;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,17 +228,6 @@ pub fn spawn_all(specs: &[SourceSpec], context: SourceContext, tasks: &TaskTrack
             SourceSpec::Stdin(spec) => tasks.spawn(stdin::run(spec, context)),
         };
     }
-}
-
-/// A `file` source spec, for tests and the demo.
-pub fn file_source(path: PathBuf, format: FileFormat, follow: bool) -> SourceSpec {
-    SourceSpec::File(file::FileSpec {
-        path,
-        format,
-        follow,
-        poll: Duration::from_millis(250),
-        kind: file::DEFAULT_TYPE.to_string(),
-    })
 }
 
 #[cfg(test)]
