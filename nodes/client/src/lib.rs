@@ -10,8 +10,8 @@
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
 //! - [`counters`]: totals reported upstream.
 //!
-//! A connector task walks `clientCon.csv` (next sidecar on failure, backoff
-//! after a full round) and hands links to the pipeline.
+//! The pipeline's link to a sidecar is a [`smesh_core::link::Link`]: it walks
+//! `clientCon.csv` (next sidecar on failure, backoff after a full round).
 
 pub mod config;
 pub mod counters;
@@ -24,12 +24,12 @@ pub mod state;
 use std::sync::Arc;
 
 use smesh_core::backoff::Backoff;
-use smesh_core::link::{self, Link, LinkTimeouts, PeerWalk};
+use smesh_core::link::{Link, LinkSettings};
 use smesh_proto::mesh::{Hello, NodeKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use config::Config;
 pub use counters::Counters;
@@ -130,17 +130,15 @@ impl Client {
             },
             &tasks,
         );
-        let (links_tx, links) = mpsc::channel(1);
-        let (lost_tx, lost) = mpsc::channel(4);
-        let connector_stop = CancellationToken::new();
-        tasks.spawn(connect_loop(
-            PeerWalk::new(config.sidecars.clone(), Backoff::default()),
-            hello(&config.id),
-            config.timeouts,
-            links_tx,
-            lost,
-            connector_stop.clone(),
-        ));
+        let link = Link::new(LinkSettings {
+            hello: hello(&config.id),
+            peers: config.sidecars.clone(),
+            timeouts: config.timeouts,
+            heartbeat_timeout: config.heartbeat_timeout,
+            window: config.window as usize,
+            not_ready_failover_after: None,
+            backoff: Backoff::default(),
+        });
         info!(id = %config.id, sidecars = config.sidecars.len(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
         let pipeline = Pipeline::new(
             Arc::clone(&config),
@@ -148,11 +146,9 @@ impl Client {
             spool,
             state,
             readings,
-            links,
-            lost_tx,
+            link,
         );
         let outcome = pipeline.run(shutdown.clone()).await;
-        connector_stop.cancel();
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
@@ -170,54 +166,5 @@ fn hello(id: &str) -> Hello {
             std::process::id(),
             smesh_core::time::now_unix_nanos()
         ),
-    }
-}
-
-/// Walks the sidecars until one takes a stream, hands the link over, and
-/// starts again (at the next sidecar) when told the link was lost.
-async fn connect_loop(
-    mut walk: PeerWalk,
-    hello: Hello,
-    timeouts: LinkTimeouts,
-    links: mpsc::Sender<Link>,
-    mut lost: mpsc::Receiver<()>,
-    stop: CancellationToken,
-) {
-    loop {
-        let link = loop {
-            let Some(peer) = walk.current().cloned() else {
-                return;
-            };
-            let attempt = tokio::select! {
-                () = stop.cancelled() => return,
-                attempt = link::open(&peer, hello.clone(), timeouts) => attempt,
-            };
-            match attempt {
-                Ok(link) => {
-                    walk.succeeded();
-                    break link;
-                }
-                Err(err) => {
-                    warn!(%err, "sidecar unavailable");
-                    if let Some(pause) = walk.failed() {
-                        debug!(?pause, "every sidecar failed; backing off");
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                }
-            }
-        };
-        if links.send(link).await.is_err() {
-            return;
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            signal = lost.recv() => match signal {
-                Some(()) => walk.lost(),
-                None => return,
-            },
-        }
     }
 }

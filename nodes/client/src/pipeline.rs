@@ -19,16 +19,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use smesh_core::event::{self, SPEC_VERSION};
-use smesh_core::heartbeat::{Liveness, answer};
-use smesh_core::link::Link;
-use smesh_proto::mesh::downlink::Frame as Down;
+use smesh_core::link::{Link, LinkEvent};
 use smesh_proto::mesh::uplink::Frame as Up;
-use smesh_proto::mesh::{Batch, Downlink, Event, Rejected, Report, Uplink};
+use smesh_proto::mesh::{Event, Rejected, Report};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -135,29 +133,15 @@ struct SentItem {
     event: Option<Event>,
 }
 
+/// One batch sent on the current stream, in sending order.
 #[derive(Debug)]
 struct SentBatch {
-    seq: u64,
     items: Vec<SentItem>,
 }
 
-/// The current link to a sidecar.
-#[derive(Debug)]
-struct Active {
-    link: Link,
-    window: usize,
-    next_seq: u64,
-    liveness: Liveness,
-    adopted: Instant,
-    /// Whether the first ack on this link was seen (it is logged: failover time).
-    acked: bool,
-}
-
 enum Step {
-    Frame(Result<Option<Downlink>, tonic::Status>),
-    Linked(Option<Box<Link>>),
+    Link(LinkEvent),
     Reading(Option<Reading>),
-    Silent,
     Maintain,
     Report,
     Stop,
@@ -172,14 +156,13 @@ pub struct Pipeline {
     state: StateFile,
     readings: mpsc::Receiver<Reading>,
     sources_done: bool,
-    links: mpsc::Receiver<Link>,
-    lost: mpsc::Sender<()>,
+    /// The link to a sidecar (failover, window, acks).
+    link: Link,
     fresh: VecDeque<Item>,
     /// Logical spool offset: rows before it are sent, settled or in `fresh`.
     cursor: u64,
     inflight: VecDeque<SentBatch>,
     inflight_events: usize,
-    link: Option<Active>,
     /// Whether `fresh` or `inflight` may hold events the spool lacks
     /// (on-failure mode). Keeps [`Pipeline::spill`] O(1) when there are none.
     memory_only: bool,
@@ -206,8 +189,7 @@ impl Pipeline {
         spool: Spool,
         state: StateFile,
         readings: mpsc::Receiver<Reading>,
-        links: mpsc::Receiver<Link>,
-        lost: mpsc::Sender<()>,
+        link: Link,
     ) -> Self {
         let cursor = spool.head();
         Self {
@@ -217,13 +199,11 @@ impl Pipeline {
             state,
             readings,
             sources_done: false,
-            links,
-            lost,
+            link,
             fresh: VecDeque::new(),
             cursor,
             inflight: VecDeque::new(),
             inflight_events: 0,
-            link: None,
             memory_only: false,
             dropped_unlogged: 0,
             // Up to an hour in µs, three significant figures: cannot fail to
@@ -248,7 +228,7 @@ impl Pipeline {
     /// Whether the next reading has to go to the spool file.
     fn must_spool(&self) -> bool {
         self.config.spool_mode == SpoolMode::Always
-            || self.link.is_none()
+            || !self.link.is_up()
             || self.fresh.len() >= self.fresh_cap()
             || self.cursor < self.spool.end()
     }
@@ -281,22 +261,12 @@ impl Pipeline {
             if self.finished() || (stopping && self.drained()) {
                 break;
             }
-            let has_link = self.link.is_some();
             let accept = !self.sources_done && self.can_accept();
-            let silent_at = self
-                .link
-                .as_ref()
-                .map_or_else(tokio::time::Instant::now, |a| {
-                    tokio::time::Instant::from_std(a.liveness.deadline())
-                });
             let step = {
-                let link = &mut self.link;
                 tokio::select! {
                     biased;
-                    frame = next_frame(link), if has_link => Step::Frame(frame),
-                    linked = self.links.recv(), if !has_link => Step::Linked(linked.map(Box::new)),
+                    event = self.link.next() => Step::Link(event),
                     reading = self.readings.recv(), if accept => Step::Reading(reading),
-                    () = tokio::time::sleep_until(silent_at), if has_link => Step::Silent,
                     _ = maintenance.tick() => Step::Maintain,
                     _ = report.tick() => Step::Report,
                     () = shutdown.cancelled(), if !stopping => Step::Stop,
@@ -304,18 +274,7 @@ impl Pipeline {
                 }
             };
             match step {
-                Step::Frame(Ok(Some(frame))) => self.on_frame(frame).await,
-                Step::Frame(Ok(None)) => self.link_lost("the sidecar closed the stream").await?,
-                Step::Frame(Err(status)) => {
-                    self.link_lost(&format!("stream failed: {}", status.message()))
-                        .await?;
-                }
-                Step::Linked(Some(link)) => {
-                    self.adopt(*link);
-                    // The sidecar learns the backlog at once, not a second later.
-                    self.report().await;
-                }
-                Step::Linked(None) => {}
+                Step::Link(event) => self.on_link(event).await?,
                 Step::Reading(Some(reading)) => {
                     self.accept(reading)?;
                     // Take what else is waiting, so batches form under load.
@@ -331,11 +290,6 @@ impl Pipeline {
                 Step::Reading(None) => {
                     self.sources_done = true;
                     info!("all sources finished; delivering what is left");
-                }
-                Step::Silent => {
-                    let timeout = self.config.heartbeat_timeout;
-                    self.link_lost(&format!("no word from the sidecar for {timeout:?}"))
-                        .await?;
                 }
                 Step::Maintain => self.maintain()?,
                 Step::Report => self.report().await,
@@ -360,9 +314,8 @@ impl Pipeline {
                 // disk before any of it is sent, connected or not.
                 self.spool.sync().map_err(|e| self.spool_error(e))?;
             }
-            if let Err(err) = self.pump(stopping).await {
-                self.link_lost(&err).await?;
-            }
+            // A failed send is reported by the link's next event.
+            let _ = self.pump(stopping).await;
         }
         self.close()
     }
@@ -371,7 +324,7 @@ impl Pipeline {
     /// that the spool lacks.
     fn drained(&self) -> bool {
         self.inflight.is_empty()
-            && (self.link.is_none() || self.fresh.iter().all(|i| i.row.is_some()))
+            && (!self.link.is_up() || self.fresh.iter().all(|i| i.row.is_some()))
     }
 
     /// Makes everything durable before exit.
@@ -531,71 +484,52 @@ impl Pipeline {
         Ok(())
     }
 
-    fn adopt(&mut self, link: Link) {
-        let window = (link.welcome.window as usize)
-            .min(self.config.window as usize)
-            .max(1);
-        let backlog = self.spool.live_rows();
-        info!(sidecar = %link.peer, window, ready = link.welcome.ready, spooled = backlog, "connected to sidecar");
-        if backlog > 0 {
-            info!(events = backlog, "replaying spooled events, oldest first");
+    async fn on_link(&mut self, event: LinkEvent) -> Result<(), PipelineError> {
+        match event {
+            LinkEvent::Up { peer, welcome } => {
+                let backlog = self.spool.live_rows();
+                info!(sidecar = %peer, window = welcome.window, ready = welcome.ready, spooled = backlog, "connected to sidecar");
+                if backlog > 0 {
+                    info!(events = backlog, "replaying spooled events, oldest first");
+                }
+                // The sidecar learns the backlog at once, not a second later.
+                self.report().await;
+            }
+            LinkEvent::Down {
+                peer,
+                reason,
+                switching_to,
+            } => {
+                warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                self.unsend()?;
+            }
+            LinkEvent::Acked {
+                batches, rejected, ..
+            } => {
+                if let Err(err) = self.on_ack(batches, &rejected) {
+                    warn!(%err, "cannot record an acknowledgement");
+                }
+            }
+            LinkEvent::Ready(_) | LinkEvent::Probe(_) => {}
         }
-        self.link = Some(Active {
-            link,
-            window,
-            next_seq: 1,
-            liveness: Liveness::new(self.config.heartbeat_timeout, Instant::now()),
-            adopted: Instant::now(),
-            acked: false,
-        });
+        Ok(())
     }
 
-    async fn link_lost(&mut self, reason: &str) -> Result<(), PipelineError> {
-        let Some(active) = self.link.take() else {
-            return Ok(());
-        };
-        warn!(sidecar = %active.link.peer, %reason, unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+    /// The stream is gone: everything sent on it is unacknowledged. Events
+    /// held only in memory go to the spool; then everything is read again
+    /// from the spool, oldest first, on the next stream.
+    fn unsend(&mut self) -> Result<(), PipelineError> {
         Counters::bump(&self.counters.resent, self.inflight_events as u64);
-        // Memory-only events go to the spool; then everything unacknowledged
-        // is read again from the spool, oldest first, on the next link.
         self.spill()?;
         self.inflight.clear();
         self.inflight_events = 0;
         self.fresh.clear();
         self.cursor = self.spool.head();
-        drop(active);
-        let _ = self.lost.send(()).await;
         Ok(())
     }
 
-    async fn on_frame(&mut self, frame: Downlink) {
-        if let Some(active) = self.link.as_mut() {
-            active.liveness.heard(Instant::now());
-        }
-        match frame.frame {
-            Some(Down::Ack(ack)) => {
-                if let Some(active) = self.link.as_mut().filter(|a| !a.acked) {
-                    active.acked = true;
-                    let after = active.adopted.elapsed();
-                    info!(sidecar = %active.link.peer, after_ms = after.as_secs_f64() * 1e3, "first acknowledgement from sidecar");
-                }
-                if let Err(err) = self.on_ack(ack.through, &ack.rejected) {
-                    warn!(%err, "cannot record an acknowledgement");
-                }
-            }
-            Some(Down::Ping(ping)) => {
-                let pong = Uplink {
-                    frame: Some(Up::Pong(answer(&ping))),
-                };
-                if let Err(reason) = self.send(pong).await {
-                    let _ = self.link_lost(&reason).await;
-                }
-            }
-            Some(Down::Welcome(_)) | Some(Down::ProbeRequest(_)) | None => {}
-        }
-    }
-
-    fn on_ack(&mut self, through: u64, rejected: &[Rejected]) -> Result<(), PipelineError> {
+    /// The oldest `batches` batches sent are settled end to end.
+    fn on_ack(&mut self, batches: usize, rejected: &[Rejected]) -> Result<(), PipelineError> {
         let reasons: HashMap<&str, &str> = rejected
             .iter()
             .map(|r| (r.event_id.as_str(), r.reason.as_str()))
@@ -604,7 +538,7 @@ impl Pipeline {
         let mut settled_rows = 0u64;
         let mut acked = 0u64;
         let now = smesh_core::time::now_unix_nanos();
-        while self.inflight.front().is_some_and(|b| b.seq <= through) {
+        for _ in 0..batches {
             let Some(batch) = self.inflight.pop_front() else {
                 break;
             };
@@ -658,31 +592,11 @@ impl Pipeline {
         }
     }
 
-    async fn send(&mut self, frame: Uplink) -> Result<(), String> {
-        let timeout = self.config.heartbeat_timeout;
-        let Some(active) = self.link.as_mut() else {
-            return Err("no link".to_string());
-        };
-        match tokio::time::timeout(timeout, active.link.tx.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("the stream to the sidecar closed".to_string()),
-            Err(_) => Err(format!("the sidecar took no data for {timeout:?}")),
-        }
-    }
-
     /// Sends batches while the window has room. While stopping, only events
     /// held in memory go out; spool rows wait for the next start.
     async fn pump(&mut self, stopping: bool) -> Result<(), String> {
-        if self.link.is_none() {
-            return Ok(());
-        }
         loop {
-            let Some(window) = self.link.as_ref().map(|a| a.window) else {
-                return Ok(());
-            };
-            let room = window
-                .saturating_sub(self.inflight_events)
-                .min(self.config.batch_max);
+            let room = self.link.room().min(self.config.batch_max);
             if room == 0 {
                 return Ok(());
             }
@@ -739,18 +653,15 @@ impl Pipeline {
                 return Ok(());
             }
             let n = events.len();
-            let Some(active) = self.link.as_mut() else {
-                return Ok(());
-            };
-            let seq = active.next_seq;
-            active.next_seq += 1;
-            self.inflight.push_back(SentBatch { seq, items });
+            // Recorded before sending: if the send fails, the batch is
+            // unacknowledged like every other one in flight.
+            self.inflight.push_back(SentBatch { items });
             self.inflight_events += n;
             Counters::bump(&self.counters.sent, n as u64);
-            self.send(Uplink {
-                frame: Some(Up::Batch(Batch { seq, events })),
-            })
-            .await?;
+            self.link
+                .send_batch(events)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
 
@@ -763,7 +674,7 @@ impl Pipeline {
             );
             self.dropped_unlogged = 0;
         }
-        if self.link.is_none() {
+        if !self.link.is_up() {
             return;
         }
         let report = Report {
@@ -771,14 +682,8 @@ impl Pipeline {
             counters: Some(self.counters.snapshot()),
             clients: Vec::new(),
         };
-        if let Err(reason) = self
-            .send(Uplink {
-                frame: Some(Up::Report(report)),
-            })
-            .await
-        {
-            let _ = self.link_lost(&reason).await;
-        }
+        // A failure is reported by the link's next event.
+        let _ = self.link.send(Up::Report(report)).await;
     }
 
     fn maintain(&mut self) -> Result<(), PipelineError> {
@@ -790,12 +695,5 @@ impl Pipeline {
             .save_if_dirty()
             .map_err(|e| self.spool_error(e))?;
         self.spool.maintain().map_err(|e| self.spool_error(e))
-    }
-}
-
-async fn next_frame(link: &mut Option<Active>) -> Result<Option<Downlink>, tonic::Status> {
-    match link.as_mut() {
-        Some(active) => active.link.inbound.message().await,
-        None => std::future::pending().await,
     }
 }

@@ -3,17 +3,12 @@
 
 use std::time::Duration;
 
-use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_server::{Mesh, MeshServer};
-use smesh_proto::mesh::uplink::Frame as Up;
-use smesh_proto::mesh::{Downlink, Hello, Uplink, Welcome};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
-use tonic::{Request, Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -30,8 +25,10 @@ pub fn server() -> Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
 }
 
-/// The health service (all services start NOT_SERVING until the node says
-/// otherwise) and the reflection service describing smesh's protocol.
+/// The health service and the reflection service describing smesh's
+/// protocol. tonic-health reports the server as a whole (`""`) SERVING from
+/// the start; a node that has a readiness condition hands the reporter to
+/// [`follow_readiness`], which sets both `""` and the mesh service.
 pub fn health_and_reflection() -> Result<
     (
         HealthReporter,
@@ -78,35 +75,6 @@ pub async fn connect(
     endpoint(uri, connect_timeout)?.connect().await
 }
 
-/// The accepting side's first step on a data-plane stream: the Hello.
-pub async fn read_hello(
-    inbound: &mut Streaming<Uplink>,
-    timeout: Duration,
-) -> Result<Hello, Status> {
-    let first = tokio::time::timeout(timeout, inbound.message())
-        .await
-        .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
-    match first.and_then(|u| u.frame) {
-        Some(Up::Hello(hello)) if !hello.node_id.is_empty() => Ok(hello),
-        Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello without a node id")),
-        _ => Err(Status::invalid_argument(
-            "the first frame of a stream must be Hello",
-        )),
-    }
-}
-
-/// A downlink frame.
-pub fn down(frame: Down) -> Downlink {
-    Downlink { frame: Some(frame) }
-}
-
-/// The peer's address of a request, for logs and the console.
-pub fn remote_address<T>(request: &tonic::Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
-}
-
 /// Keeps `grpc.health.v1` (the mesh service and the server as a whole) in
 /// step with `state`: SERVING while `ready(state)`, NOT_SERVING otherwise
 /// and after `shutdown`.
@@ -138,49 +106,6 @@ pub async fn follow_readiness<T>(
         }
     }
     set(ServingStatus::NotServing).await;
-}
-
-/// Frames to a downstream peer, as a server stream hands them to tonic.
-pub type DownlinkStream = ReceiverStream<Result<Downlink, Status>>;
-
-/// A downstream peer that said Hello and was welcomed.
-#[derive(Debug)]
-pub struct Accepted {
-    pub hello: Hello,
-    /// The peer's address, for logs and the console.
-    pub address: String,
-    pub inbound: Streaming<Uplink>,
-    /// Frames to the peer; the response stream ends when this is dropped.
-    pub out: mpsc::Sender<Result<Downlink, Status>>,
-}
-
-/// Frames queued towards a downstream peer before its session waits.
-const DOWNLINK_FRAMES: usize = 64;
-
-/// The start of every data-plane stream on the accepting side: read the
-/// Hello (within `hello_timeout`) and answer with `welcome`. Returns the
-/// session's ends and the response stream to give back to tonic.
-pub async fn accept_stream(
-    request: Request<Streaming<Uplink>>,
-    hello_timeout: Duration,
-    welcome: Welcome,
-) -> Result<(Accepted, DownlinkStream), Status> {
-    let address = remote_address(&request);
-    let mut inbound = request.into_inner();
-    let hello = read_hello(&mut inbound, hello_timeout).await?;
-    let (out, rx) = mpsc::channel(DOWNLINK_FRAMES);
-    out.send(Ok(down(Down::Welcome(welcome))))
-        .await
-        .map_err(|_| Status::cancelled("peer went away"))?;
-    Ok((
-        Accepted {
-            hello,
-            address,
-            inbound,
-            out,
-        },
-        ReceiverStream::new(rx),
-    ))
 }
 
 /// Serves the data plane (`mesh`) beside health and reflection on

@@ -7,7 +7,10 @@
 //! - [`peers`]: `clientCon.csv` / `sidecarCon.csv`, the lists of upstream peers.
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
 //! - [`heartbeat`]: ping/pong bookkeeping, round-trip statistics, liveness.
-//! - [`link`]: opening a stream to an upstream peer; which peer to try next.
+//! - [`link`]: the dialing end of a data-plane stream: failover over the
+//!   peer list, the window, acks, pongs, liveness.
+//! - [`session`]: the accepting end of a data-plane stream: Hello/Welcome,
+//!   sequence and window checks, acks in order, pings, probes.
 //! - [`event`]: validation of events crossing a node boundary.
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`shutdown`]: signals turned into a cancellation token.
@@ -21,6 +24,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod link;
 pub mod peers;
+pub mod session;
 pub mod shutdown;
 pub mod time;
 

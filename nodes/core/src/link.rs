@@ -1,32 +1,53 @@
-//! The downstream end of a data-plane stream, and the walk over the peers a
-//! node may use.
+//! The dialing end of `Mesh.Stream`, written once for every tier that opens
+//! streams: a client to its sidecars, a sidecar to its masters.
 //!
-//! Clients open links to sidecars and sidecars open links to masters in the
-//! same way: dial, send Hello, wait for Welcome. [`PeerWalk`] decides which
-//! peer to try next: the peers in their listed order, the next one after a
-//! failure, and a backoff pause after a whole round failed.
+//! A [`Link`] walks the node's peer list ([`PeerWalk`]: the listed order,
+//! the next peer after a failure, a backoff pause after a whole round
+//! failed), keeps one stream open, and runs the dialing side of the
+//! protocol on it: Hello and Welcome, batches numbered from 1 on each
+//! stream, the window of unacknowledged events, cumulative acks, pongs to
+//! the upstream's pings, and silence past the heartbeat timeout taken as
+//! death. Optionally it leaves an upstream that keeps saying it cannot
+//! deliver for one that can.
+//!
+//! The node that owns the link drives it from its own task: it awaits
+//! [`Link::next`] beside its other work (the future is cancel-safe) and
+//! reacts to [`LinkEvent`]s, and it sends batches with [`Link::send_batch`]
+//! while [`Link::room`] allows. What it keeps for resending is its own
+//! business: when a stream is lost ([`LinkEvent::Down`]) every batch sent on
+//! it counts as unacknowledged, and the next stream starts empty.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_client::MeshClient;
 use smesh_proto::mesh::uplink::Frame as Up;
-use smesh_proto::mesh::{Downlink, Hello, Uplink, Welcome};
+use smesh_proto::mesh::{
+    Batch, Downlink, Event, Hello, NodeKind, Pong, ProbeRequest, Rejected, Uplink, Welcome,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::grpc;
+use crate::heartbeat::{Liveness, answer};
 use crate::peers::Peer;
+use crate::session::kind_name;
 
 /// Frames queued towards the peer before the sender waits (HTTP/2 flow
 /// control and the event window bound what is really in flight).
 const OUTBOUND_FRAMES: usize = 64;
 
-/// An open stream to an upstream peer, past the Hello/Welcome exchange.
+/// A stream to an upstream peer, past the Hello/Welcome exchange.
 #[derive(Debug)]
-pub struct Link {
+pub struct OpenStream {
+    /// Who answered.
     pub peer: Peer,
     /// Frames to the peer; the stream ends when this is dropped.
     pub tx: mpsc::Sender<Uplink>,
@@ -73,7 +94,11 @@ impl Default for LinkTimeouts {
 }
 
 /// Dials `peer`, says `hello` and waits for the Welcome.
-pub async fn open(peer: &Peer, hello: Hello, timeouts: LinkTimeouts) -> Result<Link, LinkError> {
+pub async fn open(
+    peer: &Peer,
+    hello: Hello,
+    timeouts: LinkTimeouts,
+) -> Result<OpenStream, LinkError> {
     let name = peer.to_string();
     let channel = grpc::connect(&peer.uri(), timeouts.connect)
         .await
@@ -112,7 +137,7 @@ pub async fn open(peer: &Peer, hello: Hello, timeouts: LinkTimeouts) -> Result<L
     match first {
         Some(Downlink {
             frame: Some(Down::Welcome(welcome)),
-        }) => Ok(Link {
+        }) => Ok(OpenStream {
             peer: peer.clone(),
             tx,
             inbound,
@@ -194,6 +219,502 @@ impl PeerWalk {
         if !self.peers.is_empty() {
             self.current = (self.current + 1) % self.peers.len();
         }
+    }
+}
+
+/// What a node's link to its upstream is set up with.
+#[derive(Clone, Debug)]
+pub struct LinkSettings {
+    /// Said to every peer: who this node is.
+    pub hello: Hello,
+    /// The upstream peers, in order of preference (not empty).
+    pub peers: Vec<Peer>,
+    /// How long dialing and the Welcome may take.
+    pub timeouts: LinkTimeouts,
+    /// Silence after which the upstream is presumed dead; also how long a
+    /// frame may wait for room on the stream.
+    pub heartbeat_timeout: Duration,
+    /// This node's own cap on unacknowledged events; the smaller of it and
+    /// the upstream's `Welcome.window` applies.
+    pub window: usize,
+    /// Leave an upstream that has said it cannot deliver for this long for
+    /// another one that can (`None`: stay).
+    pub not_ready_failover_after: Option<Duration>,
+    /// Pauses after a round in which every peer failed.
+    pub backoff: Backoff,
+}
+
+/// What happened on a link, as [`Link::next`] reports it.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A stream to `peer` is open; nothing is in flight on it yet.
+    Up {
+        /// Who answered.
+        peer: Peer,
+        /// What it said: its window, whether it can deliver.
+        welcome: Welcome,
+    },
+    /// The stream to `peer` is gone, and with it every batch in flight on
+    /// it: they are unacknowledged and must be sent again.
+    Down {
+        /// The peer left.
+        peer: Peer,
+        /// Why, for the log.
+        reason: String,
+        /// Set when the peer was left for one that can deliver; an
+        /// [`LinkEvent::Up`] for it follows at once. Otherwise the link
+        /// walks on down the list.
+        switching_to: Option<Peer>,
+    },
+    /// The oldest `batches` batches in flight are settled end to end.
+    Acked {
+        /// How many batches, oldest first.
+        batches: usize,
+        /// How many events they held.
+        events: usize,
+        /// Events among them that can never be delivered, and why.
+        rejected: Vec<Rejected>,
+    },
+    /// The upstream says it can (`true`) or cannot deliver now.
+    Ready(bool),
+    /// The upstream asks for a probe of this node's own downstream peers.
+    Probe(ProbeRequest),
+}
+
+/// A send failed because the stream is gone; [`Link::next`] reports the
+/// [`LinkEvent::Down`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LinkDown(pub String);
+
+/// The dialing end of `Mesh.Stream`, with failover over the peer list.
+pub struct Link {
+    settings: LinkSettings,
+    /// The upstream tier's name, for logs ("sidecar", "master").
+    upstream: &'static str,
+    walk: PeerWalk,
+    state: State,
+    /// Events to report before anything else.
+    queued: VecDeque<LinkEvent>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("upstream", &self.upstream)
+            .field("peer", &self.peer().map(|p| p.to_string()))
+            .field("in_flight_events", &self.in_flight_events())
+            .finish()
+    }
+}
+
+enum State {
+    /// Dial the current peer next.
+    Idle,
+    Dialing {
+        peer: Peer,
+        attempt: BoxFuture<'static, Result<OpenStream, LinkError>>,
+    },
+    /// Every peer failed in this round.
+    Pausing(Pin<Box<tokio::time::Sleep>>),
+    Open(Box<Stream>),
+}
+
+/// One open stream and the protocol state on it.
+struct Stream {
+    open: OpenStream,
+    /// Most events unacknowledged on this stream.
+    window: usize,
+    next_seq: u64,
+    /// Batches sent and not yet acknowledged, oldest first: (seq, events).
+    in_flight: VecDeque<(u64, usize)>,
+    in_flight_events: usize,
+    liveness: Liveness,
+    opened: Instant,
+    /// Whether the first ack arrived (it is logged: the failover time).
+    acked: bool,
+    /// Whether the upstream says it can deliver.
+    ready: bool,
+    ready_changed: bool,
+    not_ready_since: Option<Instant>,
+    /// A look for an upstream that can deliver, while this one cannot.
+    scout: Option<BoxFuture<'static, Option<(usize, OpenStream)>>>,
+    last_scout: Option<Instant>,
+    /// The answer to the last ping, until there is room to send it (kept
+    /// here so that [`Link::next`] stays cancel-safe).
+    pong: Option<Pong>,
+}
+
+/// How serving an open stream ended.
+enum End {
+    Lost(String),
+    /// A peer that can deliver was found: (its index, its stream).
+    Switch(usize, Box<OpenStream>),
+}
+
+impl Link {
+    /// A link that dials `settings.peers` in order; nothing happens until
+    /// [`Link::next`] is awaited.
+    pub fn new(settings: LinkSettings) -> Self {
+        let upstream = kind_name(upstream_of(
+            NodeKind::try_from(settings.hello.kind).unwrap_or(NodeKind::Unspecified),
+        ));
+        Self {
+            walk: PeerWalk::new(settings.peers.clone(), settings.backoff.clone()),
+            settings,
+            upstream,
+            state: State::Idle,
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// The next thing that happened: dials, fails over, answers pings and
+    /// watches for silence meanwhile. Cancel-safe: dropping the future
+    /// loses nothing, the next call goes on where it stopped.
+    pub async fn next(&mut self) -> LinkEvent {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return event;
+            }
+            match &mut self.state {
+                State::Idle => {
+                    let Some(peer) = self.walk.current().cloned() else {
+                        // Peer lists refuse to load empty; nothing to dial.
+                        return std::future::pending().await;
+                    };
+                    let (target, hello, timeouts) = (
+                        peer.clone(),
+                        self.settings.hello.clone(),
+                        self.settings.timeouts,
+                    );
+                    let attempt = async move { open(&target, hello, timeouts).await }.boxed();
+                    self.state = State::Dialing { peer, attempt };
+                }
+                State::Dialing { peer, attempt } => match attempt.as_mut().await {
+                    Ok(open) => {
+                        self.walk.succeeded();
+                        let (peer, welcome) = (open.peer.clone(), open.welcome.clone());
+                        self.state = State::Open(Box::new(Stream::new(open, &self.settings)));
+                        return LinkEvent::Up { peer, welcome };
+                    }
+                    Err(err) => {
+                        warn!(%peer, %err, "{} unavailable", self.upstream);
+                        self.state = match self.walk.failed() {
+                            Some(pause) => {
+                                debug!(?pause, "every {} failed; backing off", self.upstream);
+                                State::Pausing(Box::pin(tokio::time::sleep(pause)))
+                            }
+                            None => State::Idle,
+                        };
+                    }
+                },
+                State::Pausing(sleep) => {
+                    sleep.as_mut().await;
+                    self.state = State::Idle;
+                }
+                State::Open(stream) => {
+                    let end = stream.next(&self.settings, &self.walk, self.upstream).await;
+                    match end {
+                        Ok(event) => return event,
+                        Err(End::Lost(reason)) => {
+                            if let Some(event) = self.lose(reason) {
+                                return event;
+                            }
+                        }
+                        Err(End::Switch(index, open)) => {
+                            let old = stream.open.peer.clone();
+                            self.walk.switch_to(index);
+                            let (peer, welcome) = (open.peer.clone(), open.welcome.clone());
+                            self.state = State::Open(Box::new(Stream::new(*open, &self.settings)));
+                            self.queued.push_back(LinkEvent::Up {
+                                peer: peer.clone(),
+                                welcome,
+                            });
+                            return LinkEvent::Down {
+                                peer: old,
+                                reason: format!("the {} cannot deliver", self.upstream),
+                                switching_to: Some(peer),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the open stream; the walk moves on to the next peer.
+    fn lose(&mut self, reason: String) -> Option<LinkEvent> {
+        let State::Open(stream) = std::mem::replace(&mut self.state, State::Idle) else {
+            return None;
+        };
+        self.walk.lost();
+        Some(LinkEvent::Down {
+            peer: stream.open.peer,
+            reason,
+            switching_to: None,
+        })
+    }
+
+    fn stream(&self) -> Option<&Stream> {
+        match &self.state {
+            State::Open(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// Whether a stream is open.
+    pub fn is_up(&self) -> bool {
+        self.stream().is_some()
+    }
+
+    /// The peer of the open stream.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.stream().map(|s| &s.open.peer)
+    }
+
+    /// Events sent on the open stream and not yet acknowledged.
+    pub fn in_flight_events(&self) -> usize {
+        self.stream().map_or(0, |s| s.in_flight_events)
+    }
+
+    /// How many more events the window allows now (0 without a stream).
+    pub fn room(&self) -> usize {
+        self.stream()
+            .map_or(0, |s| s.window.saturating_sub(s.in_flight_events))
+    }
+
+    /// Whether a batch of `events` may go now: it fits the window, or
+    /// nothing is in flight (a batch larger than the window goes alone).
+    pub fn fits(&self, events: usize) -> bool {
+        self.stream()
+            .is_some_and(|s| s.in_flight_events == 0 || s.in_flight_events + events <= s.window)
+    }
+
+    /// A sender for frames that go out beside the owner's own (probe
+    /// responses from another task).
+    pub fn sender(&self) -> Option<mpsc::Sender<Uplink>> {
+        self.stream().map(|s| s.open.tx.clone())
+    }
+
+    /// Sends `events` as the next batch on the open stream.
+    pub async fn send_batch(&mut self, events: Vec<Event>) -> Result<(), LinkDown> {
+        let State::Open(stream) = &mut self.state else {
+            return Err(LinkDown(format!("no {} is linked", self.upstream)));
+        };
+        let seq = stream.next_seq;
+        stream.next_seq += 1;
+        stream.in_flight.push_back((seq, events.len()));
+        stream.in_flight_events += events.len();
+        self.send(Up::Batch(Batch { seq, events })).await
+    }
+
+    /// Sends one frame on the open stream, waiting at most the heartbeat
+    /// timeout for room. On failure the stream is dropped.
+    pub async fn send(&mut self, frame: Up) -> Result<(), LinkDown> {
+        let timeout = self.settings.heartbeat_timeout;
+        let State::Open(stream) = &mut self.state else {
+            return Err(LinkDown(format!("no {} is linked", self.upstream)));
+        };
+        let sent =
+            tokio::time::timeout(timeout, stream.open.tx.send(Uplink { frame: Some(frame) })).await;
+        let reason = match sent {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => format!("the stream to the {} closed", self.upstream),
+            Err(_) => format!("the {} took no data for {timeout:?}", self.upstream),
+        };
+        if let Some(event) = self.lose(reason.clone()) {
+            self.queued.push_back(event);
+        }
+        Err(LinkDown(reason))
+    }
+}
+
+impl Stream {
+    fn new(open: OpenStream, settings: &LinkSettings) -> Self {
+        let now = Instant::now();
+        let ready = open.welcome.ready;
+        Self {
+            window: (open.welcome.window as usize).min(settings.window).max(1),
+            open,
+            next_seq: 1,
+            in_flight: VecDeque::new(),
+            in_flight_events: 0,
+            liveness: Liveness::new(settings.heartbeat_timeout, now),
+            opened: now,
+            acked: false,
+            ready,
+            ready_changed: false,
+            not_ready_since: (!ready).then_some(now),
+            scout: None,
+            last_scout: None,
+            pong: None,
+        }
+    }
+
+    async fn next(
+        &mut self,
+        settings: &LinkSettings,
+        walk: &PeerWalk,
+        upstream: &'static str,
+    ) -> Result<LinkEvent, End> {
+        loop {
+            if self.pong.is_some() {
+                let permit =
+                    tokio::time::timeout(settings.heartbeat_timeout, self.open.tx.reserve())
+                        .await
+                        .map_err(|_| {
+                            End::Lost(format!(
+                                "the {upstream} took no data for {:?}",
+                                settings.heartbeat_timeout
+                            ))
+                        })?
+                        .map_err(|_| End::Lost(format!("the stream to the {upstream} closed")))?;
+                if let Some(pong) = self.pong.take() {
+                    permit.send(Uplink {
+                        frame: Some(Up::Pong(pong)),
+                    });
+                }
+            }
+            if self.ready_changed {
+                self.ready_changed = false;
+                return Ok(LinkEvent::Ready(self.ready));
+            }
+            let scout_at = self.scout_at(settings, walk);
+            let silent_at = tokio::time::Instant::from_std(self.liveness.deadline());
+            let inbound = &mut self.open.inbound;
+            let scout = &mut self.scout;
+            tokio::select! {
+                biased;
+                frame = inbound.message() => {
+                    self.liveness.heard(Instant::now());
+                    match frame {
+                        Ok(Some(Downlink { frame: Some(frame) })) => {
+                            if let Some(event) = self.on_frame(frame, upstream) {
+                                return Ok(event);
+                            }
+                        }
+                        Ok(Some(Downlink { frame: None })) => {}
+                        Ok(None) => return Err(End::Lost(format!("the {upstream} closed the stream"))),
+                        Err(status) => {
+                            return Err(End::Lost(format!("stream failed: {}", status.message())));
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(silent_at) => {
+                    return Err(End::Lost(format!(
+                        "no word from the {upstream} for {:?}",
+                        settings.heartbeat_timeout
+                    )));
+                }
+                found = async {
+                    match scout.as_mut() {
+                        Some(s) => s.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.scout = None;
+                    if let Some((index, open)) = found {
+                        return Err(End::Switch(index, Box::new(open)));
+                    }
+                }
+                () = async {
+                    match scout_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.last_scout = Some(Instant::now());
+                    self.scout = Some(
+                        scout_ready_peer(
+                            walk.peers().to_vec(),
+                            walk.index(),
+                            settings.hello.clone(),
+                            settings.timeouts,
+                        )
+                        .boxed(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Down, upstream: &'static str) -> Option<LinkEvent> {
+        match frame {
+            Down::Ack(ack) => {
+                let (mut batches, mut events) = (0, 0);
+                while let Some(&(seq, n)) = self.in_flight.front() {
+                    if seq > ack.through {
+                        break;
+                    }
+                    self.in_flight.pop_front();
+                    batches += 1;
+                    events += n;
+                }
+                self.in_flight_events -= events;
+                if !self.acked {
+                    self.acked = true;
+                    let after_ms = self.opened.elapsed().as_secs_f64() * 1e3;
+                    info!(peer = %self.open.peer, after_ms, "first acknowledgement from {upstream}");
+                }
+                Some(LinkEvent::Acked {
+                    batches,
+                    events,
+                    rejected: ack.rejected,
+                })
+            }
+            Down::Ping(ping) => {
+                if ping.ready != self.ready {
+                    self.ready = ping.ready;
+                    self.ready_changed = true;
+                    self.not_ready_since = (!ping.ready).then(Instant::now);
+                }
+                self.pong = Some(answer(&ping));
+                None
+            }
+            Down::ProbeRequest(request) => Some(LinkEvent::Probe(request)),
+            Down::Welcome(_) => None,
+        }
+    }
+
+    /// When to look for another upstream, while this one cannot deliver:
+    /// `not_ready_failover_after` past the later of when it said so and the
+    /// last look.
+    fn scout_at(&self, settings: &LinkSettings, walk: &PeerWalk) -> Option<tokio::time::Instant> {
+        let after = settings.not_ready_failover_after?;
+        if self.ready || self.scout.is_some() || walk.peers().len() < 2 {
+            return None;
+        }
+        let since = self.not_ready_since?;
+        let from = self.last_scout.map_or(since, |last| last.max(since));
+        Some(tokio::time::Instant::from_std(from + after))
+    }
+}
+
+/// Looks for another peer that can deliver now; returns its index and stream.
+async fn scout_ready_peer(
+    peers: Vec<Peer>,
+    current: usize,
+    hello: Hello,
+    timeouts: LinkTimeouts,
+) -> Option<(usize, OpenStream)> {
+    let n = peers.len();
+    for step in 1..n {
+        let index = (current + step) % n;
+        if let Ok(open) = open(&peers[index], hello.clone(), timeouts).await {
+            if open.welcome.ready {
+                return Some((index, open));
+            }
+        }
+    }
+    None
+}
+
+/// The tier a node of `kind` dials.
+fn upstream_of(kind: NodeKind) -> NodeKind {
+    match kind {
+        NodeKind::Client => NodeKind::Sidecar,
+        NodeKind::Sidecar => NodeKind::Master,
+        NodeKind::Master | NodeKind::Unspecified => NodeKind::Unspecified,
     }
 }
 

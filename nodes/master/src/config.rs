@@ -8,8 +8,8 @@ use clap::{Parser, ValueEnum};
 use smesh_core::cli::{LogArgs, parse_duration};
 
 use crate::Config;
-use crate::ingest::StreamSettings;
 use crate::kafka::KafkaConfig;
+use smesh_core::session::SessionSettings;
 
 /// Receives event streams from sidecars and publishes them to Apache Kafka.
 #[derive(Parser, Debug, Clone)]
@@ -174,7 +174,7 @@ impl MasterArgs {
                 overrides: self.kafka_config,
                 client_id: format!("smesh-master-{}", self.id),
             },
-            stream: StreamSettings {
+            sessions: SessionSettings {
                 window: self.window,
                 max_event_bytes: self.max_event_bytes,
                 heartbeat_interval: self.heartbeat_interval,

@@ -1,6 +1,6 @@
 //! The smesh master: the tier that writes to Kafka.
 //!
-//! Sidecars open one bidirectional stream each ([`ingest`]); every event is
+//! Sidecars open one bidirectional stream each ([`session`]); every event is
 //! published with an idempotent producer ([`kafka`]) as a CloudEvent in
 //! binary mode ([`cloudevents`]), and a batch is acknowledged only once Kafka
 //! acknowledged all of it. A [`registry`] task keeps what the master knows
@@ -13,7 +13,7 @@
 //! # Layout
 //! - [`config`]: flags and their validation.
 //! - [`kafka`]: the producer and the readiness probe behind `grpc.health.v1`.
-//! - [`ingest`]: the data-plane service, one session task per stream.
+//! - [`session`]: what the master does with its sidecars' streams.
 //! - [`dedupe`]: resends already published through this master.
 //! - [`registry`]: peers, rates, health checks.
 //! - [`admin`]: the admin API the console uses, on its own listener.
@@ -24,20 +24,21 @@ pub mod cloudevents;
 pub mod config;
 pub mod counters;
 pub mod dedupe;
-pub mod ingest;
 pub mod kafka;
 pub mod registry;
 pub mod report;
+pub mod session;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use smesh_core::grpc;
+use smesh_core::session::{MeshService, SessionSettings};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::KafkaStatus;
 use smesh_proto::admin::admin_server::AdminServer;
+use smesh_proto::mesh::NodeKind;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -49,16 +50,19 @@ pub use registry::RegistryHandle;
 
 use crate::admin::AdminService;
 use crate::dedupe::Delivered;
-use crate::ingest::{Ingest, MeshService, StreamSettings};
 use crate::kafka::{KafkaConfig, KafkaSink};
 use crate::registry::{MasterIdentity, Registry};
+use crate::session::SidecarStreams;
 
 /// A validated master configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The master's id, in its Welcome, health checks and the console.
     pub id: String,
+    /// The producer and the readiness probe.
     pub kafka: KafkaConfig,
-    pub stream: StreamSettings,
+    /// How sidecar streams are served.
+    pub sessions: SessionSettings,
     /// `healthCheckReport.csv`.
     pub report_path: PathBuf,
     /// Default wait per peer in a health check.
@@ -166,18 +170,23 @@ impl Master {
             shutdown.clone(),
         ));
 
-        let ingest = Arc::new(Ingest {
-            node_id: config.id.clone(),
-            sink: sink.clone(),
-            kafka: handle.kafka.clone(),
-            registry: handle.events.clone(),
-            heartbeats: handle.heartbeats.clone(),
-            counters,
-            delivered: Arc::new(Delivered::default()),
-            settings: config.stream.clone(),
-            shutdown: shutdown.clone(),
-            next_conn: AtomicU64::new(1),
-        });
+        let mesh = MeshService::new(
+            config.id.clone(),
+            NodeKind::Master,
+            SidecarStreams {
+                node_id: config.id.clone(),
+                sink: sink.clone(),
+                kafka: handle.kafka.clone(),
+                registry: handle.events.clone(),
+                heartbeats: handle.heartbeats.clone(),
+                counters,
+                delivered: Arc::new(Delivered::default()),
+                max_event_bytes: config.sessions.max_event_bytes,
+            },
+            config.sessions.clone(),
+            shutdown.clone(),
+        );
+        let sessions = mesh.sessions();
         if let Some(admin) = admin {
             let admin_address = admin
                 .local_addr()
@@ -200,15 +209,11 @@ impl Master {
             });
         }
         info!(id = %config.id, %address, brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
-        let served = grpc::serve_mesh(
-            MeshService::new(ingest),
-            health_service,
-            reflection,
-            listener,
-            shutdown.clone(),
-        )
-        .await;
+        let served =
+            grpc::serve_mesh(mesh, health_service, reflection, listener, shutdown.clone()).await;
         shutdown.cancel();
+        sessions.close();
+        sessions.wait().await;
         tasks.close();
         tasks.wait().await;
         let flush_sink = sink.clone();

@@ -16,9 +16,7 @@ use smesh_proto::admin::{
     ClientView, HealthCheckReport, HealthCheckRow, HeartbeatSample, KafkaStatus, MasterInfo, Rates,
     SidecarInfo, Stats, Status, Tier, Totals,
 };
-use smesh_proto::mesh::{
-    ClientInfo, Hello, PeerStatus, ProbeRequest, ProbeResponse, Report, RttStats,
-};
+use smesh_proto::mesh::{ClientInfo, Hello, PeerStatus, ProbeRequest, Report, RttStats};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -27,23 +25,10 @@ use crate::counters::Counters;
 use crate::kafka::KafkaSink;
 use crate::report;
 
-/// Identifies one stream (one connection of a sidecar).
-pub type ConnId = u64;
+pub use smesh_core::session::{ConnId, SessionCommand};
 
 /// Health checks kept for the admin API's `recent_checks`.
 const RECENT_CHECKS: usize = 10;
-
-/// What the registry can ask of a stream handler.
-#[derive(Debug)]
-pub enum SessionCommand {
-    /// Send a probe ping; answer with the round trip.
-    Probe { answer: oneshot::Sender<Duration> },
-    /// Ask the sidecar to probe its clients.
-    ProbeClients {
-        request: ProbeRequest,
-        answer: oneshot::Sender<ProbeResponse>,
-    },
-}
 
 /// Everything that changes what the registry knows, or asks it something.
 #[derive(Debug)]
@@ -667,7 +652,7 @@ async fn probe_target(
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
         };
         let sent = commands
-            .send(SessionCommand::ProbeClients { request, answer })
+            .send(SessionCommand::ProbeDownstream { request, answer })
             .await
             .is_ok();
         // The sidecar waits `timeout` for its clients; allow it that plus the trip.

@@ -8,28 +8,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
+use smesh_core::session::SessionCommand;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{ClientInfo, PeerStatus, ProbeRequest, ProbeResponse, ProbeResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Identifies one client stream.
-pub type ConnId = u64;
-
-/// What the table can ask of a client session.
-#[derive(Debug)]
-pub enum ClientCommand {
-    /// Send a probe ping and answer with the round trip.
-    Probe { answer: oneshot::Sender<Duration> },
-}
+pub use smesh_core::session::ConnId;
 
 #[derive(Debug)]
 pub enum TableEvent {
     Connected {
         conn: ConnId,
         info: ClientInfo,
-        commands: mpsc::Sender<ClientCommand>,
+        commands: mpsc::Sender<SessionCommand>,
     },
     Update {
         conn: ConnId,
@@ -81,7 +74,7 @@ impl TableHandle {
 
 struct Entry {
     info: ClientInfo,
-    live: Option<(ConnId, mpsc::Sender<ClientCommand>)>,
+    live: Option<(ConnId, mpsc::Sender<SessionCommand>)>,
 }
 
 /// The table task.
@@ -197,7 +190,7 @@ impl ClientTable {
 
     fn probe(&self, request: ProbeRequest, reply: oneshot::Sender<ProbeResponse>) {
         let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
-        let targets: Vec<(ClientInfo, Option<mpsc::Sender<ClientCommand>>)> = self
+        let targets: Vec<(ClientInfo, Option<mpsc::Sender<SessionCommand>>)> = self
             .clients
             .values()
             .filter(|e| request.client_id.is_empty() || e.info.client_id == request.client_id)
@@ -211,7 +204,11 @@ impl ClientTable {
                 let rtt = match commands {
                     Some(commands) => {
                         let (answer, rtt) = oneshot::channel();
-                        if commands.send(ClientCommand::Probe { answer }).await.is_ok() {
+                        if commands
+                            .send(SessionCommand::Probe { answer })
+                            .await
+                            .is_ok()
+                        {
                             tokio::time::timeout(timeout, rtt)
                                 .await
                                 .ok()

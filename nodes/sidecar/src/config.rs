@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use smesh_core::backoff::Backoff;
 use smesh_core::cli::{LogArgs, parse_duration};
-use smesh_core::link::LinkTimeouts;
+use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers;
+use smesh_core::session::SessionSettings;
+use smesh_proto::mesh::{Hello, NodeKind};
 
 use crate::Config;
-use crate::ingress::IngressSettings;
 use crate::upstream::UpstreamSettings;
 
 /// Proxies client event streams to a master and fails over between masters.
@@ -86,7 +88,7 @@ impl SidecarArgs {
         }
         Ok(Config {
             id: self.id.clone(),
-            ingress: IngressSettings {
+            sessions: SessionSettings {
                 window: self.window,
                 max_event_bytes: self.max_event_bytes,
                 heartbeat_interval: self.heartbeat_interval,
@@ -94,17 +96,26 @@ impl SidecarArgs {
                 hello_timeout: Duration::from_secs(10),
             },
             upstream: UpstreamSettings {
-                node_id: self.id,
-                incarnation: crate::incarnation(),
-                masters,
-                timeouts: LinkTimeouts {
-                    connect: self.connect_timeout,
-                    welcome: self.connect_timeout * 2,
+                link: LinkSettings {
+                    hello: Hello {
+                        node_id: self.id,
+                        kind: NodeKind::Sidecar as i32,
+                        version: smesh_core::VERSION.to_string(),
+                        incarnation: crate::incarnation(),
+                    },
+                    peers: masters,
+                    timeouts: LinkTimeouts {
+                        connect: self.connect_timeout,
+                        welcome: self.connect_timeout * 2,
+                    },
+                    heartbeat_timeout: self.heartbeat_timeout,
+                    // The master's window applies.
+                    window: usize::MAX,
+                    not_ready_failover_after: Some(self.not_ready_failover_after),
+                    backoff: Backoff::default(),
                 },
-                heartbeat_timeout: self.heartbeat_timeout,
                 max_pending_events: self.max_pending_events,
                 report_interval: self.heartbeat_interval,
-                not_ready_failover_after: self.not_ready_failover_after,
             },
         })
     }

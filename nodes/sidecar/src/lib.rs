@@ -1,6 +1,6 @@
 //! The smesh sidecar: a proxy between clients and masters.
 //!
-//! Clients stream batches to it ([`ingress`]); one task owns the link to a
+//! Clients stream batches to it ([`session`]); one task owns the link to a
 //! master and every batch in transit ([`upstream`]), resending what is
 //! unacknowledged when it fails over to another master. A table task keeps
 //! what the sidecar knows about its clients ([`clients`]) and reports it to
@@ -8,19 +8,20 @@
 //!
 //! # Layout
 //! - [`config`]: flags and their validation.
-//! - [`ingress`]: client streams, heartbeats to clients.
+//! - [`session`]: what the sidecar does with its clients' streams.
 //! - [`upstream`]: the master link, failover, ack routing.
 //! - [`clients`]: the client table, probes for health checks.
 
 pub mod clients;
 pub mod config;
-pub mod ingress;
+pub mod session;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use smesh_core::grpc;
+use smesh_core::session::{MeshService, SessionSettings};
+use smesh_proto::mesh::NodeKind;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -30,14 +31,17 @@ use tracing::info;
 pub use upstream::UpstreamCounters;
 
 use crate::clients::{ClientTable, TableHandle};
-use crate::ingress::{Ingress, IngressService, IngressSettings};
+use crate::session::ClientStreams;
 use crate::upstream::{Upstream, UpstreamSettings};
 
 /// A validated sidecar configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The sidecar's id, in its Welcome and its reports.
     pub id: String,
-    pub ingress: IngressSettings,
+    /// How client streams are served.
+    pub sessions: SessionSettings,
+    /// The master link.
     pub upstream: UpstreamSettings,
 }
 
@@ -131,26 +135,21 @@ impl Sidecar {
             |ready: &bool| *ready,
             shutdown.clone(),
         ));
-        let sessions = TaskTracker::new();
-        let ingress = Arc::new(Ingress {
-            node_id: config.id.clone(),
-            settings: config.ingress.clone(),
-            upstream: upstream_tx,
-            ready,
-            table: table_handle,
-            shutdown: shutdown.clone(),
-            tasks: sessions.clone(),
-            next_conn: AtomicU64::new(1),
-        });
-        info!(id = %config.id, %address, masters = config.upstream.masters.len(), "sidecar listening");
-        let served = grpc::serve_mesh(
-            IngressService::new(ingress),
-            health_service,
-            reflection,
-            listener,
+        let mesh = MeshService::new(
+            config.id.clone(),
+            NodeKind::Sidecar,
+            ClientStreams {
+                upstream: upstream_tx,
+                ready,
+                table: table_handle,
+            },
+            config.sessions.clone(),
             shutdown.clone(),
-        )
-        .await;
+        );
+        let sessions = mesh.sessions();
+        info!(id = %config.id, %address, masters = config.upstream.link.peers.len(), "sidecar listening");
+        let served =
+            grpc::serve_mesh(mesh, health_service, reflection, listener, shutdown.clone()).await;
         shutdown.cancel();
         sessions.close();
         sessions.wait().await;

@@ -1,0 +1,554 @@
+//! The accepting end of `Mesh.Stream`, written once for every tier that
+//! accepts streams: a sidecar for its clients, a master for its sidecars.
+//!
+//! [`MeshService`] serves the gRPC method. Each stream becomes one
+//! [`Session`] task that reads the Hello (within the hello timeout), answers
+//! with a Welcome, and then runs the protocol: batches numbered from 1 and
+//! within the window, cumulative acks in batch order, pings every heartbeat
+//! interval (the peer is down after too many misses), reports, and health
+//! probes. What differs between tiers is plugged in through two traits:
+//!
+//! - [`Tier`]: whether the node can deliver now, and what happens when a
+//!   peer connects (register it, return its [`Handler`]).
+//! - [`Handler`]: per stream, what a batch is forwarded to and how its
+//!   settlement is awaited, what a report updates, what the periodic
+//!   [`SessionView`] and the end of the stream tell the rest of the node.
+//!
+//! A batch is acknowledged only once the handler's settlement of it, and of
+//! every batch before it, resolved; a settlement that fails ends the stream
+//! (the peer sends everything unacknowledged again, here or elsewhere).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use smesh_proto::mesh::downlink::Frame as Down;
+use smesh_proto::mesh::mesh_server::Mesh;
+use smesh_proto::mesh::uplink::Frame as Up;
+use smesh_proto::mesh::{
+    Ack, Batch, Downlink, Hello, NodeKind, PeerStatus, ProbeRequest, ProbeResponse, Rejected,
+    Report, RttStats, Uplink, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::heartbeat::Heartbeat;
+use crate::time::now_unix_nanos;
+
+/// Identifies one accepted stream for the lifetime of the node.
+pub type ConnId = u64;
+
+/// Frames queued towards a downstream peer before its session waits.
+const DOWNLINK_FRAMES: usize = 64;
+
+/// Commands a session takes from its tier while it runs (health checks).
+const SESSION_COMMANDS: usize = 16;
+
+/// Settings every accepted stream of a node shares.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// Events a peer may have sent and not yet seen acknowledged.
+    pub window: u32,
+    /// Largest encoded event accepted, told to the peer in the Welcome.
+    pub max_event_bytes: usize,
+    /// How often the peer is pinged.
+    pub heartbeat_interval: Duration,
+    /// Consecutive unanswered pings after which the peer is down.
+    pub heartbeat_misses: u32,
+    /// How long a new stream may take to say Hello.
+    pub hello_timeout: Duration,
+}
+
+/// A peer that said Hello and was welcomed.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// This stream's number.
+    pub conn: ConnId,
+    /// What the peer said about itself.
+    pub hello: Hello,
+    /// The peer's address, for logs and the console.
+    pub address: String,
+}
+
+/// What a session knows about its peer, given to the [`Handler`] once per
+/// heartbeat interval and when the stream ends.
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    /// Up, degraded after a missed ping, down after too many.
+    pub status: PeerStatus,
+    /// Round trips of the pings on this stream.
+    pub rtt: RttStats,
+    /// When the last pong arrived (0 = none yet).
+    pub last_pong_unix_nanos: i64,
+    /// When the peer last sent any frame.
+    pub last_seen_unix_nanos: i64,
+    /// Events taken from the peer on this stream.
+    pub events_forwarded: u64,
+    /// Batches taken from the peer on this stream.
+    pub batches_forwarded: u64,
+    /// Events taken and not yet acknowledged.
+    pub in_flight: u64,
+}
+
+/// What the rest of a node can ask of a running session.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Send a probe ping; `answer` receives the round trip.
+    Probe {
+        /// Where the round trip goes (dropped if the peer does not answer).
+        answer: oneshot::Sender<Duration>,
+    },
+    /// Ask the peer to probe its own downstream peers (a sidecar its clients).
+    ProbeDownstream {
+        /// The probe to forward; its `check_id` is replaced by the session's own.
+        request: ProbeRequest,
+        /// Where the peer's answer goes.
+        answer: oneshot::Sender<ProbeResponse>,
+    },
+}
+
+/// How one batch ends: the events in it that can never be delivered (the
+/// batch is settled), or a status that ends the stream (nothing of the batch
+/// may be counted as delivered; the peer sends it again).
+pub type Settlement = BoxFuture<'static, Result<Vec<Rejected>, Status>>;
+
+/// What a tier does with the streams it accepts.
+pub trait Tier: Send + Sync + 'static {
+    /// The per-stream half.
+    type Handler: Handler;
+
+    /// Whether this node can deliver now (sent in the Welcome and every ping).
+    fn ready(&self) -> bool;
+
+    /// A peer was welcomed: register it and return its handler. `commands`
+    /// reaches the session for as long as it runs. An error ends the stream.
+    fn connected(
+        &self,
+        caller: &Caller,
+        commands: mpsc::Sender<SessionCommand>,
+    ) -> impl Future<Output = Result<Self::Handler, Status>> + Send;
+}
+
+/// The tier-specific half of one accepted stream.
+pub trait Handler: Send + 'static {
+    /// Checks a batch as soon as it is read, before it waits for room. An
+    /// error ends the stream.
+    fn check(&self, _batch: &Batch) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// Waits until one more batch can be forwarded. The session stops
+    /// reading from the peer meanwhile (HTTP/2 flow control pushes back) but
+    /// keeps pinging and acknowledging.
+    fn reserve(&mut self) -> impl Future<Output = Result<(), Status>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Forwards a batch that passed the sequence, window and [`Handler::check`]
+    /// checks; the returned future settles it.
+    fn forward(&mut self, batch: Batch) -> impl Future<Output = Result<Settlement, Status>> + Send;
+
+    /// The peer's periodic report.
+    fn report(&mut self, report: Report) -> impl Future<Output = ()> + Send;
+
+    /// A pong arrived with this round trip.
+    fn rtt(&mut self, _rtt: Duration) {}
+
+    /// Once per heartbeat interval, before the ping goes out.
+    fn heartbeat(&mut self, view: SessionView);
+
+    /// The stream ended (`reason` says why).
+    fn ended(self, view: SessionView, reason: String) -> impl Future<Output = ()> + Send;
+}
+
+/// What every session of a node shares.
+#[derive(Debug)]
+struct Shared<T> {
+    node_id: String,
+    kind: NodeKind,
+    tier: T,
+    settings: SessionSettings,
+    shutdown: CancellationToken,
+    /// Every session task, so a node can wait for them to drain.
+    sessions: TaskTracker,
+    next_conn: AtomicU64,
+}
+
+/// The `smesh.mesh.v1.Mesh` service as a tier serves it.
+#[derive(Debug)]
+pub struct MeshService<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for MeshService<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: Tier> MeshService<T> {
+    /// A service for node `node_id` of `kind`. After `shutdown` new streams
+    /// are refused and open ones stop reading and drain.
+    pub fn new(
+        node_id: String,
+        kind: NodeKind,
+        tier: T,
+        settings: SessionSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                node_id,
+                kind,
+                tier,
+                settings,
+                shutdown,
+                sessions: TaskTracker::new(),
+                next_conn: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The session tasks; `close()` and `wait()` on it to let them drain.
+    pub fn sessions(&self) -> TaskTracker {
+        self.shared.sessions.clone()
+    }
+}
+
+/// Frames to a downstream peer, as a server stream hands them to tonic.
+pub type DownlinkStream = ReceiverStream<Result<Downlink, Status>>;
+
+#[tonic::async_trait]
+impl<T: Tier> Mesh for MeshService<T> {
+    type StreamStream = DownlinkStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<Uplink>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let shared = &self.shared;
+        let me = kind_name(shared.kind);
+        if shared.shutdown.is_cancelled() {
+            return Err(Status::unavailable(format!("{me} is shutting down")));
+        }
+        let address = remote_address(&request);
+        let mut inbound = request.into_inner();
+        let hello = read_hello(&mut inbound, shared.settings.hello_timeout).await?;
+        let welcome = Welcome {
+            node_id: shared.node_id.clone(),
+            kind: shared.kind as i32,
+            version: crate::VERSION.to_string(),
+            window: shared.settings.window,
+            max_event_bytes: u32::try_from(shared.settings.max_event_bytes).unwrap_or(u32::MAX),
+            ready: shared.tier.ready(),
+        };
+        let (out, rx) = mpsc::channel(DOWNLINK_FRAMES);
+        out.send(Ok(down(Down::Welcome(welcome))))
+            .await
+            .map_err(|_| Status::cancelled("peer went away"))?;
+        let caller = Caller {
+            conn: shared.next_conn.fetch_add(1, Ordering::Relaxed),
+            hello,
+            address,
+        };
+        let (commands_tx, commands) = mpsc::channel(SESSION_COMMANDS);
+        let handler = shared.tier.connected(&caller, commands_tx).await?;
+        let peer_kind = NodeKind::try_from(caller.hello.kind).unwrap_or(NodeKind::Unspecified);
+        info!(peer = %caller.hello.node_id, address = %caller.address, conn = caller.conn, "{} connected", kind_name(peer_kind));
+        let session = Session {
+            peer_kind,
+            caller,
+            shared: Arc::clone(shared),
+            handler,
+            inbound,
+            out,
+            commands,
+            heartbeat: Heartbeat::new(shared.settings.heartbeat_misses),
+            pending: FuturesOrdered::new(),
+            in_flight: 0,
+            next_seq: 1,
+            waiting: None,
+            events_forwarded: 0,
+            batches_forwarded: 0,
+            last_seen_unix_nanos: now_unix_nanos(),
+            probe_waiters: HashMap::new(),
+            next_probe: 0,
+        };
+        shared.sessions.spawn(session.run());
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A batch's settlement, with what the session needs to acknowledge it.
+type Pending = BoxFuture<'static, (u64, usize, Result<Vec<Rejected>, Status>)>;
+
+/// One accepted stream.
+struct Session<T: Tier> {
+    /// The peer's tier, for logs.
+    peer_kind: NodeKind,
+    caller: Caller,
+    shared: Arc<Shared<T>>,
+    handler: T::Handler,
+    inbound: Streaming<Uplink>,
+    /// Frames to the peer; the response stream ends when this is dropped.
+    out: mpsc::Sender<Result<Downlink, Status>>,
+    commands: mpsc::Receiver<SessionCommand>,
+    heartbeat: Heartbeat,
+    /// Forwarded batches in arrival order, each resolving to (seq, events,
+    /// settlement): acks go out in this order.
+    pending: FuturesOrdered<Pending>,
+    /// Events taken and not yet acknowledged.
+    in_flight: usize,
+    next_seq: u64,
+    /// A batch read from the peer that the handler has no room for yet.
+    waiting: Option<Batch>,
+    events_forwarded: u64,
+    batches_forwarded: u64,
+    last_seen_unix_nanos: i64,
+    /// Health checks waiting for the peer's ProbeResponse, by probe id.
+    probe_waiters: HashMap<u64, oneshot::Sender<ProbeResponse>>,
+    next_probe: u64,
+}
+
+impl<T: Tier> Session<T> {
+    async fn run(mut self) {
+        let outcome = self.serve().await;
+        let reason = match &outcome {
+            Ok(()) => "stream closed".to_string(),
+            Err(status) => status.message().to_string(),
+        };
+        if let Err(status) = outcome {
+            if status.code() != tonic::Code::Cancelled {
+                warn!(peer = %self.caller.hello.node_id, conn = self.caller.conn, error = %status.message(), "ending stream");
+            }
+            let _ = self.out.send(Err(status)).await;
+        }
+        info!(peer = %self.caller.hello.node_id, conn = self.caller.conn, unacknowledged = self.in_flight, "{} disconnected", kind_name(self.peer_kind));
+        let view = self.view();
+        self.handler.ended(view, reason).await;
+    }
+
+    async fn serve(&mut self) -> Result<(), Status> {
+        let mut ticker = tokio::time::interval(self.shared.settings.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shared.shutdown.clone();
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                biased;
+                Some(settled) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.settle(settled).await?;
+                }
+                reserved = self.handler.reserve(), if self.waiting.is_some() => {
+                    reserved?;
+                    if let Some(batch) = self.waiting.take() {
+                        self.forward(batch).await?;
+                    }
+                }
+                () = shutdown.cancelled(), if !draining => {
+                    debug!(peer = %self.caller.hello.node_id, pending = self.pending.len(), "draining before shutdown");
+                    draining = true;
+                }
+                _ = ticker.tick() => self.heartbeat_tick().await?,
+                Some(command) = self.commands.recv() => self.command(command).await?,
+                frame = self.inbound.message(), if self.waiting.is_none() && !draining => match frame {
+                    Ok(Some(uplink)) => self.on_frame(uplink).await?,
+                    Ok(None) => draining = true,
+                    Err(status) => {
+                        debug!(peer = %self.caller.hello.node_id, %status, "peer broke the stream");
+                        return Err(Status::cancelled("peer broke the stream"));
+                    }
+                },
+            }
+            if draining && self.waiting.is_none() && self.pending.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: Down) -> Result<(), Status> {
+        self.out
+            .send(Ok(down(frame)))
+            .await
+            .map_err(|_| Status::cancelled("peer went away"))
+    }
+
+    async fn on_frame(&mut self, uplink: Uplink) -> Result<(), Status> {
+        self.last_seen_unix_nanos = now_unix_nanos();
+        match uplink.frame {
+            Some(Up::Batch(batch)) => self.accept(batch),
+            Some(Up::Pong(pong)) => {
+                if let Some(rtt) = self.heartbeat.pong(&pong, Instant::now()) {
+                    self.handler.rtt(rtt);
+                }
+                Ok(())
+            }
+            Some(Up::Report(report)) => {
+                self.handler.report(report).await;
+                Ok(())
+            }
+            Some(Up::ProbeResponse(response)) => {
+                if let Some(waiter) = self.probe_waiters.remove(&response.check_id) {
+                    let _ = waiter.send(response);
+                }
+                Ok(())
+            }
+            Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello sent twice on one stream")),
+            None => Err(Status::invalid_argument("empty frame")),
+        }
+    }
+
+    /// Checks a batch read from the peer; it waits in `waiting` for room.
+    fn accept(&mut self, batch: Batch) -> Result<(), Status> {
+        if batch.seq != self.next_seq {
+            return Err(Status::invalid_argument(format!(
+                "batch {} out of order, expected {}",
+                batch.seq, self.next_seq
+            )));
+        }
+        self.next_seq += 1;
+        let n = batch.events.len();
+        let window = self.shared.settings.window as usize;
+        if self.in_flight + n > window {
+            return Err(Status::resource_exhausted(format!(
+                "window exceeded: {} events unacknowledged, window is {window}",
+                self.in_flight + n
+            )));
+        }
+        self.handler.check(&batch)?;
+        self.in_flight += n;
+        self.events_forwarded += n as u64;
+        self.batches_forwarded += 1;
+        self.waiting = Some(batch);
+        Ok(())
+    }
+
+    async fn forward(&mut self, batch: Batch) -> Result<(), Status> {
+        let seq = batch.seq;
+        let n = batch.events.len();
+        let settlement = self.handler.forward(batch).await?;
+        self.pending
+            .push_back(Box::pin(settlement.map(move |outcome| (seq, n, outcome))));
+        Ok(())
+    }
+
+    /// Acknowledges settled batches as one cumulative ack (several may be
+    /// settled at once).
+    async fn settle(
+        &mut self,
+        (seq, n, outcome): (u64, usize, Result<Vec<Rejected>, Status>),
+    ) -> Result<(), Status> {
+        let mut through = seq;
+        let mut rejected = outcome?;
+        self.in_flight = self.in_flight.saturating_sub(n);
+        while let Some(Some((seq, n, outcome))) = self.pending.next().now_or_never() {
+            rejected.extend(outcome?);
+            through = seq;
+            self.in_flight = self.in_flight.saturating_sub(n);
+        }
+        self.send(Down::Ack(Ack { through, rejected })).await
+    }
+
+    fn view(&self) -> SessionView {
+        let now = Instant::now();
+        let last_pong_unix_nanos = self.heartbeat.last_pong().map_or(0, |at| {
+            now_unix_nanos() - i64::try_from((now - at).as_nanos()).unwrap_or(0)
+        });
+        SessionView {
+            status: self.heartbeat.status(),
+            rtt: self.heartbeat.rtt().stats(),
+            last_pong_unix_nanos,
+            last_seen_unix_nanos: self.last_seen_unix_nanos,
+            events_forwarded: self.events_forwarded,
+            batches_forwarded: self.batches_forwarded,
+            in_flight: self.in_flight as u64,
+        }
+    }
+
+    async fn heartbeat_tick(&mut self) -> Result<(), Status> {
+        let ping = self
+            .heartbeat
+            .tick(Instant::now(), self.shared.tier.ready());
+        let view = self.view();
+        let status = view.status;
+        self.handler.heartbeat(view);
+        if status == PeerStatus::Down {
+            return Err(Status::deadline_exceeded(format!(
+                "{} missed {} heartbeats",
+                kind_name(self.peer_kind),
+                self.heartbeat.missed()
+            )));
+        }
+        self.send(Down::Ping(ping)).await
+    }
+
+    async fn command(&mut self, command: SessionCommand) -> Result<(), Status> {
+        match command {
+            SessionCommand::Probe { answer } => {
+                let ping = self
+                    .heartbeat
+                    .probe(Instant::now(), self.shared.tier.ready(), answer);
+                self.send(Down::Ping(ping)).await
+            }
+            SessionCommand::ProbeDownstream {
+                mut request,
+                answer,
+            } => {
+                self.next_probe += 1;
+                request.check_id = self.next_probe;
+                // Forget waiters whose health check already gave up.
+                self.probe_waiters.retain(|_, waiter| !waiter.is_closed());
+                self.probe_waiters.insert(request.check_id, answer);
+                self.send(Down::ProbeRequest(request)).await
+            }
+        }
+    }
+}
+
+/// The accepting side's first step on a stream: the Hello.
+async fn read_hello(inbound: &mut Streaming<Uplink>, timeout: Duration) -> Result<Hello, Status> {
+    let first = tokio::time::timeout(timeout, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
+    match first.and_then(|u| u.frame) {
+        Some(Up::Hello(hello)) if !hello.node_id.is_empty() => Ok(hello),
+        Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello without a node id")),
+        _ => Err(Status::invalid_argument(
+            "the first frame of a stream must be Hello",
+        )),
+    }
+}
+
+/// A downlink frame.
+fn down(frame: Down) -> Downlink {
+    Downlink { frame: Some(frame) }
+}
+
+/// The peer's address of a request, for logs and the console.
+fn remote_address<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+}
+
+/// A tier's name in log lines and messages.
+pub fn kind_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Client => "client",
+        NodeKind::Sidecar => "sidecar",
+        NodeKind::Master => "master",
+        NodeKind::Unspecified => "peer",
+    }
+}

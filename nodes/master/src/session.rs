@@ -1,0 +1,252 @@
+//! What a master does with the streams its sidecars open: events into
+//! Kafka, settlements once Kafka has them.
+//!
+//! The stream protocol itself lives in [`smesh_core::session`]; here are the
+//! master's parts of it. Each batch is handed to the producer as it
+//! arrives; its settlement waits for Kafka's delivery report of every event
+//! in it, so the cumulative ack for batch `n` goes out only when batches
+//! `1..=n` are all settled. Events refused for good (too large, invalid)
+//! come back as rejected. A delivery that fails for a transient reason
+//! (Kafka unreachable past the delivery timeout) ends the stream: the
+//! sidecar then resends everything unacknowledged, here or to another
+//! master.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smesh_core::event;
+use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
+use smesh_core::time::now_unix_nanos;
+use smesh_proto::admin::{HeartbeatSample, KafkaStatus, Tier as PeerTier};
+use smesh_proto::mesh::{Batch, Rejected, Report};
+use tokio::sync::{broadcast, mpsc, watch};
+use tonic::Status;
+use tracing::warn;
+
+use crate::counters::Counters;
+use crate::dedupe::Delivered;
+use crate::kafka::{KafkaSink, PublishError, classify};
+use crate::registry::{ConnId, RegistryEvent};
+
+/// How long to wait before offering an event again when librdkafka's queue
+/// is full.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
+
+/// The master as the accepting tier of its sidecars' streams (each session
+/// holds a clone: every field is a handle).
+#[derive(Clone, Debug)]
+pub struct SidecarStreams {
+    /// This master's id, in heartbeat samples.
+    pub node_id: String,
+    /// The producer.
+    pub sink: KafkaSink,
+    /// Whether Kafka answers (Welcome and pings say so).
+    pub kafka: watch::Receiver<KafkaStatus>,
+    /// The registry task.
+    pub registry: mpsc::Sender<RegistryEvent>,
+    /// RTT samples for the admin API's heartbeat stream.
+    pub heartbeats: broadcast::Sender<HeartbeatSample>,
+    /// Totals since start.
+    pub counters: Arc<Counters>,
+    /// Resends already published through this master.
+    pub delivered: Arc<Delivered>,
+    /// Largest event published.
+    pub max_event_bytes: usize,
+}
+
+impl Tier for SidecarStreams {
+    type Handler = SidecarSession;
+
+    fn ready(&self) -> bool {
+        self.kafka.borrow().ready
+    }
+
+    async fn connected(
+        &self,
+        caller: &Caller,
+        commands: mpsc::Sender<SessionCommand>,
+    ) -> Result<SidecarSession, Status> {
+        self.registry
+            .send(RegistryEvent::Connected {
+                conn: caller.conn,
+                hello: caller.hello.clone(),
+                address: caller.address.clone(),
+                commands,
+            })
+            .await
+            .map_err(|_| Status::unavailable("master is shutting down"))?;
+        Ok(SidecarSession {
+            conn: caller.conn,
+            peer: caller.hello.node_id.clone(),
+            streams: self.clone(),
+        })
+    }
+}
+
+/// The master's half of one sidecar stream.
+#[derive(Debug)]
+pub struct SidecarSession {
+    conn: ConnId,
+    /// The sidecar's id.
+    peer: String,
+    streams: SidecarStreams,
+}
+
+impl Handler for SidecarSession {
+    /// Publishes every event of the batch that is new and valid.
+    async fn forward(&mut self, batch: Batch) -> Result<Settlement, Status> {
+        let streams = &self.streams;
+        let n = batch.events.len();
+        let counters = &streams.counters;
+        Counters::add(&counters.events_in, n as u64);
+        Counters::add(&counters.batches_in, 1);
+        let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
+        Counters::add(&counters.bytes_in, bytes as u64);
+
+        let seen = streams.delivered.published(
+            batch
+                .events
+                .iter()
+                .map(|e| (e.client_id.as_str(), e.sequence)),
+        );
+        // Per event only a sequence and an index into `clients` are kept
+        // (batches come from one client): no string copies on the hot path.
+        let mut clients: Vec<String> = Vec::with_capacity(1);
+        let mut deliveries = Vec::with_capacity(n);
+        let mut rejected = Vec::new();
+        let mut duplicates = 0u64;
+        for (event, seen) in batch.events.iter().zip(seen) {
+            if seen {
+                duplicates += 1;
+                continue;
+            }
+            if let Err(invalid) = event::validate(event, streams.max_event_bytes) {
+                warn!(peer = %self.peer, event = %event.id, reason = %invalid, "rejecting event");
+                rejected.push(Rejected {
+                    event_id: event.id.clone(),
+                    reason: invalid.to_string(),
+                });
+                continue;
+            }
+            loop {
+                match streams.sink.publish(event) {
+                    Ok(delivery) => {
+                        if clients.last() != Some(&event.client_id) {
+                            clients.push(event.client_id.clone());
+                        }
+                        deliveries.push((clients.len() - 1, event.sequence, delivery));
+                        break;
+                    }
+                    Err(PublishError::QueueFull) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
+                    Err(PublishError::Permanent(reason)) => {
+                        warn!(peer = %self.peer, event = %event.id, %reason, "rejecting event");
+                        rejected.push(Rejected {
+                            event_id: event.id.clone(),
+                            reason,
+                        });
+                        break;
+                    }
+                    Err(PublishError::Transient(reason)) => {
+                        return Err(Status::unavailable(format!(
+                            "cannot publish to Kafka: {reason}"
+                        )));
+                    }
+                }
+            }
+        }
+        Counters::add(&counters.duplicates, duplicates);
+        let seq = batch.seq;
+        let delivered = Arc::clone(&streams.delivered);
+        let counters = Arc::clone(&streams.counters);
+        Ok(Box::pin(async move {
+            let mut published = Vec::with_capacity(deliveries.len());
+            let mut transient = None;
+            for (client, sequence, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => published.push((client, sequence)),
+                    Ok(Err((err, message))) => match classify(&err) {
+                        PublishError::Permanent(reason) => rejected.push(Rejected {
+                            event_id: header(&message, "ce_id").unwrap_or_default(),
+                            reason,
+                        }),
+                        other => {
+                            transient.get_or_insert_with(|| other.to_string());
+                        }
+                    },
+                    Err(_canceled) => {
+                        transient.get_or_insert_with(|| "the producer went away".to_string());
+                    }
+                }
+            }
+            // What Kafka has is recorded even when the batch as a whole
+            // failed: its resend is then acknowledged without publishing.
+            delivered.record(
+                published
+                    .iter()
+                    .filter_map(|(c, s)| clients.get(*c).map(|c| (c.as_str(), *s))),
+            );
+            Counters::add(&counters.published, published.len() as u64);
+            Counters::add(&counters.failed, rejected.len() as u64);
+            match transient {
+                Some(reason) => Err(Status::unavailable(format!(
+                    "Kafka did not acknowledge batch {seq}: {reason}"
+                ))),
+                None => Ok(rejected),
+            }
+        }))
+    }
+
+    async fn report(&mut self, report: Report) {
+        let _ = self
+            .streams
+            .registry
+            .send(RegistryEvent::Report {
+                conn: self.conn,
+                report,
+            })
+            .await;
+    }
+
+    fn rtt(&mut self, rtt: Duration) {
+        let _ = self.streams.heartbeats.send(HeartbeatSample {
+            at_unix_nanos: now_unix_nanos(),
+            checker_id: self.streams.node_id.clone(),
+            tier: PeerTier::Sidecar as i32,
+            peer_id: self.peer.clone(),
+            rtt_us: u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+
+    fn heartbeat(&mut self, view: SessionView) {
+        // State, not a log: skipping one when the registry is busy is fine.
+        let _ = self.streams.registry.try_send(RegistryEvent::Heartbeat {
+            conn: self.conn,
+            rtt: view.rtt,
+            status: view.status,
+            last_pong_unix_nanos: view.last_pong_unix_nanos,
+            events_forwarded: view.events_forwarded,
+        });
+    }
+
+    async fn ended(self, _view: SessionView, reason: String) {
+        let _ = self
+            .streams
+            .registry
+            .send(RegistryEvent::Disconnected {
+                conn: self.conn,
+                reason,
+            })
+            .await;
+    }
+}
+
+/// A record header's value as text (for the id of a refused record).
+fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
