@@ -344,7 +344,11 @@ impl<T: Tier> Session<T> {
         let mut ticker = tokio::time::interval(self.shared.settings.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shared.shutdown.clone();
+        // Draining: no new batches, but pongs and reports are still read
+        // (a peer that answers is not presumed dead while acks are awaited).
         let mut draining = false;
+        // Whether the peer may still send (it has not half-closed).
+        let mut reading = true;
         loop {
             tokio::select! {
                 biased;
@@ -363,9 +367,12 @@ impl<T: Tier> Session<T> {
                 }
                 _ = ticker.tick() => self.heartbeat_tick().await?,
                 Some(command) = self.commands.recv() => self.command(command).await?,
-                frame = self.inbound.message(), if self.waiting.is_none() && !draining => match frame {
-                    Ok(Some(uplink)) => self.on_frame(uplink).await?,
-                    Ok(None) => draining = true,
+                frame = self.inbound.message(), if self.waiting.is_none() && reading => match frame {
+                    Ok(Some(uplink)) => self.on_frame(uplink, draining).await?,
+                    Ok(None) => {
+                        reading = false;
+                        draining = true;
+                    }
                     Err(status) => {
                         debug!(peer = %self.caller.hello.node_id, %status, "peer broke the stream");
                         return Err(Status::cancelled("peer broke the stream"));
@@ -385,9 +392,14 @@ impl<T: Tier> Session<T> {
             .map_err(|_| Status::cancelled("peer went away"))
     }
 
-    async fn on_frame(&mut self, uplink: Uplink) -> Result<(), Status> {
+    async fn on_frame(&mut self, uplink: Uplink, draining: bool) -> Result<(), Status> {
         self.last_seen_unix_nanos = now_unix_nanos();
         match uplink.frame {
+            Some(Up::Batch(batch)) if draining => {
+                // Never acknowledged: the peer sends it again elsewhere.
+                debug!(peer = %self.caller.hello.node_id, seq = batch.seq, "draining: batch not taken");
+                Ok(())
+            }
             Some(Up::Batch(batch)) => self.accept(batch),
             Some(Up::Pong(pong)) => {
                 if let Some(rtt) = self.heartbeat.pong(&pong, Instant::now()) {
