@@ -149,18 +149,44 @@ mod tests {
         {"Region":"Bezirk","GKZ":"30101","Name":"Krems","Warnstufe":"2"}]}]"#;
 
     #[test]
-    fn an_array_becomes_one_event_per_element() {
+    fn an_array_at_the_pointer_becomes_one_event_per_element() {
+        let ampel: serde_json::Value = serde_json::from_str(AMPEL).expect("fixture");
+        let elements = ampel
+            .pointer("/0/Warnstufen")
+            .and_then(serde_json::Value::as_array)
+            .expect("the fixture has an array at the pointer");
+        assert_eq!(elements.len(), 2, "splitting needs more than one element");
+        let expected: Vec<Document> = elements
+            .iter()
+            .enumerate()
+            .map(|(i, element)| {
+                let bytes = serde_json::to_vec(element).expect("encode");
+                (Some(format!("/0/Warnstufen/{i}")), bytes)
+            })
+            .collect();
         let docs = documents(AMPEL.as_bytes(), Some("/0/Warnstufen")).expect("documents");
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].0.as_deref(), Some("/0/Warnstufen/0"));
-        let first: serde_json::Value = serde_json::from_slice(&docs[0].1).expect("json");
-        assert_eq!(first["Name"], "Wien");
+        assert_eq!(docs, expected, "one event per element, each with its bytes");
     }
 
     #[test]
     fn without_a_pointer_a_top_level_array_is_split_too() {
-        let docs = documents(AMPEL.as_bytes(), None).expect("documents");
+        let docs = documents(br#"[{"a":1},{"b":[2,3]}]"#, None).expect("documents");
+        assert_eq!(
+            docs,
+            vec![
+                (Some("/0".to_string()), br#"{"a":1}"#.to_vec()),
+                (Some("/1".to_string()), br#"{"b":[2,3]}"#.to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn anything_but_an_array_is_one_event() {
+        let docs = documents(AMPEL.as_bytes(), Some("/0/Warnstufen/1")).expect("documents");
         assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].0, None);
+        let only: serde_json::Value = serde_json::from_slice(&docs[0].1).expect("json");
+        assert_eq!(only["Name"], "Krems");
         let docs = documents(br#"{"a":1}"#, None).expect("documents");
         assert_eq!(docs, vec![(None, br#"{"a":1}"#.to_vec())]);
     }
