@@ -29,8 +29,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use file::FileFormat;
-
 use crate::spool::Origin;
 
 /// One reading from a source, before it becomes an event.
@@ -195,16 +193,6 @@ impl SourceSpec {
             _ => None,
         }
     }
-
-    /// Whether the source ends by itself (then the client exits when done).
-    pub fn is_finite(&self) -> bool {
-        match self {
-            Self::Sensor(spec) => spec.count.is_some(),
-            Self::Http(_) => false,
-            Self::File(spec) => !spec.follow,
-            Self::Stdin(_) => true,
-        }
-    }
 }
 
 /// What sources need from the client.
@@ -254,7 +242,6 @@ mod tests {
         assert_eq!(sensor.count, Some(10));
         assert!("stdin".parse::<SourceSpec>().is_ok());
         let file: SourceSpec = "file:path=/tmp/x.csv,follow=false".parse().expect("file");
-        assert!(file.is_finite());
         assert_eq!(file.origin_key().as_deref(), Some("file:/tmp/x.csv"));
     }
 
