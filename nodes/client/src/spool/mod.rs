@@ -17,6 +17,7 @@
 //! Offsets handed out are *logical*: they keep growing across truncation and
 //! compaction, so callers can hold them while the file is rewritten.
 
+mod rejected;
 mod row;
 
 use std::collections::HashMap;
@@ -24,10 +25,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use smesh_core::time::{now_unix_nanos, rfc3339_millis};
 use smesh_proto::mesh::{Backlog, Event};
 use tracing::warn;
 
+pub use rejected::{RejectedFile, rejected_path};
 pub use row::{HEADER, Origin, RowDecoder, RowEncoder, RowError, decode_row, encode_row};
 
 /// Rewrite the file once the acknowledged prefix is at least this large and
@@ -62,50 +63,6 @@ pub struct Recovery {
     pub header_rewritten: bool,
 }
 
-/// `safeData.rejected.csv`: events that can never be delivered, with why.
-#[derive(Debug)]
-pub struct RejectedFile {
-    path: PathBuf,
-    writer: Option<csv::Writer<File>>,
-}
-
-impl RejectedFile {
-    pub fn new(path: PathBuf) -> Self {
-        Self { path, writer: None }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends a row and syncs it: rejected events exist nowhere else.
-    pub fn write(&mut self, reason: &str, row: &[u8]) -> io::Result<()> {
-        if self.writer.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            let empty = file.metadata()?.len() == 0;
-            let mut writer = csv::Writer::from_writer(file);
-            if empty {
-                writer.write_record(["time", "reason", "row"])?;
-            }
-            self.writer = Some(writer);
-        }
-        let row = row.strip_suffix(b"\n").unwrap_or(row);
-        if let Some(writer) = self.writer.as_mut() {
-            writer.write_record([
-                rfc3339_millis(now_unix_nanos()).as_bytes(),
-                reason.as_bytes(),
-                row,
-            ])?;
-            writer.flush()?;
-            writer.get_ref().sync_data()?;
-        }
-        Ok(())
-    }
-}
-
 /// The spool file.
 #[derive(Debug)]
 pub struct Spool {
@@ -130,15 +87,6 @@ pub struct Spool {
     live_rows: u64,
     /// Time of the row at `head`, once looked up: (head, time).
     oldest: Option<(u64, i64)>,
-}
-
-/// The rejected-file path beside a spool: `safeData.csv` → `safeData.rejected.csv`.
-pub fn rejected_path(spool: &Path) -> PathBuf {
-    let stem = spool.file_stem().map_or_else(
-        || "safeData".to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
-    spool.with_file_name(format!("{stem}.rejected.csv"))
 }
 
 impl Spool {
