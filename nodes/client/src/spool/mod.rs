@@ -14,6 +14,14 @@
 //!
 //! Offsets handed out are *logical*: they keep growing across truncation and
 //! compaction, so callers can hold them while the file is rewritten.
+//!
+//! # Layout
+//! - `row`: one row, the file's format (header, encoder, decoder).
+//! - `recovery`: what opening a spool left by an earlier run does.
+//! - `rejected`: `safeData.rejected.csv`, events that can never be delivered.
+//! - this file: the [`Spool`] itself (append, read, settle, compact).
+//!
+//! Everything other modules use is re-exported here.
 
 mod recovery;
 mod rejected;
@@ -38,7 +46,10 @@ const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
 /// An event read back from the spool.
 #[derive(Debug, Clone)]
 pub struct SpooledEvent {
+    /// The event, to be sent (again).
     pub event: Event,
+    /// Where its source read it, so the source's position advances when the
+    /// event is acknowledged.
     pub origin: Option<Origin>,
     /// Logical offset just past the event's row.
     pub end: u64,
@@ -47,24 +58,35 @@ pub struct SpooledEvent {
 /// The spool file.
 #[derive(Debug)]
 pub struct Spool {
+    /// The file, reopened after compaction and named in warnings.
     path: PathBuf,
+    /// Encodes appended rows into one reused buffer.
     encoder: RowEncoder,
+    /// Decodes rows read back with one parser built once.
     decoder: RowDecoder,
+    /// Where rows that no longer decode go.
     rejected: RejectedFile,
+    /// Rows do not store the client id; decoded events get it from here.
     client_id: String,
+    /// Appends rows, buffered until [`Spool::flush`] or [`Spool::sync`].
     writer: BufWriter<File>,
+    /// Reads rows back for sending; kept open to avoid a seek per batch.
     reader: BufReader<File>,
     /// Physical position of `reader`, if known.
     reader_pos: Option<u64>,
     /// logical = physical + base.
     base: u64,
+    /// Bytes of the header line: where the first row starts.
     header_len: u64,
     /// Physical end, including bytes still buffered in `writer`.
     len: u64,
+    /// Physical end of what was written to the OS (readable through `reader`).
     flushed: u64,
+    /// Physical end of what is on disk (survives a power loss).
     synced: u64,
     /// Physical offset of the first unacknowledged row.
     head: u64,
+    /// Unacknowledged rows, for the backlog report.
     live_rows: u64,
     /// Time of the row at `head`, once looked up: (head, time).
     oldest: Option<(u64, i64)>,
@@ -118,10 +140,12 @@ impl Spool {
         })
     }
 
+    /// The spool file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The rejected file beside the spool, for events that can never be delivered.
     pub fn rejected(&mut self) -> &mut RejectedFile {
         &mut self.rejected
     }
@@ -141,6 +165,7 @@ impl Spool {
         self.len - self.head
     }
 
+    /// Unacknowledged rows.
     pub fn live_rows(&self) -> u64 {
         self.live_rows
     }

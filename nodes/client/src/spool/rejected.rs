@@ -1,9 +1,9 @@
 //! `safeData.rejected.csv`: events that can never be delivered, with why.
 //!
 //! A CSV file beside the spool with the columns `time,reason,row`: when the
-//! event was rejected, why (too large, refused upstream, its spool row no
-//! longer decodes), and its spool row. Each row is synced on its own, since
-//! a rejected event exists nowhere else.
+//! event was rejected, why (invalid, e.g. too large; refused upstream; its
+//! spool row no longer decodes), and its spool row. Each row is synced on
+//! its own, since a rejected event exists nowhere else.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,10 +22,12 @@ pub struct RejectedFile {
 }
 
 impl RejectedFile {
+    /// The rejected file at `path`; nothing is created until a row is written.
     pub fn new(path: PathBuf) -> Self {
         Self { path, writer: None }
     }
 
+    /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
     }

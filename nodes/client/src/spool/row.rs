@@ -44,10 +44,14 @@ pub struct Origin {
 /// Why a row could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {
+    /// The row is not what was written: torn by a crash, or edited.
     #[error("checksum mismatch (torn or edited row)")]
     Checksum,
+    /// The line is not a spool row at all.
     #[error("no checksum column")]
     NoChecksum,
+    /// The checksum holds but a column does not decode (written by another
+    /// version, or a bug): says which and why.
     #[error("{0}")]
     Field(String),
 }
@@ -62,7 +66,9 @@ pub enum RowError {
 /// checked) and data with any is written as base64.
 #[derive(Debug, Default)]
 pub struct RowEncoder {
+    /// The row being encoded, reused from row to row.
     row: Vec<u8>,
+    /// The data column (text or base64), reused from row to row.
     data: String,
 }
 
