@@ -402,13 +402,27 @@ async fn http_and_stdin_sources_deliver_what_they_read() {
         }
     })
     .await;
+    // Each poll splits the array at the pointer: one event per element, in
+    // order, each carrying exactly that element.
+    let ampel: serde_json::Value = serde_json::from_str(AMPEL).expect("fixture");
+    let elements = ampel
+        .pointer("/0/Warnstufen")
+        .and_then(serde_json::Value::as_array)
+        .expect("the fixture has an array at the pointer");
     let polled: Vec<_> = records.iter().filter(|r| r.key == "ampel").collect();
-    let first: serde_json::Value = serde_json::from_slice(&polled[0].value).expect("JSON element");
-    assert_eq!(first["Name"], "Wien");
-    assert_eq!(polled[0].header("ce_source"), Some(url.as_str()));
-    assert_eq!(polled[0].header("ce_subject"), Some("/0/Warnstufen/0"));
-    assert_eq!(polled[2].header("ce_subject"), Some("/0/Warnstufen/2"));
-    assert_eq!(polled[0].header("content-type"), Some("application/json"));
+    for (n, record) in polled.iter().take(2 * elements.len()).enumerate() {
+        let i = n % elements.len();
+        let element = serde_json::to_vec(&elements[i]).expect("encode");
+        assert_eq!(
+            String::from_utf8_lossy(&record.value),
+            String::from_utf8_lossy(&element),
+            "event {n} of the polls carries element {i}"
+        );
+        let subject = format!("/0/Warnstufen/{i}");
+        assert_eq!(record.header("ce_subject"), Some(subject.as_str()));
+        assert_eq!(record.header("ce_source"), Some(url.as_str()));
+        assert_eq!(record.header("content-type"), Some("application/json"));
+    }
 
     let piped_records: Vec<_> = records
         .iter()

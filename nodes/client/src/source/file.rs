@@ -12,13 +12,36 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use smesh_core::time::now_unix_nanos;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::{Options, Reading, SourceContext};
+use super::options::{Options, SourceOption, duration, event_type, parsed, text};
+use super::{Reading, Source, SourceContext, SourceKind};
 use crate::csv_line::CsvLine;
 use crate::spool::Origin;
 
 pub const DEFAULT_TYPE: &str = "dev.smesh.file.record";
+
+/// `file` in `--source`.
+pub(super) const KIND: SourceKind = SourceKind {
+    name: "file",
+    options: &[
+        SourceOption::required("path", "the file to read").free_text(),
+        SourceOption::absent(
+            "format",
+            "lines, jsonl or csv (without it: by extension, .csv, .jsonl/.json/.ndjson, else lines)",
+        ),
+        SourceOption::value(
+            "follow",
+            "true",
+            "keep reading what is appended; false ends at the end",
+        ),
+        SourceOption::value("poll", "250ms", "how often to look for appended data"),
+        event_type(DEFAULT_TYPE),
+    ],
+    example: "file:path=/var/log/a,b.csv,format=csv,follow=false,poll=1s,type=dev.example.record",
+    build: |options| Ok(Arc::new(FileSpec::parse(options)?)),
+};
 
 /// How a file's lines become events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,23 +54,29 @@ pub enum FileFormat {
     Csv,
 }
 
+/// A `file` source as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSpec {
+    /// The file; also names the source in events and in resume positions.
     pub path: PathBuf,
+    /// How its lines become events.
     pub format: FileFormat,
+    /// Keep reading appended data; `false` ends the source at the end.
     pub follow: bool,
+    /// How often to look for appended data.
     pub poll: Duration,
+    /// CloudEvents `type` of every event.
     pub kind: String,
 }
 
 impl FileSpec {
-    pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
-        let path = PathBuf::from(options.required("path")?);
+    fn parse(options: &mut Options) -> Result<Self, String> {
+        let path = PathBuf::from(options.value("path", text)?);
         if path.to_string_lossy().chars().any(char::is_control) {
             // The path names the source in spool rows, which are one line each.
             return Err("file source: path must not contain control characters".to_string());
         }
-        let format = match options.take("format").as_deref() {
+        let format = match options.optional("format", text)?.as_deref() {
             Some("lines") => FileFormat::Lines,
             Some("jsonl") | Some("json") => FileFormat::JsonLines,
             Some("csv") => FileFormat::Csv,
@@ -65,14 +94,25 @@ impl FileSpec {
         Ok(Self {
             path,
             format,
-            follow: options.parse("follow", true)?,
-            poll: options.duration("poll", Duration::from_millis(250))?,
-            kind: options.take_or("type", DEFAULT_TYPE),
+            follow: options.value("follow", parsed::<bool>)?,
+            poll: options.value("poll", duration)?,
+            kind: options.value("type", text)?,
         })
     }
 
+    /// The key of this file's resume position.
     pub fn origin_key(&self) -> String {
         format!("file:{}", self.path.display())
+    }
+}
+
+impl Source for FileSpec {
+    fn origin_key(&self) -> Option<String> {
+        Some(FileSpec::origin_key(self))
+    }
+
+    fn spawn(&self, context: SourceContext, tasks: &TaskTracker) {
+        tasks.spawn(run(self.clone(), context));
     }
 }
 
@@ -204,7 +244,7 @@ fn payload(
     }
 }
 
-pub(super) async fn run(spec: FileSpec, context: SourceContext) {
+async fn run(spec: FileSpec, context: SourceContext) {
     let key: Arc<str> = Arc::from(spec.origin_key());
     let source: Arc<str> =
         Arc::from(format!("smesh://{}/file{}", context.client_id, spec.path.display()).as_str());

@@ -11,30 +11,56 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use smesh_core::time::now_unix_nanos;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{Options, Reading, SourceContext};
+use super::options::{Options, SourceOption, duration, event_type, text};
+use super::{Reading, Source, SourceContext, SourceKind};
 
 pub const DEFAULT_TYPE: &str = "dev.smesh.http.document";
 
+/// `http` in `--source`.
+pub(super) const KIND: SourceKind = SourceKind {
+    name: "http",
+    options: &[
+        SourceOption::required("url", "the URL to poll (http:// or https://)").free_text(),
+        SourceOption::value("every", "10s", "time between polls"),
+        SourceOption::absent(
+            "pointer",
+            "JSON pointer to the part to send (without it: the whole document); an array gives one event per element",
+        )
+        .free_text(),
+        SourceOption::value("timeout", "10s", "longest a poll may take"),
+        event_type(DEFAULT_TYPE),
+    ],
+    example: "http:url=https://example.org/a.json?x=1,y=2,every=5s,pointer=/0/Warnstufen,timeout=2s,type=dev.example.document",
+    build: |options| Ok(Arc::new(HttpSpec::parse(options)?)),
+};
+
+/// An `http` source as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSpec {
+    /// What to poll; also the CloudEvents `source`.
     pub url: String,
+    /// Time between polls.
     pub every: Duration,
+    /// The part of the document to send (RFC 6901); `None` sends all of it.
     pub pointer: Option<String>,
+    /// Longest a poll may take before it counts as failed.
     pub timeout: Duration,
+    /// CloudEvents `type` of every event.
     pub event_type: String,
 }
 
 impl HttpSpec {
-    pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
-        let url = options.required("url")?;
+    fn parse(options: &mut Options) -> Result<Self, String> {
+        let url = options.value("url", text)?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!(
                 "http source: url {url:?} must start with http:// or https://"
             ));
         }
-        let pointer = options.take("pointer");
+        let pointer = options.optional("pointer", text)?;
         if let Some(pointer) = &pointer {
             if !pointer.is_empty() && !pointer.starts_with('/') {
                 return Err(format!(
@@ -44,11 +70,17 @@ impl HttpSpec {
         }
         Ok(Self {
             url,
-            every: options.duration("every", Duration::from_secs(10))?,
+            every: options.value("every", duration)?,
             pointer,
-            timeout: options.duration("timeout", Duration::from_secs(10))?,
-            event_type: options.take_or("type", DEFAULT_TYPE),
+            timeout: options.value("timeout", duration)?,
+            event_type: options.value("type", text)?,
         })
+    }
+}
+
+impl Source for HttpSpec {
+    fn spawn(&self, context: SourceContext, tasks: &TaskTracker) {
+        tasks.spawn(run(self.clone(), context));
     }
 }
 
@@ -75,7 +107,7 @@ pub fn documents(body: &[u8], pointer: Option<&str>) -> Result<Vec<Document>, St
     }
 }
 
-pub(super) async fn run(spec: HttpSpec, context: SourceContext) {
+async fn run(spec: HttpSpec, context: SourceContext) {
     let client = match reqwest::Client::builder()
         .timeout(spec.timeout)
         .user_agent(concat!("smesh-client/", env!("CARGO_PKG_VERSION")))
@@ -149,18 +181,44 @@ mod tests {
         {"Region":"Bezirk","GKZ":"30101","Name":"Krems","Warnstufe":"2"}]}]"#;
 
     #[test]
-    fn an_array_becomes_one_event_per_element() {
+    fn an_array_at_the_pointer_becomes_one_event_per_element() {
+        let ampel: serde_json::Value = serde_json::from_str(AMPEL).expect("fixture");
+        let elements = ampel
+            .pointer("/0/Warnstufen")
+            .and_then(serde_json::Value::as_array)
+            .expect("the fixture has an array at the pointer");
+        assert_eq!(elements.len(), 2, "splitting needs more than one element");
+        let expected: Vec<Document> = elements
+            .iter()
+            .enumerate()
+            .map(|(i, element)| {
+                let bytes = serde_json::to_vec(element).expect("encode");
+                (Some(format!("/0/Warnstufen/{i}")), bytes)
+            })
+            .collect();
         let docs = documents(AMPEL.as_bytes(), Some("/0/Warnstufen")).expect("documents");
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].0.as_deref(), Some("/0/Warnstufen/0"));
-        let first: serde_json::Value = serde_json::from_slice(&docs[0].1).expect("json");
-        assert_eq!(first["Name"], "Wien");
+        assert_eq!(docs, expected, "one event per element, each with its bytes");
     }
 
     #[test]
     fn without_a_pointer_a_top_level_array_is_split_too() {
-        let docs = documents(AMPEL.as_bytes(), None).expect("documents");
+        let docs = documents(br#"[{"a":1},{"b":[2,3]}]"#, None).expect("documents");
+        assert_eq!(
+            docs,
+            vec![
+                (Some("/0".to_string()), br#"{"a":1}"#.to_vec()),
+                (Some("/1".to_string()), br#"{"b":[2,3]}"#.to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn anything_but_an_array_is_one_event() {
+        let docs = documents(AMPEL.as_bytes(), Some("/0/Warnstufen/1")).expect("documents");
         assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].0, None);
+        let only: serde_json::Value = serde_json::from_slice(&docs[0].1).expect("json");
+        assert_eq!(only["Name"], "Krems");
         let docs = documents(br#"{"a":1}"#, None).expect("documents");
         assert_eq!(docs, vec![(None, br#"{"a":1}"#.to_vec())]);
     }

@@ -11,67 +11,90 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smesh_core::time::{now_unix_nanos, rfc3339_millis};
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::{Options, Reading, SourceContext};
+use super::options::{Options, SourceOption, event_type, parsed, text};
+use super::{Reading, Source, SourceContext, SourceKind};
 
 pub const DEFAULT_TYPE: &str = "dev.smesh.sensor.reading";
 
+/// `sensor` in `--source`.
+pub(super) const KIND: SourceKind = SourceKind {
+    name: "sensor",
+    options: &[
+        SourceOption::value(
+            "rate",
+            "1",
+            "readings per second in total, or `max`: as fast as the client takes them",
+        ),
+        SourceOption::value(
+            "sensors",
+            "1",
+            "sensors taking turns, each its own random walk",
+        ),
+        SourceOption::value("kind", "temperature", "the `Sensortyp` of every reading"),
+        SourceOption::value("location", "Vienna", "the `Location` of every reading"),
+        SourceOption::absent("count", "stop after this many readings (without it: never)"),
+        SourceOption::absent(
+            "size",
+            "pad each reading's JSON to at least this many bytes",
+        ),
+        event_type(DEFAULT_TYPE),
+    ],
+    example: "sensor:rate=50,sensors=3,kind=humidity,location=Graz,count=100,size=256,type=dev.example.reading",
+    build: |options| Ok(Arc::new(SensorSpec::parse(options)?)),
+};
+
+/// A `sensor` source as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorSpec {
     /// Readings per second in total; `None` = as fast as the client takes them.
     pub rate: Option<f64>,
+    /// How many sensors take turns (each gets its own id and subject).
     pub sensors: u32,
+    /// The `Sensortyp` field of every reading.
     pub kind: String,
+    /// The `Location` field of every reading.
     pub location: String,
     /// Stop after this many readings.
     pub count: Option<u64>,
     /// Pad each reading's JSON to at least this many bytes.
     pub size: Option<usize>,
+    /// CloudEvents `type` of every reading.
     pub event_type: String,
 }
 
 impl SensorSpec {
-    pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
-        let rate = match options.take("rate").as_deref() {
-            None => Some(1.0),
-            Some("max") => None,
-            Some(text) => match text.parse::<f64>() {
-                Ok(rate) if rate > 0.0 && rate.is_finite() => Some(rate),
-                _ => {
-                    return Err(format!(
-                        "sensor source: invalid rate={text:?} (readings per second, or max)"
-                    ));
-                }
+    fn parse(options: &mut Options) -> Result<Self, String> {
+        let rate = options.value("rate", |text| match text {
+            "max" => Ok(None),
+            text => match text.parse::<f64>() {
+                Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(Some(rate)),
+                _ => Err(" (readings per second, or max)".to_string()),
             },
-        };
-        let sensors = options.parse("sensors", 1u32)?;
+        })?;
+        let sensors = options.value("sensors", parsed::<u32>)?;
         if sensors == 0 {
             return Err("sensor source: sensors must be at least 1".to_string());
         }
-        let count = match options.take("count") {
-            None => None,
-            Some(text) => Some(
-                text.parse::<u64>()
-                    .map_err(|_| format!("sensor source: invalid count={text:?}"))?,
-            ),
-        };
-        let size = match options.take("size") {
-            None => None,
-            Some(text) => Some(
-                text.parse::<usize>()
-                    .map_err(|_| format!("sensor source: invalid size={text:?}"))?,
-            ),
-        };
+        let count = options.optional("count", parsed::<u64>)?;
+        let size = options.optional("size", parsed::<usize>)?;
         Ok(Self {
             rate,
             sensors,
-            kind: options.take_or("kind", "temperature"),
-            location: options.take_or("location", "Vienna"),
+            kind: options.value("kind", text)?,
+            location: options.value("location", text)?,
             count,
             size,
-            event_type: options.take_or("type", DEFAULT_TYPE),
+            event_type: options.value("type", text)?,
         })
+    }
+}
+
+impl Source for SensorSpec {
+    fn spawn(&self, context: SourceContext, tasks: &TaskTracker) {
+        tasks.spawn(run(self.clone(), context));
     }
 }
 
@@ -81,7 +104,7 @@ struct Sensor {
     value: f64,
 }
 
-pub(super) async fn run(spec: SensorSpec, context: SourceContext) {
+async fn run(spec: SensorSpec, context: SourceContext) {
     let kind: Arc<str> = Arc::from(spec.event_type.as_str());
     let content_type: Arc<str> = Arc::from("application/json");
     let mut rng = StdRng::from_os_rng();

@@ -5,28 +5,54 @@ use std::sync::Arc;
 use bytes::Bytes;
 use smesh_core::time::now_unix_nanos;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::{Options, Reading, SourceContext};
+use super::options::{Options, SourceOption, event_type, text};
+use super::{Reading, Source, SourceContext, SourceKind};
 
 pub const DEFAULT_TYPE: &str = "dev.smesh.line";
 
+/// `stdin` in `--source`.
+pub(super) const KIND: SourceKind = SourceKind {
+    name: "stdin",
+    options: &[
+        SourceOption::value(
+            "content-type",
+            "text/plain",
+            "the content type of every line",
+        ),
+        event_type(DEFAULT_TYPE),
+    ],
+    example: "stdin:content-type=application/json,type=dev.example.line",
+    build: |options| Ok(Arc::new(StdinSpec::parse(options)?)),
+};
+
+/// A `stdin` source as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StdinSpec {
+    /// CloudEvents `datacontenttype` of every line.
     pub content_type: String,
+    /// CloudEvents `type` of every line.
     pub event_type: String,
 }
 
 impl StdinSpec {
-    pub(super) fn parse(options: &mut Options) -> Result<Self, String> {
+    fn parse(options: &mut Options) -> Result<Self, String> {
         Ok(Self {
-            content_type: options.take_or("content-type", "text/plain"),
-            event_type: options.take_or("type", DEFAULT_TYPE),
+            content_type: options.value("content-type", text)?,
+            event_type: options.value("type", text)?,
         })
     }
 }
 
-pub(super) async fn run(spec: StdinSpec, context: SourceContext) {
+impl Source for StdinSpec {
+    fn spawn(&self, context: SourceContext, tasks: &TaskTracker) {
+        tasks.spawn(run(self.clone(), context));
+    }
+}
+
+async fn run(spec: StdinSpec, context: SourceContext) {
     let source: Arc<str> = Arc::from(format!("smesh://{}/stdin", context.client_id));
     let kind: Arc<str> = Arc::from(spec.event_type.as_str());
     let content_type: Arc<str> = Arc::from(spec.content_type.as_str());

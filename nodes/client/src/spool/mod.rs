@@ -1,0 +1,500 @@
+//! `safeData.csv`: the client's durable spool.
+//!
+//! One row per event that is not yet acknowledged end to end, oldest first,
+//! as a CSV file with a header; the row format is in `row`.
+//!
+//! Rows are appended at the end. Acknowledged rows are not removed one by one:
+//! the spool remembers where the first unacknowledged row starts (`head`), and
+//! [`Spool::maintain`] later truncates the file when everything is
+//! acknowledged, or rewrites only the unacknowledged tail when the dead prefix
+//! has grown larger than it. Either costs O(1) amortised per event.
+//!
+//! On open, what an earlier run left is recovered (`recovery`): torn and
+//! undecodable rows are set aside and acknowledged ones dropped.
+//!
+//! Offsets handed out are *logical*: they keep growing across truncation and
+//! compaction, so callers can hold them while the file is rewritten.
+//!
+//! # Layout
+//! - `row`: one row, the file's format (header, encoder, decoder).
+//! - `recovery`: what opening a spool left by an earlier run does.
+//! - `rejected`: `safeData.rejected.csv`, events that can never be delivered.
+//! - this file: the [`Spool`] itself (append, read, settle, compact).
+//!
+//! Everything other modules use is re-exported here.
+
+mod recovery;
+mod rejected;
+mod row;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use smesh_proto::mesh::{Backlog, Event};
+use tracing::warn;
+
+pub use recovery::Recovery;
+use recovery::recover;
+pub use rejected::{RejectedFile, rejected_path};
+pub use row::{HEADER, Origin, RowDecoder, RowEncoder, RowError, decode_row, encode_row};
+
+/// Rewrite the file once the acknowledged prefix is at least this large and
+/// larger than the unacknowledged rest.
+const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// An event read back from the spool.
+#[derive(Debug, Clone)]
+pub struct SpooledEvent {
+    /// The event, to be sent (again).
+    pub event: Event,
+    /// Where its source read it, so the source's position advances when the
+    /// event is acknowledged.
+    pub origin: Option<Origin>,
+    /// Logical offset just past the event's row.
+    pub end: u64,
+}
+
+/// The spool file.
+#[derive(Debug)]
+pub struct Spool {
+    /// The file, reopened after compaction and named in warnings.
+    path: PathBuf,
+    /// Encodes appended rows into one reused buffer.
+    encoder: RowEncoder,
+    /// Decodes rows read back with one parser built once.
+    decoder: RowDecoder,
+    /// Where rows that no longer decode go.
+    rejected: RejectedFile,
+    /// Rows do not store the client id; decoded events get it from here.
+    client_id: String,
+    /// Appends rows, buffered until [`Spool::flush`] or [`Spool::sync`].
+    writer: BufWriter<File>,
+    /// Reads rows back for sending; kept open to avoid a seek per batch.
+    reader: BufReader<File>,
+    /// Physical position of `reader`, if known.
+    reader_pos: Option<u64>,
+    /// logical = physical + base.
+    base: u64,
+    /// Bytes of the header line: where the first row starts.
+    header_len: u64,
+    /// Physical end, including bytes still buffered in `writer`.
+    len: u64,
+    /// Physical end of what was written to the OS (readable through `reader`).
+    flushed: u64,
+    /// Physical end of what is on disk (survives a power loss).
+    synced: u64,
+    /// Physical offset of the first unacknowledged row.
+    head: u64,
+    /// Unacknowledged rows, for the backlog report.
+    live_rows: u64,
+    /// Time of the row at `head`, once looked up: (head, time).
+    oldest: Option<(u64, i64)>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool and recovers it; rows with a sequence
+    /// number up to `acked_through` are dropped as already delivered.
+    pub fn open(path: &Path, client_id: &str, acked_through: u64) -> io::Result<(Self, Recovery)> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut rejected = RejectedFile::new(rejected_path(path));
+        let recovery = if path.exists() {
+            recover(path, client_id, acked_through, &mut rejected)?
+        } else {
+            write_fresh(path, &[], None)?;
+            Recovery::default()
+        };
+        let spool = Self::reopen(path, client_id, rejected, recovery.live_rows)?;
+        Ok((spool, recovery))
+    }
+
+    fn reopen(
+        path: &Path,
+        client_id: &str,
+        rejected: RejectedFile,
+        live_rows: u64,
+    ) -> io::Result<Self> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        let len = file.metadata()?.len();
+        let header_len = HEADER.len() as u64 + 1;
+        let reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
+        Ok(Self {
+            path: path.to_path_buf(),
+            encoder: RowEncoder::default(),
+            decoder: RowDecoder::default(),
+            rejected,
+            client_id: client_id.to_string(),
+            writer: BufWriter::with_capacity(256 * 1024, file),
+            reader,
+            reader_pos: None,
+            base: 0,
+            header_len,
+            len,
+            flushed: len,
+            synced: len,
+            head: header_len,
+            live_rows,
+            oldest: None,
+        })
+    }
+
+    /// The spool file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The rejected file beside the spool, for events that can never be delivered.
+    pub fn rejected(&mut self) -> &mut RejectedFile {
+        &mut self.rejected
+    }
+
+    /// Logical offset of the first unacknowledged row.
+    pub fn head(&self) -> u64 {
+        self.head + self.base
+    }
+
+    /// Logical end of the file.
+    pub fn end(&self) -> u64 {
+        self.len + self.base
+    }
+
+    /// Bytes of unacknowledged rows.
+    pub fn live_bytes(&self) -> u64 {
+        self.len - self.head
+    }
+
+    /// Unacknowledged rows.
+    pub fn live_rows(&self) -> u64 {
+        self.live_rows
+    }
+
+    /// Appends a row (buffered; see [`Spool::sync`]). Returns its logical start and end.
+    pub fn append(&mut self, event: &Event, origin: Option<&Origin>) -> io::Result<(u64, u64)> {
+        let row = self.encoder.encode(event, origin);
+        self.writer.write_all(row)?;
+        let start = self.len + self.base;
+        self.len += row.len() as u64;
+        self.live_rows += 1;
+        Ok((start, self.len + self.base))
+    }
+
+    /// Writes buffered rows to the OS (not to disk).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.flushed < self.len {
+            self.writer.flush()?;
+            self.flushed = self.len;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended row durable (fdatasync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.synced < self.len {
+            self.flush()?;
+            self.writer.get_ref().sync_data()?;
+            self.synced = self.len;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_events` rows (and about `max_bytes`) starting at the
+    /// logical offset `from`. Rows that no longer decode (the file was edited)
+    /// are moved to the rejected file and skipped.
+    pub fn read(
+        &mut self,
+        from: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<SpooledEvent>> {
+        self.flush()?;
+        let mut pos = from.saturating_sub(self.base).max(self.header_len);
+        let mut rows = Vec::new();
+        if pos >= self.flushed {
+            return Ok(rows);
+        }
+        if self.reader_pos != Some(pos) {
+            self.reader.seek(SeekFrom::Start(pos))?;
+        }
+        let mut bytes = 0usize;
+        let mut line = Vec::with_capacity(512);
+        while rows.len() < max_events && bytes < max_bytes && pos < self.flushed {
+            line.clear();
+            let n = self.reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                // Cannot happen for rows we flushed whole; re-seek next time.
+                self.reader_pos = None;
+                return Ok(rows);
+            }
+            pos += n as u64;
+            bytes += n;
+            match self.decoder.decode(&line[..n - 1], &self.client_id) {
+                Ok((event, origin)) => rows.push(SpooledEvent {
+                    event,
+                    origin,
+                    end: pos + self.base,
+                }),
+                Err(err) => {
+                    warn!(path = %self.path.display(), %err, "spool row no longer decodes; moving it to the rejected file");
+                    self.rejected
+                        .write(&format!("undecodable spool row: {err}"), &line)?;
+                    self.live_rows = self.live_rows.saturating_sub(1);
+                }
+            }
+        }
+        self.reader_pos = Some(pos);
+        Ok(rows)
+    }
+
+    /// Marks rows up to the logical offset `end` as acknowledged; `rows` of
+    /// them were live until now.
+    pub fn settle(&mut self, end: u64, rows: u64) {
+        let end = end.saturating_sub(self.base).min(self.len);
+        if end > self.head {
+            self.head = end;
+        }
+        self.live_rows = self.live_rows.saturating_sub(rows);
+    }
+
+    /// Backlog for reports: rows, bytes and the time of the oldest row.
+    pub fn backlog(&mut self) -> Backlog {
+        let oldest = if self.head >= self.len {
+            0
+        } else {
+            match self.oldest {
+                Some((at, time)) if at == self.head => time,
+                _ => {
+                    let time = self.time_at(self.head).unwrap_or(0);
+                    self.oldest = Some((self.head, time));
+                    time
+                }
+            }
+        };
+        Backlog {
+            rows: self.live_rows,
+            bytes: self.live_bytes(),
+            oldest_unix_nanos: oldest,
+        }
+    }
+
+    fn time_at(&mut self, physical: u64) -> Option<i64> {
+        self.flush().ok()?;
+        let mut file = File::open(&self.path).ok()?;
+        file.seek(SeekFrom::Start(physical)).ok()?;
+        let mut line = Vec::new();
+        BufReader::new(file).read_until(b'\n', &mut line).ok()?;
+        let line = line.strip_suffix(b"\n")?;
+        self.decoder
+            .decode(line, &self.client_id)
+            .ok()
+            .map(|(e, _)| e.time_unix_nanos)
+    }
+
+    /// Reclaims acknowledged rows: truncates the file when every row is
+    /// acknowledged, or rewrites the unacknowledged tail once the
+    /// acknowledged prefix outweighs it. Call periodically, after the state
+    /// file recorded the acknowledgements.
+    pub fn maintain(&mut self) -> io::Result<()> {
+        let dead = self.head - self.header_len;
+        if dead == 0 {
+            return Ok(());
+        }
+        if self.head >= self.len {
+            self.flush()?;
+            let file = self.writer.get_ref();
+            file.set_len(self.header_len)?;
+            file.sync_all()?;
+            self.base += self.len - self.header_len;
+            self.len = self.header_len;
+            self.flushed = self.len;
+            self.synced = self.len;
+            self.head = self.header_len;
+            self.live_rows = 0;
+            self.reader_pos = None;
+            return Ok(());
+        }
+        if dead >= COMPACT_MIN_BYTES && dead >= self.len - self.head {
+            self.sync()?;
+            write_fresh(&self.path, &[(self.head, self.len)], Some(&self.path))?;
+            let live_rows = self.live_rows;
+            let rejected = std::mem::replace(&mut self.rejected, RejectedFile::new(PathBuf::new()));
+            let base = self.base + dead;
+            *self = Self::reopen(
+                &self.path.clone(),
+                &self.client_id.clone(),
+                rejected,
+                live_rows,
+            )?;
+            self.base = base;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a new spool file: the header, then the byte ranges of `source`.
+/// Done in a temporary file that replaces `path` atomically.
+fn write_fresh(path: &Path, ranges: &[(u64, u64)], source: Option<&Path>) -> io::Result<()> {
+    let tmp = path.with_extension("csv.tmp");
+    {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        out.write_all(HEADER.as_bytes())?;
+        out.write_all(b"\n")?;
+        if let Some(source) = source {
+            let mut input = File::open(source)?;
+            for &(start, end) in ranges {
+                input.seek(SeekFrom::Start(start))?;
+                io::copy(&mut (&mut input).take(end - start), &mut out)?;
+            }
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable.
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use smesh_core::event::SPEC_VERSION;
+
+    use super::*;
+
+    pub(super) fn event(seq: u64, data: &[u8]) -> Event {
+        let mut event = Event {
+            id: format!("c1-{seq}"),
+            source: "smesh://c1/file".into(),
+            r#type: "dev.smesh.line".into(),
+            specversion: SPEC_VERSION.into(),
+            time_unix_nanos: 1_795_000_000_000_000_000 + seq as i64,
+            datacontenttype: "text/plain".into(),
+            subject: Some("s, \"quoted\"".into()),
+            data: Bytes::copy_from_slice(data),
+            client_id: "c1".into(),
+            sequence: seq,
+            ..Event::default()
+        };
+        event
+            .extensions
+            .insert("location".into(), "vienna, AT".into());
+        event
+    }
+
+    pub(super) fn origin(position: u64) -> Origin {
+        Origin {
+            key: Arc::from("file:/tmp/in.jsonl"),
+            position,
+        }
+    }
+
+    pub(super) fn append_all(spool: &mut Spool, seqs: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        let mut ends = Vec::new();
+        for seq in seqs {
+            let (_, end) = spool
+                .append(
+                    &event(seq, format!("payload {seq}").as_bytes()),
+                    Some(&origin(seq * 10)),
+                )
+                .expect("append");
+            ends.push(end);
+        }
+        spool.sync().expect("sync");
+        ends
+    }
+
+    #[test]
+    fn appended_rows_read_back_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, recovery) = Spool::open(&path, "c1", 0).expect("open");
+        assert_eq!(recovery, Recovery::default());
+        let ends = append_all(&mut spool, 1..=5);
+        let rows = spool.read(spool.head(), 3, usize::MAX).expect("read");
+        assert_eq!(
+            rows.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(rows[2].end, ends[2]);
+        let rest = spool.read(rows[2].end, 10, usize::MAX).expect("read rest");
+        assert_eq!(
+            rest.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(&path, "c1", 2).expect("reopen");
+        assert_eq!(recovery.live_rows, 3);
+        assert_eq!(recovery.acknowledged_rows, 2);
+        assert_eq!(recovery.max_sequence, Some(5));
+        assert_eq!(recovery.positions.get("file:/tmp/in.jsonl"), Some(&50));
+        assert_eq!(spool.live_rows(), 3);
+        let text = std::fs::read_to_string(&path).expect("read file");
+        assert!(text.starts_with(HEADER));
+        assert_eq!(text.lines().count(), 4, "header and three rows");
+    }
+
+    #[test]
+    fn settling_everything_truncates_and_offsets_stay_valid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        let ends = append_all(&mut spool, 1..=3);
+        spool.settle(ends[1], 2);
+        assert_eq!(spool.live_rows(), 1);
+        spool.maintain().expect("maintain");
+        assert_eq!(spool.live_rows(), 1, "a live row keeps the file");
+        spool.settle(ends[2], 1);
+        spool.maintain().expect("maintain");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{HEADER}\n")
+        );
+        assert_eq!(spool.end(), ends[2], "logical offsets keep growing");
+        let more = append_all(&mut spool, 4..=4);
+        let rows = spool.read(ends[2], 10, usize::MAX).expect("read");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].end, more[0]);
+        assert_eq!(rows[0].event.sequence, 4);
+    }
+
+    #[test]
+    fn compaction_rewrites_only_the_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        let big = vec![b'x'; 64 * 1024];
+        let mut ends = Vec::new();
+        for seq in 1..=200u64 {
+            let (_, end) = spool.append(&event(seq, &big), None).expect("append");
+            ends.push(end);
+        }
+        spool.sync().expect("sync");
+        spool.settle(ends[149], 150);
+        spool.maintain().expect("compact");
+        let size = std::fs::metadata(&path).expect("stat").len();
+        assert!(
+            size < 50 * 70 * 1024,
+            "file holds only the 50 live rows: {size} bytes"
+        );
+        let rows = spool
+            .read(ends[149], 100, usize::MAX)
+            .expect("read after compaction");
+        assert_eq!(rows.len(), 50);
+        assert_eq!(rows[0].event.sequence, 151);
+        assert_eq!(rows[49].end, ends[199]);
+        assert_eq!(spool.backlog().rows, 50);
+        assert_eq!(
+            spool.backlog().oldest_unix_nanos,
+            event(151, b"").time_unix_nanos
+        );
+    }
+}
