@@ -4,7 +4,9 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::remote::RemoteEvent;
-use crate::state::{CheckOutcome, CheckRow, ClientRow, HeartbeatRow, Mesh, SidecarRow};
+use crate::state::{
+    CheckOutcome, CheckRow, ClientRow, HeartbeatRow, Mesh, PeerState, PeerTier, SidecarRow,
+};
 
 /// The dashboard's views, in tab order (number keys 1-6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +145,7 @@ impl App {
             .mesh
             .sidecar_rows()
             .into_iter()
-            .filter(|r| self.matches(&[&r.id, &r.address, &r.master, r.status]))
+            .filter(|r| self.matches(&[&r.id, &r.address, &r.master, r.status.word()]))
             .collect();
         sort_rows(
             &mut rows,
@@ -165,7 +167,7 @@ impl App {
             .mesh
             .client_rows()
             .into_iter()
-            .filter(|r| self.matches(&[&r.id, &r.address, &r.sidecar, r.status]))
+            .filter(|r| self.matches(&[&r.id, &r.address, &r.sidecar, r.status.word()]))
             .collect();
         sort_rows(
             &mut rows,
@@ -189,14 +191,14 @@ impl App {
             .mesh
             .heartbeat_rows()
             .into_iter()
-            .filter(|r| self.matches(&[&r.peer, r.tier, &r.checker]))
+            .filter(|r| self.matches(&[&r.peer, r.tier.word(), &r.checker]))
             .collect();
         sort_rows(
             &mut rows,
             self.sort_column(),
             self.reverse,
             |r, column| match column {
-                "tier" => Key::Text(r.tier.to_string()),
+                "tier" => Key::Text(r.tier.word().to_string()),
                 "latest" => Key::NumDesc(r.last_us),
                 "avg" => Key::NumDesc(r.avg_us),
                 "p99" => Key::NumDesc(r.p99_us),
@@ -232,7 +234,7 @@ impl App {
             .mesh
             .check_rows()
             .into_iter()
-            .filter(|r| self.matches(&[&r.peer, r.tier, r.status, &r.checker]))
+            .filter(|r| self.matches(&[&r.peer, r.tier.word(), r.status.word(), &r.checker]))
             .collect();
         sort_rows(
             &mut rows,
@@ -272,7 +274,7 @@ impl App {
             View::Health => self
                 .check_rows()
                 .get(i)
-                .filter(|r| r.tier == "sidecar" || r.tier == "client")
+                .filter(|r| matches!(r.tier, PeerTier::Sidecar | PeerTier::Client))
                 .map(|r| r.peer.clone()),
         }
     }
@@ -404,7 +406,7 @@ impl App {
                         let down = report
                             .rows
                             .iter()
-                            .filter(|r| r.status != smesh_proto::mesh::PeerStatus::Up as i32)
+                            .filter(|r| PeerState::from_wire(r.status) != PeerState::Up)
                             .count();
                         format!(
                             "health check via {label}: {} peers, {down} not up",
@@ -470,20 +472,20 @@ fn descending_column(view: View, column: &str) -> bool {
 }
 
 /// Problems first when sorting by status.
-fn status_rank(status: &str) -> u8 {
+fn status_rank(status: PeerState) -> u8 {
     match status {
-        "down" => 0,
-        "degraded" => 1,
-        "unknown" => 2,
-        _ => 3,
+        PeerState::Down => 0,
+        PeerState::Degraded => 1,
+        PeerState::Unknown => 2,
+        PeerState::Up => 3,
     }
 }
 
-fn tier_rank(tier: &str) -> u8 {
+fn tier_rank(tier: PeerTier) -> u8 {
     match tier {
-        "kafka" => 0,
-        "master" => 1,
-        "sidecar" => 2,
-        _ => 3,
+        PeerTier::Kafka => 0,
+        PeerTier::Master => 1,
+        PeerTier::Sidecar => 2,
+        PeerTier::Client | PeerTier::Unknown => 3,
     }
 }

@@ -78,24 +78,107 @@ pub struct Mesh {
     pub checks: Vec<CheckOutcome>,
 }
 
-/// A status word for people and JSON.
-pub fn status_word(status: i32) -> &'static str {
-    match PeerStatus::try_from(status) {
-        Ok(PeerStatus::Up) => "up",
-        Ok(PeerStatus::Degraded) => "degraded",
-        Ok(PeerStatus::Down) => "down",
-        _ => "unknown",
+/// How a peer is doing, as the console shows it.
+///
+/// The wire carries a `PeerStatus` number; it becomes a `PeerState` once,
+/// where rows are built ([`PeerState::from_wire`]), so views, sorting and
+/// checks compare variants, never words. Serialises as its word (`"up"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Answering heartbeats.
+    Up,
+    /// Missed a heartbeat, not yet presumed dead.
+    Degraded,
+    /// Presumed dead (too many missed heartbeats, or not connected).
+    Down,
+    /// Not reported, or a number this console does not know.
+    Unknown,
+}
+
+impl PeerState {
+    /// Every state, healthiest first: the order of tallies and of the help.
+    pub const ALL: [PeerState; 4] = [
+        PeerState::Up,
+        PeerState::Degraded,
+        PeerState::Down,
+        PeerState::Unknown,
+    ];
+
+    /// The state a `PeerStatus` number stands for; unknown numbers are
+    /// [`PeerState::Unknown`].
+    pub fn from_wire(status: i32) -> Self {
+        match PeerStatus::try_from(status) {
+            Ok(PeerStatus::Up) => PeerState::Up,
+            Ok(PeerStatus::Degraded) => PeerState::Degraded,
+            Ok(PeerStatus::Down) => PeerState::Down,
+            _ => PeerState::Unknown,
+        }
+    }
+
+    /// The word people and JSON read.
+    pub fn word(self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Degraded => "degraded",
+            PeerState::Down => "down",
+            PeerState::Unknown => "unknown",
+        }
     }
 }
 
-/// A tier word for people and JSON.
-pub fn tier_word(tier: i32) -> &'static str {
-    match Tier::try_from(tier) {
-        Ok(Tier::Master) => "master",
-        Ok(Tier::Sidecar) => "sidecar",
-        Ok(Tier::Client) => "client",
-        Ok(Tier::Kafka) => "kafka",
-        _ => "unknown",
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so `{:<8}` lines the words up in `status`.
+        f.pad(self.word())
+    }
+}
+
+/// Which tier a peer belongs to, converted once from the wire's `Tier`
+/// number ([`PeerTier::from_wire`]). Serialises as its word (`"sidecar"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTier {
+    /// A master (publishes to Kafka).
+    Master,
+    /// A sidecar (between clients and masters).
+    Sidecar,
+    /// A client (reads sources, spools).
+    Client,
+    /// The Kafka cluster a master publishes to.
+    Kafka,
+    /// Not reported, or a number this console does not know.
+    Unknown,
+}
+
+impl PeerTier {
+    /// The tier a `Tier` number stands for; unknown numbers are
+    /// [`PeerTier::Unknown`].
+    pub fn from_wire(tier: i32) -> Self {
+        match Tier::try_from(tier) {
+            Ok(Tier::Master) => PeerTier::Master,
+            Ok(Tier::Sidecar) => PeerTier::Sidecar,
+            Ok(Tier::Client) => PeerTier::Client,
+            Ok(Tier::Kafka) => PeerTier::Kafka,
+            _ => PeerTier::Unknown,
+        }
+    }
+
+    /// The word people and JSON read.
+    pub fn word(self) -> &'static str {
+        match self {
+            PeerTier::Master => "master",
+            PeerTier::Sidecar => "sidecar",
+            PeerTier::Client => "client",
+            PeerTier::Kafka => "kafka",
+            PeerTier::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.word())
     }
 }
 
@@ -123,7 +206,7 @@ pub struct SidecarRow {
     pub id: String,
     pub master: String,
     pub address: String,
-    pub status: &'static str,
+    pub status: PeerState,
     pub connected: bool,
     pub connected_since_unix_nanos: i64,
     pub last_heartbeat_unix_nanos: i64,
@@ -140,7 +223,7 @@ pub struct ClientRow {
     pub sidecar: String,
     pub master: String,
     pub address: String,
-    pub status: &'static str,
+    pub status: PeerState,
     pub first_seen_unix_nanos: i64,
     pub last_seen_unix_nanos: i64,
     pub events_sent: u64,
@@ -156,7 +239,7 @@ pub struct ClientRow {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeartbeatRow {
-    pub tier: &'static str,
+    pub tier: PeerTier,
     pub peer: String,
     pub checker: String,
     pub last_us: u64,
@@ -172,10 +255,10 @@ pub struct CheckRow {
     pub check_id: u64,
     pub at_unix_nanos: i64,
     pub checker: String,
-    pub tier: &'static str,
+    pub tier: PeerTier,
     pub peer: String,
     pub address: String,
-    pub status: &'static str,
+    pub status: PeerState,
     pub rtt_us: u64,
     pub detail: String,
 }
@@ -294,7 +377,7 @@ impl Mesh {
                     id: s.id.clone(),
                     master: master.clone(),
                     address: s.address.clone(),
-                    status: status_word(s.status),
+                    status: PeerState::from_wire(s.status),
                     connected: s.connected,
                     connected_since_unix_nanos: s.connected_since_unix_nanos,
                     last_heartbeat_unix_nanos: s.last_heartbeat_unix_nanos,
@@ -332,7 +415,7 @@ impl Mesh {
                     sidecar: c.sidecar_id.clone(),
                     master: master.clone(),
                     address: info.address.clone(),
-                    status: status_word(info.status),
+                    status: PeerState::from_wire(info.status),
                     first_seen_unix_nanos: info.first_seen_unix_nanos,
                     last_seen_unix_nanos: info.last_seen_unix_nanos,
                     events_sent: info.events_forwarded,
@@ -345,7 +428,7 @@ impl Mesh {
                     backlog_bytes: backlog.bytes,
                     backlog_oldest_unix_nanos: backlog.oldest_unix_nanos,
                 };
-                let rank = |r: &ClientRow| (r.status != "down", r.last_seen_unix_nanos);
+                let rank = |r: &ClientRow| (r.status != PeerState::Down, r.last_seen_unix_nanos);
                 match rows.get(&row.id) {
                     Some(existing) if rank(existing) >= rank(&row) => {}
                     _ => {
@@ -386,7 +469,7 @@ impl Mesh {
                     sorted.iter().fold(0u64, |a, b| a.saturating_add(*b)) / sorted.len() as u64
                 };
                 HeartbeatRow {
-                    tier: tier_word(*tier),
+                    tier: PeerTier::from_wire(*tier),
                     peer: peer.clone(),
                     checker: rtt.checker.clone(),
                     last_us: samples.last().copied().unwrap_or(0),
@@ -413,10 +496,10 @@ impl Mesh {
                         check_id: report.check_id,
                         at_unix_nanos: r.at_unix_nanos,
                         checker: r.checker_id.clone(),
-                        tier: tier_word(r.tier),
+                        tier: PeerTier::from_wire(r.tier),
                         peer: r.peer_id.clone(),
                         address: r.address.clone(),
-                        status: status_word(r.status),
+                        status: PeerState::from_wire(r.status),
                         rtt_us: r.rtt_us,
                         detail: r.detail.clone(),
                     });

@@ -22,7 +22,7 @@ use ratatui::widgets::{
 
 use crate::app::{App, View};
 use crate::format;
-use crate::state::{ClientRow, Connection, MasterRow, MasterView, status_word};
+use crate::state::{ClientRow, Connection, MasterRow, MasterView, PeerState};
 
 /// Marks the selected row of a table.
 const SELECTION_SYMBOL: &str = "▶ ";
@@ -261,16 +261,14 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     lines.push(Line::raw(""));
-    lines.push(Line::from(vec![
-        Span::raw(" Statuses: "),
-        status_span("up"),
-        Span::raw(", "),
-        status_span("degraded"),
-        Span::raw(", "),
-        status_span("down"),
-        Span::raw(", "),
-        status_span("unknown"),
-    ]));
+    let mut statuses = vec![Span::raw(" Statuses: ")];
+    for (i, state) in PeerState::ALL.into_iter().enumerate() {
+        if i > 0 {
+            statuses.push(Span::raw(", "));
+        }
+        statuses.push(status_span(state));
+    }
+    lines.push(Line::from(statuses));
     lines.push(Line::raw(" Logs go to:"));
     let widest = lines.iter().map(Line::width).max().unwrap_or(0);
     let width = u16::try_from(
@@ -390,7 +388,7 @@ fn render_masters(app: &App, masters: &[MasterRow], area: Rect, buf: &mut Buffer
             };
             let kafka = if !row.connected {
                 Line::from(vec![
-                    status_span("unknown"),
+                    status_span(PeerState::Unknown),
                     Span::styled(" · master not connected", dim()),
                 ])
             } else if row.kafka_ready {
@@ -516,30 +514,19 @@ fn mesh_summary(app: &App) -> Vec<Line<'static>> {
 }
 
 /// "2/3 up · 1 down", the problems coloured.
-fn status_tally<'a>(statuses: impl Iterator<Item = &'a str>) -> Vec<Span<'static>> {
-    let mut counts = [0usize; 4];
-    for status in statuses {
-        let slot = match status {
-            "up" => 0,
-            "degraded" => 1,
-            "down" => 2,
-            _ => 3,
-        };
-        counts[slot] = counts[slot].saturating_add(1);
-    }
-    let total = counts.iter().fold(0usize, |sum, n| sum.saturating_add(*n));
+fn status_tally(statuses: impl Iterator<Item = PeerState>) -> Vec<Span<'static>> {
+    let statuses: Vec<PeerState> = statuses.collect();
+    let count = |state: PeerState| statuses.iter().filter(|s| **s == state).count();
+    let total = statuses.len();
     let mut spans = vec![Span::styled(
-        format!("{}/{total} up", counts[0]),
-        status_style("up"),
+        format!("{}/{total} up", count(PeerState::Up)),
+        status_style(PeerState::Up),
     )];
-    for (count, word) in counts
-        .iter()
-        .zip(["up", "degraded", "down", "unknown"])
-        .skip(1)
-    {
-        if *count > 0 {
+    for state in PeerState::ALL {
+        let n = count(state);
+        if state != PeerState::Up && n > 0 {
             spans.push(Span::raw(" · "));
-            spans.push(Span::styled(format!("{count} {word}"), status_style(word)));
+            spans.push(Span::styled(format!("{n} {state}"), status_style(state)));
         }
     }
     if total == 0 {
@@ -752,7 +739,7 @@ fn render_heartbeats(app: &App, area: Rect, buf: &mut Buffer) {
         .iter()
         .map(|h| {
             vec![
-                Text::from(h.tier),
+                Text::from(h.tier.word()),
                 Text::from(h.peer.clone()),
                 Text::from(h.checker.clone()),
                 Text::from(format::rtt(h.last_us)),
@@ -915,7 +902,7 @@ fn render_health(app: &App, area: Rect, buf: &mut Buffer) {
         .iter()
         .map(|c| {
             vec![
-                Text::from(c.tier),
+                Text::from(c.tier.word()),
                 Text::from(c.peer.clone()),
                 Text::from(c.checker.clone()),
                 Text::from(c.address.clone()),
@@ -960,7 +947,7 @@ fn check_summaries(app: &App) -> Vec<Vec<Span<'static>>> {
                 let not_up = report
                     .rows
                     .iter()
-                    .filter(|r| status_word(r.status) != "up")
+                    .filter(|r| PeerState::from_wire(r.status) != PeerState::Up)
                     .count();
                 let mut spans = vec![Span::raw(format!(
                     "check #{} via {}, {}: {}, ",
@@ -970,18 +957,18 @@ fn check_summaries(app: &App) -> Vec<Vec<Span<'static>>> {
                     plural(report.rows.len(), "peer", "peers"),
                 ))];
                 if not_up == 0 {
-                    spans.push(Span::styled("all up", status_style("up")));
+                    spans.push(Span::styled("all up", status_style(PeerState::Up)));
                 } else {
                     spans.push(Span::styled(
                         format!("{not_up} not up"),
-                        status_style("down"),
+                        status_style(PeerState::Down),
                     ));
                 }
                 spans
             }
             Err(err) => vec![Span::styled(
                 format!("check via {} failed: {err}", outcome.master),
-                status_style("down"),
+                status_style(PeerState::Down),
             )],
         };
         summaries.push(spans);
@@ -1201,18 +1188,19 @@ fn titled_block(title: Line<'static>) -> Block<'static> {
 // Words, colours, cutting text
 // ---------------------------------------------------------------------------
 
-/// "up" green, "degraded" yellow, "down" red, anything else gray.
-fn status_style(word: &str) -> Style {
-    match word {
-        "up" => Style::new().fg(Color::Green),
-        "degraded" => Style::new().fg(Color::Yellow),
-        "down" => Style::new().fg(Color::Red),
-        _ => Style::new().fg(Color::Gray),
+/// Up green, degraded yellow, down red, unknown gray.
+fn status_style(state: PeerState) -> Style {
+    match state {
+        PeerState::Up => Style::new().fg(Color::Green),
+        PeerState::Degraded => Style::new().fg(Color::Yellow),
+        PeerState::Down => Style::new().fg(Color::Red),
+        PeerState::Unknown => Style::new().fg(Color::Gray),
     }
 }
 
-fn status_span(word: &'static str) -> Span<'static> {
-    Span::styled(word, status_style(word))
+/// The state's word in its colour: the word says it, the colour repeats it.
+fn status_span(state: PeerState) -> Span<'static> {
+    Span::styled(state.word(), status_style(state))
 }
 
 fn dim() -> Style {
