@@ -556,3 +556,436 @@ impl Mesh {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smesh_proto::admin::{
+        ClientView, HealthCheckRow, KafkaStatus, MasterInfo, Rates, SidecarInfo, Totals,
+    };
+    use smesh_proto::mesh::{Backlog, ClientInfo};
+
+    const SECOND: i64 = 1_000_000_000;
+    const NOW: i64 = 1_750_000_000 * SECOND;
+    const A: usize = 0;
+    const B: usize = 1;
+
+    fn sidecar(id: &str, status: PeerStatus, connected: bool) -> SidecarInfo {
+        SidecarInfo {
+            id: id.to_string(),
+            address: format!("{id}.example:9000"),
+            status: status as i32,
+            connected,
+            ..SidecarInfo::default()
+        }
+    }
+
+    fn client(sidecar: &str, id: &str, status: PeerStatus, seen_ago: i64) -> ClientView {
+        ClientView {
+            sidecar_id: sidecar.to_string(),
+            info: Some(ClientInfo {
+                client_id: id.to_string(),
+                status: status as i32,
+                last_seen_unix_nanos: NOW - seen_ago * SECOND,
+                ..ClientInfo::default()
+            }),
+        }
+    }
+
+    fn status(master: &str, sidecars: Vec<SidecarInfo>, clients: Vec<ClientView>) -> Status {
+        Status {
+            master: Some(MasterInfo {
+                id: master.to_string(),
+                ..MasterInfo::default()
+            }),
+            sidecars,
+            clients,
+            recent_checks: Vec::new(),
+        }
+    }
+
+    /// Two masters, both connected, reporting what is given.
+    fn two_masters(a: Status, b: Status) -> Mesh {
+        let mut mesh = Mesh::new(vec!["10.0.0.1:9011".into(), "10.0.0.2:9011".into()]);
+        for (master, status) in [(A, a), (B, b)] {
+            mesh.set_connection(master, Connection::Connected);
+            mesh.apply_status(master, status);
+        }
+        mesh
+    }
+
+    fn ids<R>(rows: &[R], id: impl Fn(&R) -> &str) -> Vec<String> {
+        rows.iter().map(|r| id(r).to_string()).collect()
+    }
+
+    #[test]
+    fn a_sidecar_two_masters_know_shows_once_as_its_connected_master_sees_it() {
+        use PeerStatus::{Down, Up};
+        let a = || {
+            status(
+                "master-a",
+                vec![sidecar("s2", Up, true), sidecar("s1", Down, false)],
+                Vec::new(),
+            )
+        };
+        let b = || {
+            status(
+                "master-b",
+                vec![sidecar("s1", Up, true), sidecar("s3", Up, true)],
+                vec![],
+            )
+        };
+        // Whichever master reports first, the connected view of s1 wins.
+        for mesh in [two_masters(a(), b()), two_masters(b(), a())] {
+            let rows = mesh.sidecar_rows();
+            assert_eq!(
+                ids(&rows, |r| &r.id),
+                ["s1", "s2", "s3"],
+                "one row each, by id"
+            );
+            let s1 = &rows[0];
+            assert_eq!(
+                (s1.master.as_str(), s1.status, s1.connected),
+                ("master-b", PeerState::Up, true)
+            );
+            assert_eq!(rows[1].master, "master-a");
+        }
+    }
+
+    #[test]
+    fn a_client_two_masters_know_shows_its_live_report_then_its_newest() {
+        use PeerStatus::{Down, Up};
+        let a = status(
+            "master-a",
+            Vec::new(),
+            vec![
+                // Seen more recently, but down: the other report is live.
+                client("s1", "c1", Down, 1),
+                client("s1", "c2", Up, 2),
+                client("s1", "c3", Up, 5),
+            ],
+        );
+        let b = status(
+            "master-b",
+            Vec::new(),
+            vec![
+                client("s2", "c1", Up, 30),
+                // Up on both: the newer report (master-a's) wins.
+                client("s2", "c2", Up, 20),
+                // Clients without info are not counted.
+                ClientView {
+                    sidecar_id: "s2".into(),
+                    info: None,
+                },
+            ],
+        );
+        let rows = two_masters(a, b).client_rows();
+        assert_eq!(ids(&rows, |r| &r.id), ["c1", "c2", "c3"]);
+        let seen: Vec<(&str, &str, PeerState)> = rows
+            .iter()
+            .map(|r| (r.sidecar.as_str(), r.master.as_str(), r.status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("s2", "master-b", PeerState::Up),
+                ("s1", "master-a", PeerState::Up),
+                ("s1", "master-a", PeerState::Up),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_master_that_goes_away_keeps_its_last_view_but_is_not_asked_to_check() {
+        use PeerStatus::Up;
+        let mut mesh = two_masters(
+            status(
+                "master-a",
+                vec![sidecar("s1", Up, true)],
+                vec![client("s1", "c1", Up, 1)],
+            ),
+            status(
+                "master-b",
+                vec![sidecar("s2", Up, true)],
+                vec![client("s2", "c2", Up, 1)],
+            ),
+        );
+        assert_eq!(mesh.masters_for(Some("c1")), [A]);
+        mesh.set_connection(
+            A,
+            Connection::Connecting {
+                attempt: 1,
+                error: Some("connection refused".into()),
+            },
+        );
+
+        let masters = mesh.master_rows();
+        assert!(!masters[A].connected);
+        assert_eq!(masters[A].error.as_deref(), Some("connection refused"));
+        assert_eq!(masters[A].id, "master-a", "its id is still known");
+        assert!(masters[B].connected);
+        // Its last report stays on screen rather than the mesh shrinking.
+        assert_eq!(ids(&mesh.sidecar_rows(), |r| &r.id), ["s1", "s2"]);
+        assert_eq!(ids(&mesh.client_rows(), |r| &r.id), ["c1", "c2"]);
+        // But only connected masters are asked to run checks.
+        assert_eq!(mesh.masters_for(None), [B]);
+        assert_eq!(mesh.masters_for(Some("c1")), Vec::<usize>::new());
+        assert_eq!(mesh.masters_for(Some("s2")), [B]);
+    }
+
+    #[test]
+    fn a_new_status_replaces_the_old_one_and_unknown_masters_are_ignored() {
+        use PeerStatus::Up;
+        let mut mesh = two_masters(
+            status(
+                "master-a",
+                vec![sidecar("s1", Up, true), sidecar("s2", Up, true)],
+                vec![],
+            ),
+            status("master-b", vec![], vec![]),
+        );
+        mesh.apply_status(A, status("master-a", vec![sidecar("s2", Up, true)], vec![]));
+        assert_eq!(ids(&mesh.sidecar_rows(), |r| &r.id), ["s2"], "s1 left");
+
+        // Updates for a master the console does not watch change nothing.
+        mesh.apply_status(7, status("ghost", vec![sidecar("s9", Up, true)], vec![]));
+        mesh.apply_stats(7, Stats::default());
+        mesh.set_connection(7, Connection::Connected);
+        assert_eq!(ids(&mesh.sidecar_rows(), |r| &r.id), ["s2"]);
+        assert_eq!(mesh.masters.len(), 2);
+        assert!(mesh.masters.iter().all(|m| m.stats.is_none()));
+    }
+
+    #[test]
+    fn rows_of_a_master_that_never_answered_are_labelled_by_address() {
+        let mut mesh = Mesh::new(vec!["10.0.0.9:9011".into()]);
+        let mut anonymous = status("", vec![sidecar("s1", PeerStatus::Up, true)], vec![]);
+        anonymous.master = None;
+        mesh.apply_status(A, anonymous);
+        assert_eq!(mesh.sidecar_rows()[0].master, "10.0.0.9:9011");
+        let master = &mesh.master_rows()[A];
+        assert_eq!((master.id.as_str(), master.connected), ("", false));
+    }
+
+    #[test]
+    fn master_rows_take_totals_and_kafka_from_the_stats_stream_when_there_is_one() {
+        let mut mesh = Mesh::new(vec!["10.0.0.1:9011".into()]);
+        let mut with_kafka = status("master-a", vec![], vec![]);
+        if let Some(master) = with_kafka.master.as_mut() {
+            master.kafka = Some(KafkaStatus {
+                ready: true,
+                ..KafkaStatus::default()
+            });
+            master.totals = Some(Totals {
+                published: 10,
+                ..Totals::default()
+            });
+        }
+        mesh.apply_status(A, with_kafka);
+        let row = &mesh.master_rows()[A];
+        assert_eq!((row.published, row.kafka_ready), (10, true), "status alone");
+
+        mesh.apply_stats(
+            A,
+            Stats {
+                totals: Some(Totals {
+                    published: 25,
+                    ..Totals::default()
+                }),
+                rates: Some(Rates {
+                    published_per_s: 4.0,
+                    ..Rates::default()
+                }),
+                kafka_ready: false,
+                ..Stats::default()
+            },
+        );
+        let row = &mesh.master_rows()[A];
+        assert_eq!(
+            (row.published, row.kafka_ready),
+            (25, false),
+            "stats are newer"
+        );
+        assert_eq!(row.published_per_s, 4.0);
+    }
+
+    fn stats(published_per_s: f64) -> Stats {
+        Stats {
+            rates: Some(Rates {
+                published_per_s,
+                ..Rates::default()
+            }),
+            ..Stats::default()
+        }
+    }
+
+    #[test]
+    fn published_history_adds_masters_up_aligned_at_the_newest_second() {
+        let mut mesh = Mesh::new(vec!["a:1".into(), "b:1".into()]);
+        for rate in [1.0, 2.0, 3.0] {
+            mesh.apply_stats(A, stats(rate));
+        }
+        // master-b answered only lately; the rates are rounded, never negative.
+        for rate in [9.6, -5.0] {
+            mesh.apply_stats(B, stats(rate));
+        }
+        assert_eq!(mesh.published_history(), [1, 12, 3]);
+
+        for i in 0..(HISTORY as u64 + 5) {
+            mesh.apply_stats(A, stats(i as f64));
+        }
+        let history = mesh.published_history();
+        assert_eq!(history.len(), HISTORY, "bounded");
+        assert_eq!(history.last(), Some(&(HISTORY as u64 + 4)), "newest kept");
+    }
+
+    #[test]
+    fn heartbeat_rows_keep_the_last_samples_of_each_peer() {
+        let mut mesh = Mesh::default();
+        let sample = |tier: Tier, peer: &str, rtt_us: u64| HeartbeatSample {
+            at_unix_nanos: NOW,
+            checker_id: "master-a".into(),
+            tier: tier as i32,
+            peer_id: peer.into(),
+            rtt_us,
+        };
+        for rtt_us in 1..=(HISTORY as u64 + 30) {
+            mesh.apply_heartbeat(sample(Tier::Sidecar, "s1", rtt_us));
+        }
+        // The same id in another tier is another peer.
+        mesh.apply_heartbeat(sample(Tier::Client, "s1", 7));
+        let rows = mesh.heartbeat_rows();
+        assert_eq!(rows.len(), 2);
+        let sidecar = rows
+            .iter()
+            .find(|r| r.tier == PeerTier::Sidecar)
+            .expect("the sidecar's row");
+        assert_eq!(sidecar.samples.len(), HISTORY, "bounded");
+        assert_eq!(sidecar.samples.first(), Some(&31), "oldest dropped");
+        assert_eq!(sidecar.last_us, HISTORY as u64 + 30);
+        assert_eq!(sidecar.avg_us, (31 + HISTORY as u64 + 30) / 2);
+        let client = rows
+            .iter()
+            .find(|r| r.tier == PeerTier::Client)
+            .expect("the client's row");
+        assert_eq!((client.last_us, client.avg_us, client.p99_us), (7, 7, 7));
+    }
+
+    fn check(master: &str, check_id: u64, peers: &[&str]) -> CheckOutcome {
+        CheckOutcome {
+            master: master.to_string(),
+            result: Ok(HealthCheckReport {
+                check_id,
+                master_id: master.to_string(),
+                rows: peers
+                    .iter()
+                    .map(|peer| HealthCheckRow {
+                        peer_id: peer.to_string(),
+                        tier: Tier::Client as i32,
+                        status: PeerStatus::Degraded as i32,
+                        ..HealthCheckRow::default()
+                    })
+                    .collect(),
+                ..HealthCheckReport::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn only_the_latest_check_of_each_master_shows() {
+        let mut mesh = Mesh::default();
+        mesh.apply_check(check("master-a", 1, &["old"]));
+        mesh.apply_check(check("master-b", 2, &["b1", "b2"]));
+        mesh.apply_check(check("master-a", 3, &["a1"]));
+        let rows = mesh.check_rows();
+        let seen: Vec<(&str, u64, &str)> = rows
+            .iter()
+            .map(|r| (r.master.as_str(), r.check_id, r.peer.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("master-a", 3, "a1"),
+                ("master-b", 2, "b1"),
+                ("master-b", 2, "b2")
+            ],
+            "newest first"
+        );
+        assert_eq!(
+            (rows[0].tier, rows[0].status),
+            (PeerTier::Client, PeerState::Degraded)
+        );
+
+        // A failed check hides the older answer of the same master.
+        mesh.apply_check(CheckOutcome {
+            master: "master-b".into(),
+            result: Err("unreachable".into()),
+        });
+        assert_eq!(ids(&mesh.check_rows(), |r| &r.peer), ["a1"]);
+
+        for id in 0..30 {
+            mesh.apply_check(check(&format!("m{id}"), id, &[]));
+        }
+        assert_eq!(mesh.checks.len(), 20, "bounded");
+    }
+
+    #[test]
+    fn backlog_rows_are_the_spooling_clients_largest_then_oldest_first() {
+        let spooling = |id: &str, rows: u64, oldest_ago: i64| {
+            let mut view = client("s1", id, PeerStatus::Up, 1);
+            if let Some(info) = view.info.as_mut() {
+                info.backlog = Some(Backlog {
+                    rows,
+                    bytes: rows * 100,
+                    oldest_unix_nanos: NOW - oldest_ago * SECOND,
+                });
+            }
+            view
+        };
+        let mesh = two_masters(
+            status(
+                "master-a",
+                vec![],
+                vec![
+                    spooling("small", 5, 60),
+                    spooling("empty", 0, 0),
+                    spooling("big-new", 50, 10),
+                ],
+            ),
+            status("master-b", vec![], vec![spooling("big-old", 50, 90)]),
+        );
+        assert_eq!(
+            ids(&mesh.backlog_rows(), |r| &r.id),
+            ["big-old", "big-new", "small"]
+        );
+    }
+
+    #[test]
+    fn states_and_tiers_come_from_wire_numbers_and_read_as_words() {
+        assert_eq!(
+            PeerState::from_wire(PeerStatus::Down as i32),
+            PeerState::Down
+        );
+        assert_eq!(
+            PeerState::from_wire(PeerStatus::Unspecified as i32),
+            PeerState::Unknown
+        );
+        assert_eq!(PeerState::from_wire(42), PeerState::Unknown);
+        assert_eq!(PeerTier::from_wire(Tier::Kafka as i32), PeerTier::Kafka);
+        assert_eq!(PeerTier::from_wire(-1), PeerTier::Unknown);
+        // `status --json` and `check --json` print words.
+        for state in PeerState::ALL {
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(serde_json::Value::from(state.word()))
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(PeerTier::Sidecar).ok(),
+            Some(serde_json::Value::from("sidecar"))
+        );
+        // `status` pads them into columns.
+        assert_eq!(format!("[{:<8}]", PeerState::Up), "[up      ]");
+        assert_eq!(format!("[{:>6}]", PeerTier::Kafka), "[ kafka]");
+    }
+}
