@@ -4,66 +4,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::remote::RemoteEvent;
-use crate::state::{
-    CheckOutcome, CheckRow, ClientRow, HeartbeatRow, Mesh, PeerState, PeerTier, SidecarRow,
-};
-
-/// The dashboard's views, in tab order (number keys 1-6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    Overview,
-    Sidecars,
-    Clients,
-    Heartbeats,
-    Backlog,
-    Health,
-}
-
-impl View {
-    pub const ALL: [View; 6] = [
-        View::Overview,
-        View::Sidecars,
-        View::Clients,
-        View::Heartbeats,
-        View::Backlog,
-        View::Health,
-    ];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            View::Overview => "Overview",
-            View::Sidecars => "Sidecars",
-            View::Clients => "Clients",
-            View::Heartbeats => "Heartbeats",
-            View::Backlog => "Backlog",
-            View::Health => "Health checks",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|v| *v == self).unwrap_or(0)
-    }
-
-    /// Column names `s` cycles through, first is the default.
-    pub fn sort_columns(self) -> &'static [&'static str] {
-        match self {
-            View::Overview => &[],
-            View::Sidecars => &["id", "status", "rtt", "events", "clients"],
-            View::Clients => &[
-                "id",
-                "sidecar",
-                "status",
-                "rtt",
-                "sent",
-                "backlog",
-                "last seen",
-            ],
-            View::Heartbeats => &["peer", "tier", "latest", "avg", "p99"],
-            View::Backlog => &["rows", "bytes", "oldest", "id"],
-            View::Health => &["tier", "peer", "status", "rtt"],
-        }
-    }
-}
+use crate::state::{CheckOutcome, Mesh, PeerState};
+use crate::view::{Query, SortKey, View, ViewTable};
 
 /// What the app asks its runner to do after a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +26,8 @@ pub struct App {
     pub filter: String,
     /// Typing into the filter (after `/`).
     pub editing_filter: bool,
-    /// Sort column index per view.
-    pub sort: [usize; 6],
+    /// Per view, the index of its sort key in the `s` cycle.
+    pub sort: [usize; View::COUNT],
     pub reverse: bool,
     pub show_help: bool,
     /// Health checks asked for and not answered yet.
@@ -106,7 +48,7 @@ impl App {
             selected: 0,
             filter: String::new(),
             editing_filter: false,
-            sort: [0; 6],
+            sort: [0; View::COUNT],
             reverse: false,
             show_help: false,
             checks_running: 0,
@@ -116,167 +58,42 @@ impl App {
         }
     }
 
-    pub fn sort_column(&self) -> Option<&'static str> {
-        self.view
-            .sort_columns()
-            .get(self.sort[self.view.index()])
-            .copied()
-    }
-
-    /// Whether the rows run largest first (counts and sizes do, names and
-    /// round trips do not), after `r`.
-    pub fn sort_descending(&self) -> bool {
-        let descending = self
-            .sort_column()
-            .is_some_and(|column| descending_column(self.view, column));
-        descending != self.reverse
-    }
-
-    fn matches(&self, fields: &[&str]) -> bool {
-        if self.filter.is_empty() {
-            return true;
+    /// How `view`'s rows are filtered and ordered now.
+    pub fn query(&self, view: View) -> Query<'_> {
+        Query {
+            filter: &self.filter,
+            sort: self.sort.get(view.index()).copied().unwrap_or(0),
+            reverse: self.reverse,
         }
-        let needle = self.filter.to_lowercase();
-        fields.iter().any(|f| f.to_lowercase().contains(&needle))
     }
 
-    pub fn sidecar_rows(&self) -> Vec<SidecarRow> {
-        let mut rows: Vec<SidecarRow> = self
-            .mesh
-            .sidecar_rows()
-            .into_iter()
-            .filter(|r| self.matches(&[&r.id, &r.address, &r.master, r.status.word()]))
-            .collect();
-        sort_rows(
-            &mut rows,
-            self.sort_column(),
-            self.reverse,
-            |r, column| match column {
-                "status" => Key::Text(status_rank(r.status).to_string()),
-                "rtt" => Key::Num(r.rtt_last_us),
-                "events" => Key::NumDesc(r.events_forwarded),
-                "clients" => Key::NumDesc(u64::from(r.clients)),
-                _ => Key::Text(r.id.clone()),
-            },
-        );
-        rows
+    /// The rows `table` shows: filtered by `/`, ordered by `s` and `r`.
+    pub fn rows<R, S: SortKey<R>>(&self, table: &ViewTable<R, S>) -> Vec<R> {
+        table.select(&self.mesh, &self.query(table.view))
     }
 
-    pub fn client_rows(&self) -> Vec<ClientRow> {
-        let mut rows: Vec<ClientRow> = self
-            .mesh
-            .client_rows()
-            .into_iter()
-            .filter(|r| self.matches(&[&r.id, &r.address, &r.sidecar, r.status.word()]))
-            .collect();
-        sort_rows(
-            &mut rows,
-            self.sort_column(),
-            self.reverse,
-            |r, column| match column {
-                "sidecar" => Key::Text(r.sidecar.clone()),
-                "status" => Key::Text(status_rank(r.status).to_string()),
-                "rtt" => Key::Num(r.rtt_last_us),
-                "sent" => Key::NumDesc(r.events_sent),
-                "backlog" => Key::NumDesc(r.backlog_rows),
-                "last seen" => Key::NumDesc(u64::try_from(r.last_seen_unix_nanos).unwrap_or(0)),
-                _ => Key::Text(r.id.clone()),
-            },
-        );
-        rows
+    /// The key `table` is sorted by.
+    pub fn sorted_by<R, S: SortKey<R>>(&self, table: &ViewTable<R, S>) -> Option<S> {
+        table.sort_key(&self.query(table.view))
     }
 
-    pub fn heartbeat_rows(&self) -> Vec<HeartbeatRow> {
-        let mut rows: Vec<HeartbeatRow> = self
-            .mesh
-            .heartbeat_rows()
-            .into_iter()
-            .filter(|r| self.matches(&[&r.peer, r.tier.word(), &r.checker]))
-            .collect();
-        sort_rows(
-            &mut rows,
-            self.sort_column(),
-            self.reverse,
-            |r, column| match column {
-                "tier" => Key::Text(r.tier.word().to_string()),
-                "latest" => Key::NumDesc(r.last_us),
-                "avg" => Key::NumDesc(r.avg_us),
-                "p99" => Key::NumDesc(r.p99_us),
-                _ => Key::Text(r.peer.clone()),
-            },
-        );
-        rows
-    }
-
-    pub fn backlog_rows(&self) -> Vec<ClientRow> {
-        let mut rows: Vec<ClientRow> = self
-            .mesh
-            .backlog_rows()
-            .into_iter()
-            .filter(|r| self.matches(&[&r.id, &r.sidecar]))
-            .collect();
-        sort_rows(
-            &mut rows,
-            self.sort_column(),
-            self.reverse,
-            |r, column| match column {
-                "bytes" => Key::NumDesc(r.backlog_bytes),
-                "oldest" => Key::Num(u64::try_from(r.backlog_oldest_unix_nanos).unwrap_or(0)),
-                "id" => Key::Text(r.id.clone()),
-                _ => Key::NumDesc(r.backlog_rows),
-            },
-        );
-        rows
-    }
-
-    pub fn check_rows(&self) -> Vec<CheckRow> {
-        let mut rows: Vec<CheckRow> = self
-            .mesh
-            .check_rows()
-            .into_iter()
-            .filter(|r| self.matches(&[&r.peer, r.tier.word(), r.status.word(), &r.checker]))
-            .collect();
-        sort_rows(
-            &mut rows,
-            self.sort_column(),
-            self.reverse,
-            |r, column| match column {
-                "peer" => Key::Text(r.peer.clone()),
-                "status" => Key::Text(status_rank(r.status).to_string()),
-                "rtt" => Key::NumDesc(r.rtt_us),
-                _ => Key::Text(format!("{}{}", tier_rank(r.tier), r.peer)),
-            },
-        );
-        rows
+    /// The name of the key the current view is sorted by.
+    pub fn sort_name(&self) -> Option<&'static str> {
+        self.view.table().sort_name(&self.query(self.view))
     }
 
     /// Rows in the current view (for moving the selection).
     pub fn row_count(&self) -> usize {
-        match self.view {
-            View::Overview => self.mesh.masters.len(),
-            View::Sidecars => self.sidecar_rows().len(),
-            View::Clients => self.client_rows().len(),
-            View::Heartbeats => self.heartbeat_rows().len(),
-            View::Backlog => self.backlog_rows().len(),
-            View::Health => self.check_rows().len(),
-        }
+        self.view
+            .table()
+            .row_count(&self.mesh, &self.query(self.view))
     }
 
     /// The peer id of the selected row, for `h`.
     pub fn selected_peer(&self) -> Option<String> {
-        let i = self.selected;
-        match self.view {
-            View::Overview => None,
-            View::Sidecars => self.sidecar_rows().get(i).map(|r| r.id.clone()),
-            View::Clients => self.client_rows().get(i).map(|r| r.id.clone()),
-            View::Heartbeats => self.heartbeat_rows().get(i).map(|r| r.peer.clone()),
-            View::Backlog => self.backlog_rows().get(i).map(|r| r.id.clone()),
-            View::Health => self
-                .check_rows()
-                .get(i)
-                .filter(|r| matches!(r.tier, PeerTier::Sidecar | PeerTier::Client))
-                .map(|r| r.peer.clone()),
-        }
+        self.view
+            .table()
+            .peer(&self.mesh, &self.query(self.view), self.selected)
     }
 
     fn switch(&mut self, view: View) {
@@ -347,11 +164,12 @@ impl App {
             }
             KeyCode::Esc => self.filter.clear(),
             KeyCode::Char('s') => {
-                let columns = self.view.sort_columns().len();
-                if columns > 0 {
-                    let i = self.view.index();
-                    self.sort[i] = (self.sort[i] + 1) % columns;
-                    self.message = self.sort_column().map(|c| format!("sorted by {c}"));
+                let keys = self.view.table().sort_count();
+                if let Some(sort) = self.sort.get_mut(self.view.index()) {
+                    if keys > 0 {
+                        *sort = (*sort + 1) % keys;
+                        self.message = self.sort_name().map(|name| format!("sorted by {name}"));
+                    }
                 }
             }
             KeyCode::Char('r') => {
@@ -425,67 +243,5 @@ impl App {
             }
         }
         self.clamp_selection();
-    }
-}
-
-/// A sort key: text ascending, numbers ascending or descending.
-enum Key {
-    Text(String),
-    Num(u64),
-    NumDesc(u64),
-}
-
-fn compare(a: &Key, b: &Key) -> std::cmp::Ordering {
-    match (a, b) {
-        (Key::Text(a), Key::Text(b)) => a.cmp(b),
-        (Key::Num(a), Key::Num(b)) => a.cmp(b),
-        (Key::NumDesc(a), Key::NumDesc(b)) => b.cmp(a),
-        _ => std::cmp::Ordering::Equal,
-    }
-}
-
-fn sort_rows<T>(
-    rows: &mut [T],
-    column: Option<&str>,
-    reverse: bool,
-    key: impl Fn(&T, &str) -> Key,
-) {
-    if let Some(column) = column {
-        rows.sort_by(|a, b| compare(&key(a, column), &key(b, column)));
-    }
-    if reverse {
-        rows.reverse();
-    }
-}
-
-/// Columns whose natural order is largest first (see the `Key::NumDesc`
-/// keys in the row functions above).
-fn descending_column(view: View, column: &str) -> bool {
-    matches!(
-        (view, column),
-        (View::Sidecars, "events" | "clients")
-            | (View::Clients, "sent" | "backlog" | "last seen")
-            | (View::Heartbeats, "latest" | "avg" | "p99")
-            | (View::Backlog, "rows" | "bytes")
-            | (View::Health, "rtt")
-    )
-}
-
-/// Problems first when sorting by status.
-fn status_rank(status: PeerState) -> u8 {
-    match status {
-        PeerState::Down => 0,
-        PeerState::Degraded => 1,
-        PeerState::Unknown => 2,
-        PeerState::Up => 3,
-    }
-}
-
-fn tier_rank(tier: PeerTier) -> u8 {
-    match tier {
-        PeerTier::Kafka => 0,
-        PeerTier::Master => 1,
-        PeerTier::Sidecar => 2,
-        PeerTier::Client | PeerTier::Unknown => 3,
     }
 }

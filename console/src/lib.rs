@@ -7,8 +7,10 @@
 //! # Layout
 //! - [`remote`]: one watcher task per master (reconnects with backoff).
 //! - [`state`]: what the console knows, merged across masters.
+//! - [`view`]: the views, and the typed description of each view's table.
 //! - [`app`]: the dashboard's state, keys and updates (pure).
-//! - [`ui`]: rendering, `impl Widget for &App`.
+//! - [`ui`]: rendering, `impl Widget for &App`; each view's table
+//!   description beside the code that draws the view.
 //! - [`tui`]: the terminal, the event loop, logging to a file.
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
 //! - [`status`]: `smesh-console status`.
@@ -24,3 +26,4 @@ pub mod state;
 pub mod status;
 pub mod tui;
 pub mod ui;
+pub mod view;

@@ -116,6 +116,17 @@ impl PeerState {
         }
     }
 
+    /// Problems first: down, degraded, unknown, up (how a status column
+    /// sorts).
+    pub fn problems_first(self) -> u8 {
+        match self {
+            PeerState::Down => 0,
+            PeerState::Degraded => 1,
+            PeerState::Unknown => 2,
+            PeerState::Up => 3,
+        }
+    }
+
     /// The word people and JSON read.
     pub fn word(self) -> &'static str {
         match self {
@@ -557,20 +568,21 @@ impl Mesh {
     }
 }
 
+/// Builders of masters' answers, for the tests of the state and of the views.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use smesh_proto::admin::{
-        ClientView, HealthCheckRow, KafkaStatus, MasterInfo, Rates, SidecarInfo, Totals,
-    };
-    use smesh_proto::mesh::{Backlog, ClientInfo};
+pub(crate) mod fixtures {
+    use smesh_proto::admin::{ClientView, MasterInfo, SidecarInfo, Status};
+    use smesh_proto::mesh::{ClientInfo, PeerStatus};
 
-    const SECOND: i64 = 1_000_000_000;
-    const NOW: i64 = 1_750_000_000 * SECOND;
-    const A: usize = 0;
-    const B: usize = 1;
+    use super::{Connection, Mesh};
 
-    fn sidecar(id: &str, status: PeerStatus, connected: bool) -> SidecarInfo {
+    pub(crate) const SECOND: i64 = 1_000_000_000;
+    /// The clock of every fixture.
+    pub(crate) const NOW: i64 = 1_750_000_000 * SECOND;
+    pub(crate) const A: usize = 0;
+    pub(crate) const B: usize = 1;
+
+    pub(crate) fn sidecar(id: &str, status: PeerStatus, connected: bool) -> SidecarInfo {
         SidecarInfo {
             id: id.to_string(),
             address: format!("{id}.example:9000"),
@@ -580,7 +592,7 @@ mod tests {
         }
     }
 
-    fn client(sidecar: &str, id: &str, status: PeerStatus, seen_ago: i64) -> ClientView {
+    pub(crate) fn client(sidecar: &str, id: &str, status: PeerStatus, seen_ago: i64) -> ClientView {
         ClientView {
             sidecar_id: sidecar.to_string(),
             info: Some(ClientInfo {
@@ -592,7 +604,11 @@ mod tests {
         }
     }
 
-    fn status(master: &str, sidecars: Vec<SidecarInfo>, clients: Vec<ClientView>) -> Status {
+    pub(crate) fn status(
+        master: &str,
+        sidecars: Vec<SidecarInfo>,
+        clients: Vec<ClientView>,
+    ) -> Status {
         Status {
             master: Some(MasterInfo {
                 id: master.to_string(),
@@ -604,15 +620,32 @@ mod tests {
         }
     }
 
-    /// Two masters, both connected, reporting what is given.
-    fn two_masters(a: Status, b: Status) -> Mesh {
-        let mut mesh = Mesh::new(vec!["10.0.0.1:9011".into(), "10.0.0.2:9011".into()]);
-        for (master, status) in [(A, a), (B, b)] {
+    /// Masters, all connected, each reporting its status.
+    pub(crate) fn masters(statuses: Vec<Status>) -> Mesh {
+        let mut mesh = Mesh::new(
+            (1..=statuses.len())
+                .map(|i| format!("10.0.0.{i}:9011"))
+                .collect(),
+        );
+        for (master, status) in statuses.into_iter().enumerate() {
             mesh.set_connection(master, Connection::Connected);
             mesh.apply_status(master, status);
         }
         mesh
     }
+
+    /// Two masters, both connected, reporting what is given.
+    pub(crate) fn two_masters(a: Status, b: Status) -> Mesh {
+        masters(vec![a, b])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use smesh_proto::admin::{ClientView, HealthCheckRow, KafkaStatus, Rates, Totals};
+    use smesh_proto::mesh::Backlog;
 
     fn ids<R>(rows: &[R], id: impl Fn(&R) -> &str) -> Vec<String> {
         rows.iter().map(|r| id(r).to_string()).collect()

@@ -6,55 +6,113 @@ use ratatui::text::{Line, Span, Text};
 
 use crate::app::App;
 use crate::format;
-use crate::state::ClientRow;
+use crate::state::{ClientRow, Mesh};
+use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
-use super::table::{Column, TableView, empty_text, render_table, view_title};
-use super::text::{backlog_style, status_span};
+use super::table::{Frame, empty_text, render_table, view_title};
+use super::text::backlog_style;
 
-const BACKLOG_COLUMNS: [Column; 8] = [
-    Column::text("CLIENT", Some("id"), Constraint::Fill(1)),
-    Column::text("SIDECAR", None, Constraint::Fill(1)).drop_rank(2),
-    Column::text("MASTER", None, Constraint::Fill(1)).drop_rank(3),
-    Column::text("STATUS", None, Constraint::Length(8)).drop_rank(2),
-    Column::number("ROWS", Some("rows"), Constraint::Length(8)),
-    Column::number("BYTES", Some("bytes"), Constraint::Length(9)).drop_rank(1),
-    Column::number("OLDEST", Some("oldest"), Constraint::Length(8)).drop_rank(1),
-    Column::number("LAST SEEN", None, Constraint::Length(9)).drop_rank(2),
-];
+/// What `s` sorts the spooling clients by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BacklogSort {
+    /// Spooled events, most first.
+    Rows,
+    /// Spooled bytes, most first.
+    Bytes,
+    /// The oldest spooled event, oldest first.
+    Oldest,
+    /// The client's id.
+    Id,
+}
+
+impl SortKey<ClientRow> for BacklogSort {
+    const CYCLE: &'static [Self] = &[
+        BacklogSort::Rows,
+        BacklogSort::Bytes,
+        BacklogSort::Oldest,
+        BacklogSort::Id,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            BacklogSort::Rows => "rows",
+            BacklogSort::Bytes => "bytes",
+            BacklogSort::Oldest => "oldest",
+            BacklogSort::Id => "id",
+        }
+    }
+
+    fn order(self) -> Order {
+        match self {
+            BacklogSort::Rows | BacklogSort::Bytes => Order::Descending,
+            BacklogSort::Oldest | BacklogSort::Id => Order::Ascending,
+        }
+    }
+
+    fn value(self, row: &ClientRow) -> SortValue<'_> {
+        match self {
+            BacklogSort::Rows => SortValue::Number(row.backlog_rows),
+            BacklogSort::Bytes => SortValue::Number(row.backlog_bytes),
+            BacklogSort::Oldest => {
+                SortValue::Number(u64::try_from(row.backlog_oldest_unix_nanos).unwrap_or(0))
+            }
+            BacklogSort::Id => SortValue::Text(&row.id),
+        }
+    }
+}
+
+type BacklogColumn = Column<ClientRow, BacklogSort>;
+
+/// The spooling clients' table.
+pub static BACKLOG: ViewTable<ClientRow, BacklogSort> = ViewTable {
+    view: View::Backlog,
+    rows: Mesh::backlog_rows,
+    peer: |c| Some(&c.id),
+    columns: &[
+        BacklogColumn::text("CLIENT", Constraint::Fill(1), |c| &c.id)
+            .sorted_by(BacklogSort::Id)
+            .searched(),
+        BacklogColumn::text("SIDECAR", Constraint::Fill(1), |c| &c.sidecar)
+            .searched()
+            .drop_rank(2),
+        BacklogColumn::text("MASTER", Constraint::Fill(1), |c| &c.master).drop_rank(3),
+        BacklogColumn::state("STATUS", Constraint::Length(8), |c| c.status).drop_rank(2),
+        BacklogColumn::number("ROWS", Constraint::Length(8), |c, _| {
+            Text::from(Line::styled(
+                format::count(c.backlog_rows),
+                backlog_style(true),
+            ))
+        })
+        .sorted_by(BacklogSort::Rows),
+        BacklogColumn::number("BYTES", Constraint::Length(9), |c, _| {
+            Text::from(format::bytes(c.backlog_bytes))
+        })
+        .sorted_by(BacklogSort::Bytes)
+        .drop_rank(1),
+        BacklogColumn::number("OLDEST", Constraint::Length(8), |c, cx| {
+            Text::from(format::since(
+                c.backlog_oldest_unix_nanos,
+                cx.now_unix_nanos,
+            ))
+        })
+        .sorted_by(BacklogSort::Oldest)
+        .drop_rank(1),
+        BacklogColumn::number("LAST SEEN", Constraint::Length(9), |c, cx| {
+            Text::from(format::ago(c.last_seen_unix_nanos, cx.now_unix_nanos))
+        })
+        .drop_rank(2),
+    ],
+};
 
 pub(super) fn render_backlog(app: &App, area: Rect, buf: &mut Buffer) {
-    let now = app.now_unix_nanos;
-    let backlog: Vec<ClientRow> = app.backlog_rows();
+    let backlog = app.rows(&BACKLOG);
     let rows_total = backlog
         .iter()
         .fold(0u64, |sum, c| sum.saturating_add(c.backlog_rows));
     let bytes_total = backlog
         .iter()
         .fold(0u64, |sum, c| sum.saturating_add(c.backlog_bytes));
-    let rows = backlog
-        .iter()
-        .map(|c| {
-            vec![
-                Text::from(c.id.clone()),
-                Text::from(c.sidecar.clone()),
-                Text::from(c.master.clone()),
-                Text::from(Line::from(status_span(c.status))),
-                Text::from(Line::styled(
-                    format::count(c.backlog_rows),
-                    backlog_style(true),
-                )),
-                Text::from(format::bytes(c.backlog_bytes)),
-                Text::from(format::since(c.backlog_oldest_unix_nanos, now)),
-                Text::from(format::ago(c.last_seen_unix_nanos, now)),
-            ]
-        })
-        .collect();
-    let mut title = view_title(
-        "Backlog",
-        backlog.len(),
-        app.mesh.backlog_rows().len(),
-        &app.filter,
-    );
+    let mut title = view_title(app, &BACKLOG, backlog.len());
     if !backlog.is_empty() {
         title.spans.push(Span::raw(format!(
             "· {} rows · {} spooled ",
@@ -62,20 +120,14 @@ pub(super) fn render_backlog(app: &App, area: Rect, buf: &mut Buffer) {
             format::bytes(bytes_total)
         )));
     }
-    render_table(
-        app,
-        area,
-        buf,
-        &TableView {
-            title,
-            notes: Vec::new(),
-            columns: &BACKLOG_COLUMNS,
-            rows,
-            empty: empty_text(
-                app,
-                "no client has spooled events",
-                "no client with spooled events matches",
-            ),
-        },
-    );
+    let frame = Frame {
+        title,
+        notes: Vec::new(),
+        empty: empty_text(
+            app,
+            "no client has spooled events",
+            "no client with spooled events matches",
+        ),
+    };
+    render_table(app, area, buf, &BACKLOG, &backlog, &frame);
 }

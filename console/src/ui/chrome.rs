@@ -7,8 +7,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use crate::app::{App, View};
+use crate::app::App;
 use crate::state::{Connection, MasterView};
+use crate::view::View;
 
 use super::text::{dim, fit, truncate};
 

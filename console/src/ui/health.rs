@@ -7,25 +7,108 @@ use ratatui::text::{Line, Span, Text};
 
 use crate::app::App;
 use crate::format;
-use crate::state::PeerState;
+use crate::state::{CheckRow, Mesh, PeerState, PeerTier};
+use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
-use super::table::{Column, TableView, empty_text, render_table, view_title};
-use super::text::{plural, status_span, status_style};
+use super::table::{Frame, empty_text, render_table, view_title};
+use super::text::{plural, status_style};
 
-const CHECK_COLUMNS: [Column; 8] = [
-    Column::text("TIER", Some("tier"), Constraint::Length(8)).drop_rank(2),
-    Column::text("PEER", Some("peer"), Constraint::Fill(2)),
-    Column::text("CHECKER", None, Constraint::Fill(2)).drop_rank(3),
-    Column::text("ADDRESS", None, Constraint::Fill(2)).drop_rank(3),
-    Column::text("STATUS", Some("status"), Constraint::Length(8)),
-    Column::number("RTT", Some("rtt"), Constraint::Length(7)).drop_rank(1),
-    Column::text("DETAIL", None, Constraint::Fill(3)).drop_rank(1),
-    Column::number("WHEN", None, Constraint::Length(8)).drop_rank(2),
-];
+/// What `s` sorts the checked peers by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSort {
+    /// Kafka, masters, sidecars, clients (the way a check walks the mesh),
+    /// then by peer.
+    Tier,
+    /// The peer's id.
+    Peer,
+    /// Problems first.
+    Status,
+    /// The probe's round trip, slowest first.
+    Rtt,
+}
+
+impl SortKey<CheckRow> for CheckSort {
+    const CYCLE: &'static [Self] = &[
+        CheckSort::Tier,
+        CheckSort::Peer,
+        CheckSort::Status,
+        CheckSort::Rtt,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            CheckSort::Tier => "tier",
+            CheckSort::Peer => "peer",
+            CheckSort::Status => "status",
+            CheckSort::Rtt => "rtt",
+        }
+    }
+
+    fn order(self) -> Order {
+        match self {
+            CheckSort::Tier | CheckSort::Peer | CheckSort::Status => Order::Ascending,
+            CheckSort::Rtt => Order::Descending,
+        }
+    }
+
+    fn value(self, row: &CheckRow) -> SortValue<'_> {
+        match self {
+            CheckSort::Tier => SortValue::Ranked(walk_order(row.tier), &row.peer),
+            CheckSort::Peer => SortValue::Text(&row.peer),
+            CheckSort::Status => SortValue::Number(row.status.problems_first().into()),
+            CheckSort::Rtt => SortValue::Number(row.rtt_us),
+        }
+    }
+}
+
+/// Kafka first, then masters, sidecars, and clients with anything unknown.
+fn walk_order(tier: PeerTier) -> u8 {
+    match tier {
+        PeerTier::Kafka => 0,
+        PeerTier::Master => 1,
+        PeerTier::Sidecar => 2,
+        PeerTier::Client | PeerTier::Unknown => 3,
+    }
+}
+
+type CheckColumn = Column<CheckRow, CheckSort>;
+
+/// The checked peers' table.
+pub static HEALTH_CHECKS: ViewTable<CheckRow, CheckSort> = ViewTable {
+    view: View::Health,
+    rows: Mesh::check_rows,
+    // Only sidecars and clients can be checked one by one.
+    peer: |c| matches!(c.tier, PeerTier::Sidecar | PeerTier::Client).then_some(c.peer.as_str()),
+    columns: &[
+        CheckColumn::text("TIER", Constraint::Length(8), |c| c.tier.word())
+            .sorted_by(CheckSort::Tier)
+            .searched()
+            .drop_rank(2),
+        CheckColumn::text("PEER", Constraint::Fill(2), |c| &c.peer)
+            .sorted_by(CheckSort::Peer)
+            .searched(),
+        CheckColumn::text("CHECKER", Constraint::Fill(2), |c| &c.checker)
+            .searched()
+            .drop_rank(3),
+        CheckColumn::text("ADDRESS", Constraint::Fill(2), |c| &c.address).drop_rank(3),
+        CheckColumn::state("STATUS", Constraint::Length(8), |c| c.status)
+            .sorted_by(CheckSort::Status)
+            .searched(),
+        CheckColumn::number("RTT", Constraint::Length(7), |c, _| {
+            Text::from(format::rtt(c.rtt_us))
+        })
+        .sorted_by(CheckSort::Rtt)
+        .drop_rank(1),
+        CheckColumn::text("DETAIL", Constraint::Fill(3), |c| &c.detail).drop_rank(1),
+        CheckColumn::number("WHEN", Constraint::Length(8), |c, cx| {
+            Text::from(format::ago(c.at_unix_nanos, cx.now_unix_nanos))
+        })
+        .drop_rank(2),
+    ],
+};
 
 pub(super) fn render_health(app: &App, area: Rect, buf: &mut Buffer) {
-    let now = app.now_unix_nanos;
-    let checks = app.check_rows();
+    let checks = app.rows(&HEALTH_CHECKS);
     let mut notes: Vec<Line<'static>> = check_summaries(app)
         .into_iter()
         .map(|summary| {
@@ -50,38 +133,12 @@ pub(super) fn render_health(app: &App, area: Rect, buf: &mut Buffer) {
     } else {
         "the last check found no peer"
     };
-    let rows = checks
-        .iter()
-        .map(|c| {
-            vec![
-                Text::from(c.tier.word()),
-                Text::from(c.peer.clone()),
-                Text::from(c.checker.clone()),
-                Text::from(c.address.clone()),
-                Text::from(Line::from(status_span(c.status))),
-                Text::from(format::rtt(c.rtt_us)),
-                Text::from(c.detail.clone()),
-                Text::from(format::ago(c.at_unix_nanos, now)),
-            ]
-        })
-        .collect();
-    render_table(
-        app,
-        area,
-        buf,
-        &TableView {
-            title: view_title(
-                "Health checks",
-                checks.len(),
-                app.mesh.check_rows().len(),
-                &app.filter,
-            ),
-            notes,
-            columns: &CHECK_COLUMNS,
-            rows,
-            empty: empty_text(app, nothing, "no checked peer matches"),
-        },
-    );
+    let frame = Frame {
+        title: view_title(app, &HEALTH_CHECKS, checks.len()),
+        notes,
+        empty: empty_text(app, nothing, "no checked peer matches"),
+    };
+    render_table(app, area, buf, &HEALTH_CHECKS, &checks, &frame);
 }
 
 /// One line per master's latest check: which, when, how many peers were not

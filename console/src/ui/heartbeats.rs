@@ -7,71 +7,120 @@ use ratatui::text::{Line, Text};
 
 use crate::app::App;
 use crate::format;
+use crate::state::{HeartbeatRow, Mesh};
+use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
-use super::table::{
-    Column, TableView, empty_text, fitted_columns, render_table, titled_block, view_title,
-};
+use super::table::{Frame, empty_text, render_table, view_title};
 
 /// Bars of the heartbeat sparklines, lowest first.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
-const HEARTBEAT_COLUMNS: [Column; 7] = [
-    Column::text("TIER", Some("tier"), Constraint::Length(8)).drop_rank(2),
-    Column::text("PEER", Some("peer"), Constraint::Fill(1)),
-    Column::text("CHECKER", None, Constraint::Fill(1)).drop_rank(3),
-    Column::number("LATEST", Some("latest"), Constraint::Length(8)),
-    Column::number("AVG", Some("avg"), Constraint::Length(7)).drop_rank(2),
-    Column::number("P99", Some("p99"), Constraint::Length(7)).drop_rank(1),
-    Column::number(
-        "HISTORY (scaled to each row's peak)",
-        None,
-        Constraint::Fill(3),
-    )
-    .drop_rank(1),
-];
+/// What `s` sorts the heartbeats by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatSort {
+    /// The peer's id.
+    Peer,
+    /// The tier's word.
+    Tier,
+    /// The latest round trip, slowest first.
+    Latest,
+    /// The average round trip, slowest first.
+    Avg,
+    /// The 99th percentile round trip, slowest first.
+    P99,
+}
+
+impl SortKey<HeartbeatRow> for HeartbeatSort {
+    const CYCLE: &'static [Self] = &[
+        HeartbeatSort::Peer,
+        HeartbeatSort::Tier,
+        HeartbeatSort::Latest,
+        HeartbeatSort::Avg,
+        HeartbeatSort::P99,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            HeartbeatSort::Peer => "peer",
+            HeartbeatSort::Tier => "tier",
+            HeartbeatSort::Latest => "latest",
+            HeartbeatSort::Avg => "avg",
+            HeartbeatSort::P99 => "p99",
+        }
+    }
+
+    fn order(self) -> Order {
+        match self {
+            HeartbeatSort::Peer | HeartbeatSort::Tier => Order::Ascending,
+            HeartbeatSort::Latest | HeartbeatSort::Avg | HeartbeatSort::P99 => Order::Descending,
+        }
+    }
+
+    fn value(self, row: &HeartbeatRow) -> SortValue<'_> {
+        match self {
+            HeartbeatSort::Peer => SortValue::Text(&row.peer),
+            HeartbeatSort::Tier => SortValue::Text(row.tier.word()),
+            HeartbeatSort::Latest => SortValue::Number(row.last_us),
+            HeartbeatSort::Avg => SortValue::Number(row.avg_us),
+            HeartbeatSort::P99 => SortValue::Number(row.p99_us),
+        }
+    }
+}
+
+type HeartbeatColumn = Column<HeartbeatRow, HeartbeatSort>;
+
+/// The heartbeats' table.
+pub static HEARTBEATS: ViewTable<HeartbeatRow, HeartbeatSort> = ViewTable {
+    view: View::Heartbeats,
+    rows: Mesh::heartbeat_rows,
+    peer: |h| Some(&h.peer),
+    columns: &[
+        HeartbeatColumn::text("TIER", Constraint::Length(8), |h| h.tier.word())
+            .sorted_by(HeartbeatSort::Tier)
+            .searched()
+            .drop_rank(2),
+        HeartbeatColumn::text("PEER", Constraint::Fill(1), |h| &h.peer)
+            .sorted_by(HeartbeatSort::Peer)
+            .searched(),
+        HeartbeatColumn::text("CHECKER", Constraint::Fill(1), |h| &h.checker)
+            .searched()
+            .drop_rank(3),
+        HeartbeatColumn::number("LATEST", Constraint::Length(8), |h, _| {
+            Text::from(format::rtt(h.last_us))
+        })
+        .sorted_by(HeartbeatSort::Latest),
+        HeartbeatColumn::number("AVG", Constraint::Length(7), |h, _| {
+            Text::from(format::rtt(h.avg_us))
+        })
+        .sorted_by(HeartbeatSort::Avg)
+        .drop_rank(2),
+        HeartbeatColumn::number("P99", Constraint::Length(7), |h, _| {
+            Text::from(format::rtt(h.p99_us))
+        })
+        .sorted_by(HeartbeatSort::P99)
+        .drop_rank(1),
+        HeartbeatColumn::number(
+            "HISTORY (scaled to each row's peak)",
+            Constraint::Fill(3),
+            |h, cx| {
+                Text::from(Line::styled(
+                    bar_chart(&h.samples, usize::from(cx.width)),
+                    Style::new().fg(Color::Cyan),
+                ))
+            },
+        )
+        .drop_rank(1),
+    ],
+};
 
 pub(super) fn render_heartbeats(app: &App, area: Rect, buf: &mut Buffer) {
-    let heartbeats = app.heartbeat_rows();
-    let inner_width = titled_block(Line::default()).inner(area).width;
-    // Zero when a narrow terminal drops the history column.
-    let history_width = fitted_columns(&HEARTBEAT_COLUMNS, inner_width)
-        .into_iter()
-        .find(|(index, _)| *index == HEARTBEAT_COLUMNS.len() - 1)
-        .map_or(0, |(_, width)| width);
-    let rows = heartbeats
-        .iter()
-        .map(|h| {
-            vec![
-                Text::from(h.tier.word()),
-                Text::from(h.peer.clone()),
-                Text::from(h.checker.clone()),
-                Text::from(format::rtt(h.last_us)),
-                Text::from(format::rtt(h.avg_us)),
-                Text::from(format::rtt(h.p99_us)),
-                Text::from(Line::styled(
-                    bar_chart(&h.samples, usize::from(history_width)),
-                    Style::new().fg(Color::Cyan),
-                )),
-            ]
-        })
-        .collect();
-    render_table(
-        app,
-        area,
-        buf,
-        &TableView {
-            title: view_title(
-                "Heartbeats",
-                heartbeats.len(),
-                app.mesh.heartbeat_rows().len(),
-                &app.filter,
-            ),
-            notes: Vec::new(),
-            columns: &HEARTBEAT_COLUMNS,
-            rows,
-            empty: empty_text(app, "no heartbeat measured yet", "no heartbeat matches"),
-        },
-    );
+    let heartbeats = app.rows(&HEARTBEATS);
+    let frame = Frame {
+        title: view_title(app, &HEARTBEATS, heartbeats.len()),
+        notes: Vec::new(),
+        empty: empty_text(app, "no heartbeat measured yet", "no heartbeat matches"),
+    };
+    render_table(app, area, buf, &HEARTBEATS, &heartbeats, &frame);
 }
 
 /// The last `width` samples as bars, the highest sample a full block.

@@ -15,8 +15,10 @@
 //! - [`chrome`]: title bar, tab bar, footer.
 //! - [`help`]: the help overlay.
 //! - one module per view: [`overview`], [`sidecars`], [`clients`],
-//!   [`heartbeats`], [`backlog`], [`health`].
-//! - [`table`]: the bordered table the list views share.
+//!   [`heartbeats`], [`backlog`], [`health`]; each holds the description of
+//!   its table (a [`ViewTable`](crate::view::ViewTable): columns, cells,
+//!   sort keys) and draws what surrounds it.
+//! - [`table`]: draws a view's table from its description.
 //! - [`text`]: status colours, plurals, cutting text to fit.
 
 mod backlog;
@@ -34,7 +36,15 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::Widget;
 
-use crate::app::{App, View};
+use crate::app::App;
+use crate::view::View;
+
+pub use self::backlog::{BACKLOG, BacklogSort};
+pub use self::clients::{CLIENTS, ClientSort};
+pub use self::health::{CheckSort, HEALTH_CHECKS};
+pub use self::heartbeats::{HEARTBEATS, HeartbeatSort};
+pub use self::overview::{MASTERS, MasterLine};
+pub use self::sidecars::{SIDECARS, SidecarSort};
 
 use self::backlog::render_backlog;
 use self::chrome::{render_footer, tab_bar, title_bar};

@@ -8,18 +8,18 @@ use ratatui::widgets::{Paragraph, RenderDirection, Sparkline, Widget};
 
 use crate::app::App;
 use crate::format;
-use crate::state::{Connection, MasterRow, PeerState};
+use crate::state::{Connection, MasterRow, Mesh, PeerState};
+use crate::view::{Column, Unsorted, View, ViewTable};
 
 use super::health::check_summaries;
-use super::table::{Column, TableView, render_table, titled_block};
+use super::table::{Frame, render_table, titled_block};
 use super::text::{dim, fit, plural, status_span, status_style};
 
 /// Masters, mesh totals and the published-events sparkline.
 pub(super) fn render_overview(app: &App, area: Rect, buf: &mut Buffer) {
-    let masters = app.mesh.master_rows();
     let summary = mesh_summary(app);
     // Masters first, then the summary, the chart gets what is left.
-    let masters_height = u16::try_from(masters.len().saturating_mul(2).saturating_add(3))
+    let masters_height = u16::try_from(app.mesh.masters.len().saturating_mul(2).saturating_add(3))
         .unwrap_or(u16::MAX)
         .min(area.height);
     let summary_height = u16::try_from(summary.len().saturating_add(2))
@@ -31,7 +31,7 @@ pub(super) fn render_overview(app: &App, area: Rect, buf: &mut Buffer) {
         Constraint::Fill(1),
     ])
     .areas(area);
-    render_masters(app, &masters, masters_area, buf);
+    render_masters(app, masters_area, buf);
     let block = titled_block(Line::from(" Mesh "));
     let inner = block.inner(summary_area);
     block.render(summary_area, buf);
@@ -46,91 +46,143 @@ pub(super) fn render_overview(app: &App, area: Rect, buf: &mut Buffer) {
     render_published_chart(app, chart_area, buf);
 }
 
-const MASTER_COLUMNS: [Column; 7] = [
-    Column::text("MASTER", None, Constraint::Fill(2)),
-    Column::text("KAFKA", None, Constraint::Fill(3)),
-    Column::number("UPTIME", None, Constraint::Length(6)).drop_rank(3),
-    Column::number("EVENTS IN", None, Constraint::Length(9)).drop_rank(1),
-    Column::number("PUBLISHED", None, Constraint::Length(9)),
-    Column::number("FAILED", None, Constraint::Length(7)).drop_rank(1),
-    Column::number("DUPLICATES", None, Constraint::Length(10)).drop_rank(2),
-];
+/// A master's row and what its cells need besides the numbers.
+#[derive(Debug, Clone)]
+pub struct MasterLine {
+    /// The master's numbers, merged from its status and stats.
+    pub row: MasterRow,
+    /// Whether it ever answered: numbers of a master never reached are
+    /// unknown, not zero.
+    pub known: bool,
+    /// The console's link to it, for the mark before its name.
+    pub connection: Connection,
+}
 
-/// One two-line row per master: totals above, rates below.
-fn render_masters(app: &App, masters: &[MasterRow], area: Rect, buf: &mut Buffer) {
-    let rows = masters
-        .iter()
-        .zip(&app.mesh.masters)
-        .map(|(row, view)| {
-            // Numbers of a master never reached are unknown, not zero.
-            let known = view.status.is_some() || view.stats.is_some();
-            let number = |n: u64| {
-                if known {
-                    format::count(n)
-                } else {
-                    "–".to_string()
-                }
-            };
-            let label = if row.id.is_empty() {
-                row.address.clone()
+impl MasterLine {
+    /// One line per watched master, in the order they were given.
+    fn all(mesh: &Mesh) -> Vec<MasterLine> {
+        mesh.master_rows()
+            .into_iter()
+            .zip(&mesh.masters)
+            .map(|(row, view)| MasterLine {
+                row,
+                known: view.status.is_some() || view.stats.is_some(),
+                connection: view.connection.clone(),
+            })
+            .collect()
+    }
+
+    /// `n` for people, or `–` while unknown.
+    fn count(&self, n: u64) -> String {
+        if self.known {
+            format::count(n)
+        } else {
+            "–".to_string()
+        }
+    }
+
+    /// A rate for people, or nothing while unknown.
+    fn rate(&self, per_second: f64) -> String {
+        if self.known {
+            format::rate(per_second)
+        } else {
+            String::new()
+        }
+    }
+}
+
+type MasterColumn = Column<MasterLine, Unsorted>;
+
+/// The masters' table: one two-line row per master, totals above, rates
+/// below. Neither sorted nor filtered.
+pub static MASTERS: ViewTable<MasterLine, Unsorted> = ViewTable {
+    view: View::Overview,
+    rows: MasterLine::all,
+    peer: |_| None,
+    columns: &[
+        MasterColumn::drawn("MASTER", Constraint::Fill(2), |m, _| master_cell(m)),
+        MasterColumn::drawn("KAFKA", Constraint::Fill(3), |m, _| kafka_cell(&m.row)),
+        MasterColumn::number("UPTIME", Constraint::Length(6), |m, _| {
+            Text::from(if m.known {
+                format::duration_secs(m.row.uptime_secs)
             } else {
-                row.id.clone()
-            };
-            let mark = match view.connection {
-                Connection::Connected => Span::styled("● ", Style::new().fg(Color::Green)),
-                Connection::Connecting { .. } => Span::styled("◌ ", Style::new().fg(Color::Yellow)),
-            };
-            let second_line = if row.id.is_empty() {
-                match &view.connection {
-                    Connection::Connecting { attempt, .. } if *attempt > 0 => {
-                        format!("  connecting (attempt {attempt})")
-                    }
-                    _ => "  connecting".to_string(),
-                }
-            } else {
-                format!("  {}", row.address)
-            };
-            let kafka = if !row.connected {
-                Line::from(vec![
-                    status_span(PeerState::Unknown),
-                    Span::styled(" · master not connected", dim()),
-                ])
-            } else if row.kafka_ready {
-                kafka_line("ready", Color::Green, &row.kafka_detail)
-            } else {
-                kafka_line("not ready", Color::Red, &row.kafka_detail)
-            };
-            vec![
-                Text::from(vec![
-                    Line::from(vec![mark, Span::raw(label)]),
-                    Line::styled(second_line, dim()),
-                ]),
-                Text::from(vec![kafka, Line::styled(row.kafka_brokers.clone(), dim())]),
-                Text::from(if known {
-                    format::duration_secs(row.uptime_secs)
-                } else {
-                    "–".to_string()
-                }),
-                two_lines(number(row.events_in), rate_text(known, row.events_in_per_s)),
-                two_lines(number(row.published), rate_text(known, row.published_per_s)),
-                Text::from(Line::styled(number(row.failed), failure_style(row.failed))),
-                Text::from(number(row.duplicates)),
-            ]
+                "–".to_string()
+            })
         })
-        .collect();
-    let title = Line::from(format!(" Masters ({}) ", masters.len()));
-    render_table(
-        app,
-        area,
-        buf,
-        &TableView {
-            title,
-            notes: Vec::new(),
-            columns: &MASTER_COLUMNS,
-            rows,
-            empty: "no master to watch: pass admin addresses on the command line".to_string(),
-        },
-    );
+        .drop_rank(3),
+        MasterColumn::number("EVENTS IN", Constraint::Length(9), |m, _| {
+            two_lines(m.count(m.row.events_in), m.rate(m.row.events_in_per_s))
+        })
+        .drop_rank(1),
+        MasterColumn::number("PUBLISHED", Constraint::Length(9), |m, _| {
+            two_lines(m.count(m.row.published), m.rate(m.row.published_per_s))
+        }),
+        MasterColumn::number("FAILED", Constraint::Length(7), |m, _| {
+            Text::from(Line::styled(
+                m.count(m.row.failed),
+                failure_style(m.row.failed),
+            ))
+        })
+        .drop_rank(1),
+        MasterColumn::number("DUPLICATES", Constraint::Length(10), |m, _| {
+            Text::from(m.count(m.row.duplicates))
+        })
+        .drop_rank(2),
+    ],
+};
+
+/// The connection mark and the master's id (its address until known); the
+/// address (or the connection attempt) below.
+fn master_cell(master: &MasterLine) -> Text<'static> {
+    let row = &master.row;
+    let label = if row.id.is_empty() {
+        row.address.clone()
+    } else {
+        row.id.clone()
+    };
+    let mark = match master.connection {
+        Connection::Connected => Span::styled("● ", Style::new().fg(Color::Green)),
+        Connection::Connecting { .. } => Span::styled("◌ ", Style::new().fg(Color::Yellow)),
+    };
+    let second_line = if row.id.is_empty() {
+        match &master.connection {
+            Connection::Connecting { attempt, .. } if *attempt > 0 => {
+                format!("  connecting (attempt {attempt})")
+            }
+            _ => "  connecting".to_string(),
+        }
+    } else {
+        format!("  {}", row.address)
+    };
+    Text::from(vec![
+        Line::from(vec![mark, Span::raw(label)]),
+        Line::styled(second_line, dim()),
+    ])
+}
+
+/// Whether Kafka is ready and why, the brokers below.
+fn kafka_cell(row: &MasterRow) -> Text<'static> {
+    let kafka = if !row.connected {
+        Line::from(vec![
+            status_span(PeerState::Unknown),
+            Span::styled(" · master not connected", dim()),
+        ])
+    } else if row.kafka_ready {
+        kafka_line("ready", Color::Green, &row.kafka_detail)
+    } else {
+        kafka_line("not ready", Color::Red, &row.kafka_detail)
+    };
+    Text::from(vec![kafka, Line::styled(row.kafka_brokers.clone(), dim())])
+}
+
+fn render_masters(app: &App, area: Rect, buf: &mut Buffer) {
+    let masters = app.rows(&MASTERS);
+    let frame = Frame {
+        title: Line::from(format!(" Masters ({}) ", masters.len())),
+        notes: Vec::new(),
+        empty: "no master to watch: pass admin addresses on the command line".to_string(),
+    };
+    render_table(app, area, buf, &MASTERS, &masters, &frame);
 }
 
 fn kafka_line(word: &'static str, color: Color, detail: &str) -> Line<'static> {
@@ -139,14 +191,6 @@ fn kafka_line(word: &'static str, color: Color, detail: &str) -> Line<'static> {
         spans.push(Span::raw(format!(" · {detail}")));
     }
     Line::from(spans)
-}
-
-fn rate_text(known: bool, per_second: f64) -> String {
-    if known {
-        format::rate(per_second)
-    } else {
-        String::new()
-    }
 }
 
 fn two_lines(first: String, second: String) -> Text<'static> {

@@ -1,72 +1,136 @@
-//! View 2, Sidecars.
+//! View 2, Sidecars: every master's sidecars, merged.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::text::{Line, Text};
+use ratatui::text::Text;
 
 use crate::app::App;
 use crate::format;
+use crate::state::{Mesh, SidecarRow};
+use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
-use super::table::{Column, TableView, empty_text, render_table, view_title};
-use super::text::status_span;
+use super::table::{Frame, empty_text, render_table, view_title};
 
-const SIDECAR_COLUMNS: [Column; 11] = [
-    Column::text("SIDECAR", Some("id"), Constraint::Fill(1)),
-    Column::text("MASTER", None, Constraint::Length(12)).drop_rank(3),
-    Column::text("ADDRESS", None, Constraint::Fill(1)).drop_rank(2),
-    Column::text("STATUS", Some("status"), Constraint::Length(8)),
-    Column::number("RTT", Some("rtt"), Constraint::Length(7)),
-    Column::number("AVG", None, Constraint::Length(7)).drop_rank(2),
-    Column::number("P99", None, Constraint::Length(7)).drop_rank(1),
-    Column::number("EVENTS", Some("events"), Constraint::Length(8)).drop_rank(1),
-    Column::number("CLIENTS", Some("clients"), Constraint::Length(9)).drop_rank(1),
-    Column::number("CONNECTED", None, Constraint::Length(9)).drop_rank(3),
-    Column::number("HEARTBEAT", None, Constraint::Length(9)).drop_rank(1),
-];
+/// What `s` sorts the sidecars by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidecarSort {
+    /// The sidecar's id.
+    Id,
+    /// Problems first.
+    Status,
+    /// The last round trip, fastest first.
+    Rtt,
+    /// Events forwarded, most first.
+    Events,
+    /// Connected clients, most first.
+    Clients,
+}
 
-pub(super) fn render_sidecars(app: &App, area: Rect, buf: &mut Buffer) {
-    let now = app.now_unix_nanos;
-    let sidecars = app.sidecar_rows();
-    let rows = sidecars
-        .iter()
-        .map(|s| {
-            let connected = if !s.connected {
+impl SortKey<SidecarRow> for SidecarSort {
+    const CYCLE: &'static [Self] = &[
+        SidecarSort::Id,
+        SidecarSort::Status,
+        SidecarSort::Rtt,
+        SidecarSort::Events,
+        SidecarSort::Clients,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            SidecarSort::Id => "id",
+            SidecarSort::Status => "status",
+            SidecarSort::Rtt => "rtt",
+            SidecarSort::Events => "events",
+            SidecarSort::Clients => "clients",
+        }
+    }
+
+    fn order(self) -> Order {
+        match self {
+            SidecarSort::Id | SidecarSort::Status | SidecarSort::Rtt => Order::Ascending,
+            SidecarSort::Events | SidecarSort::Clients => Order::Descending,
+        }
+    }
+
+    fn value(self, row: &SidecarRow) -> SortValue<'_> {
+        match self {
+            SidecarSort::Id => SortValue::Text(&row.id),
+            SidecarSort::Status => SortValue::Number(row.status.problems_first().into()),
+            SidecarSort::Rtt => SortValue::Number(row.rtt_last_us),
+            SidecarSort::Events => SortValue::Number(row.events_forwarded),
+            SidecarSort::Clients => SortValue::Number(row.clients.into()),
+        }
+    }
+}
+
+type SidecarColumn = Column<SidecarRow, SidecarSort>;
+
+/// The sidecars' table.
+pub static SIDECARS: ViewTable<SidecarRow, SidecarSort> = ViewTable {
+    view: View::Sidecars,
+    rows: Mesh::sidecar_rows,
+    peer: |s| Some(&s.id),
+    columns: &[
+        SidecarColumn::text("SIDECAR", Constraint::Fill(1), |s| &s.id)
+            .sorted_by(SidecarSort::Id)
+            .searched(),
+        SidecarColumn::text("MASTER", Constraint::Length(12), |s| &s.master)
+            .searched()
+            .drop_rank(3),
+        SidecarColumn::text("ADDRESS", Constraint::Fill(1), |s| &s.address)
+            .searched()
+            .drop_rank(2),
+        SidecarColumn::state("STATUS", Constraint::Length(8), |s| s.status)
+            .sorted_by(SidecarSort::Status)
+            .searched(),
+        SidecarColumn::number("RTT", Constraint::Length(7), |s, _| {
+            Text::from(format::rtt(s.rtt_last_us))
+        })
+        .sorted_by(SidecarSort::Rtt),
+        SidecarColumn::number("AVG", Constraint::Length(7), |s, _| {
+            Text::from(format::rtt(s.rtt_avg_us))
+        })
+        .drop_rank(2),
+        SidecarColumn::number("P99", Constraint::Length(7), |s, _| {
+            Text::from(format::rtt(s.rtt_p99_us))
+        })
+        .drop_rank(1),
+        SidecarColumn::number("EVENTS", Constraint::Length(8), |s, _| {
+            Text::from(format::count(s.events_forwarded))
+        })
+        .sorted_by(SidecarSort::Events)
+        .drop_rank(1),
+        SidecarColumn::number("CLIENTS", Constraint::Length(9), |s, _| {
+            Text::from(format::count(u64::from(s.clients)))
+        })
+        .sorted_by(SidecarSort::Clients)
+        .drop_rank(1),
+        SidecarColumn::number("CONNECTED", Constraint::Length(9), |s, cx| {
+            Text::from(if !s.connected {
                 "no".to_string()
             } else if s.connected_since_unix_nanos > 0 {
-                format!("for {}", format::since(s.connected_since_unix_nanos, now))
+                format!(
+                    "for {}",
+                    format::since(s.connected_since_unix_nanos, cx.now_unix_nanos)
+                )
             } else {
                 "yes".to_string()
-            };
-            vec![
-                Text::from(s.id.clone()),
-                Text::from(s.master.clone()),
-                Text::from(s.address.clone()),
-                Text::from(Line::from(status_span(s.status))),
-                Text::from(format::rtt(s.rtt_last_us)),
-                Text::from(format::rtt(s.rtt_avg_us)),
-                Text::from(format::rtt(s.rtt_p99_us)),
-                Text::from(format::count(s.events_forwarded)),
-                Text::from(format::count(u64::from(s.clients))),
-                Text::from(connected),
-                Text::from(format::ago(s.last_heartbeat_unix_nanos, now)),
-            ]
+            })
         })
-        .collect();
-    render_table(
-        app,
-        area,
-        buf,
-        &TableView {
-            title: view_title(
-                "Sidecars",
-                sidecars.len(),
-                app.mesh.sidecar_rows().len(),
-                &app.filter,
-            ),
-            notes: Vec::new(),
-            columns: &SIDECAR_COLUMNS,
-            rows,
-            empty: empty_text(app, "no sidecar known yet", "no sidecar matches"),
-        },
-    );
+        .drop_rank(3),
+        SidecarColumn::number("HEARTBEAT", Constraint::Length(9), |s, cx| {
+            Text::from(format::ago(s.last_heartbeat_unix_nanos, cx.now_unix_nanos))
+        })
+        .drop_rank(1),
+    ],
+};
+
+pub(super) fn render_sidecars(app: &App, area: Rect, buf: &mut Buffer) {
+    let sidecars = app.rows(&SIDECARS);
+    let frame = Frame {
+        title: view_title(app, &SIDECARS, sidecars.len()),
+        notes: Vec::new(),
+        empty: empty_text(app, "no sidecar known yet", "no sidecar matches"),
+    };
+    render_table(app, area, buf, &SIDECARS, &sidecars, &frame);
 }
