@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use crate::app::App;
+use crate::keymap::{FILTER_KEYS, HINTS};
 use crate::state::{Connection, MasterView};
 use crate::view::View;
 
@@ -84,11 +85,12 @@ fn short_error(error: &str) -> String {
 }
 
 /// " 1 Overview  2 Sidecars … ", the current view reversed. In a narrow
-/// terminal only the current view keeps its name: " 1  2  3 Clients  4  5  6 ".
+/// terminal only the current view keeps its name: " 1  2  3 Clients  4 … ".
 pub(super) fn tab_bar(current: View, width: u16) -> Line<'static> {
     let tabs = |compact: bool| {
         let mut spans = Vec::with_capacity(View::ALL.len() * 2);
-        for (number, view) in (1..).zip(View::ALL) {
+        for view in View::ALL {
+            let number = view.number();
             let style = if view == current {
                 Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
             } else {
@@ -111,19 +113,6 @@ pub(super) fn tab_bar(current: View, width: u16) -> Line<'static> {
     }
 }
 
-/// Keys and what they do, in the footer.
-const KEY_HINTS: [(&str, &str); 9] = [
-    ("?", "help"),
-    ("q", "quit"),
-    ("Tab/1-6", "views"),
-    ("j/k", "move"),
-    ("/", "filter"),
-    ("s", "sort"),
-    ("r", "reverse"),
-    ("h", "check"),
-    ("H", "check all"),
-];
-
 /// The filter being typed, else the last message, else key hints; the active
 /// filter on the right.
 pub(super) fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
@@ -135,12 +124,20 @@ pub(super) fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
             Span::raw(app.filter.clone()),
             Span::styled("█", Style::new().add_modifier(Modifier::SLOW_BLINK)),
         ]);
-        let right = Line::from(vec![
-            Span::styled("Enter", key),
-            Span::raw(" keep  "),
-            Span::styled("Esc", key),
-            Span::raw(" clear "),
-        ]);
+        let mut right = Vec::new();
+        for (i, (filter_key, hint)) in FILTER_KEYS
+            .iter()
+            .filter_map(|filter_key| Some((filter_key, filter_key.hint?)))
+            .enumerate()
+        {
+            if i > 0 {
+                right.push(Span::raw("  "));
+            }
+            right.push(Span::styled(filter_key.key.label(), key));
+            right.push(Span::raw(format!(" {hint}")));
+        }
+        right.push(Span::raw(" "));
+        let right = Line::from(right);
         (left, right)
     } else {
         let mut right = Vec::new();
@@ -161,12 +158,12 @@ pub(super) fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
             }
             None => {
                 let mut spans = vec![Span::raw(" ")];
-                for (i, (keys, what)) in KEY_HINTS.iter().enumerate() {
+                for (i, hint) in HINTS.iter().enumerate() {
                     if i > 0 {
                         spans.push(Span::raw("  "));
                     }
-                    spans.push(Span::styled(*keys, key));
-                    spans.push(Span::raw(format!(" {what}")));
+                    spans.push(Span::styled(hint.keys_label(), key));
+                    spans.push(Span::raw(format!(" {}", hint.what)));
                 }
                 Line::from(spans)
             }

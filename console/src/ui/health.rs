@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span, Text};
 
 use crate::app::App;
 use crate::format;
+use crate::keymap::{Command, key_for};
 use crate::state::{CheckRow, Mesh, PeerState, PeerTier};
 use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
@@ -127,16 +128,20 @@ pub(super) fn render_health(app: &App, area: Rect, buf: &mut Buffer) {
         ));
     }
     let nothing = if app.checks_running > 0 {
-        "waiting for the first answer…"
+        "waiting for the first answer…".to_string()
     } else if app.mesh.checks.is_empty() {
-        "press H to check every peer, h to check the selected one"
+        format!(
+            "press {} to check every peer, {} to check the selected one",
+            key_for(Command::CheckAll),
+            key_for(Command::CheckSelected)
+        )
     } else {
-        "the last check found no peer"
+        "the last check found no peer".to_string()
     };
     let frame = Frame {
         title: view_title(app, &HEALTH_CHECKS, checks.len()),
         notes,
-        empty: empty_text(app, nothing, "no checked peer matches"),
+        empty: empty_text(app, &nothing, "no checked peer matches"),
     };
     render_table(app, area, buf, &HEALTH_CHECKS, &checks, &frame);
 }

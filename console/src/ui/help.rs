@@ -7,32 +7,21 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 use crate::app::App;
+use crate::keymap::KEY_MAP;
 use crate::state::PeerState;
 
 use super::text::{dim, fit, status_span, truncate_front};
 
-/// A centred popup with every key and where the logs go.
+/// A centred popup with every key of the [`KEY_MAP`], the status words and
+/// where the logs go.
 pub(super) fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
-    const KEYS: [(&str, &str); 11] = [
-        ("1-6  Tab  Shift-Tab", "switch view"),
-        ("j k  ↓ ↑", "move the selection"),
-        ("g G  Home End", "first / last row"),
-        ("/", "filter rows (Enter keeps it, Esc clears it)"),
-        ("Esc", "clear the filter"),
-        ("s", "sort by the next column"),
-        ("r", "reverse the order"),
-        ("h", "health-check the selected sidecar or client"),
-        ("H", "health-check every peer"),
-        ("?", "this help (any key closes it)"),
-        ("q  Ctrl-C", "quit"),
-    ];
     let key = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
-    let mut lines: Vec<Line<'static>> = KEYS
+    let mut lines: Vec<Line<'static>> = KEY_MAP
         .iter()
-        .map(|(keys, what)| {
+        .map(|line| {
             Line::from(vec![
-                Span::styled(format!(" {keys:<20}"), key),
-                Span::raw(*what),
+                Span::styled(format!(" {:<20}", line.keys_label()), key),
+                Span::raw(line.help),
             ])
         })
         .collect();

@@ -8,6 +8,7 @@ use ratatui::widgets::{Paragraph, RenderDirection, Sparkline, Widget};
 
 use crate::app::App;
 use crate::format;
+use crate::keymap::{Command, key_for};
 use crate::state::{Connection, MasterRow, Mesh, PeerState};
 use crate::view::{Column, Unsorted, View, ViewTable};
 
@@ -249,7 +250,13 @@ fn mesh_summary(app: &App) -> Vec<Line<'static>> {
     if checks.is_empty() {
         lines.push(Line::from(vec![
             Span::styled(" Checks   ", label),
-            Span::styled("none yet (H checks every peer)", dim()),
+            Span::styled(
+                format!(
+                    "none yet ({} checks every peer)",
+                    key_for(Command::CheckAll)
+                ),
+                dim(),
+            ),
         ]));
     }
     for (i, check) in checks.into_iter().enumerate() {
