@@ -80,15 +80,24 @@ pub struct Problem {
     pub message: String,
 }
 
+/// One probed peer, as `check --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerResult {
+    /// The peer's tier (`"sidecar"`, …).
     pub tier: PeerTier,
+    /// The peer's id.
     pub id: String,
+    /// Where it was reached.
     pub address: String,
+    /// Who probed it.
     pub checker: String,
+    /// What the probe found (`"up"`, …).
     pub status: PeerState,
+    /// The probe's round trip; `None` when unanswered.
     pub rtt_ms: Option<f64>,
+    /// A client's spooled events, when its master reports them.
     pub backlog_rows: Option<u64>,
+    /// What the checker added.
     pub detail: String,
 }
 

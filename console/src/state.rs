@@ -13,10 +13,20 @@ use smesh_proto::mesh::PeerStatus;
 /// Samples kept per peer and per rate sparkline.
 pub const HISTORY: usize = 120;
 
+/// Finished health checks kept (the views show each master's latest).
+pub const CHECKS_KEPT: usize = 20;
+
 /// How the console's link to one master stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
-    Connecting { attempt: u32, error: Option<String> },
+    /// Not connected yet, or lost and being retried with backoff.
+    Connecting {
+        /// Failed attempts in a row (0 before the first one fails).
+        attempt: u32,
+        /// Why the last attempt failed, for the title bar.
+        error: Option<String>,
+    },
+    /// Connected: status, stats and heartbeats are flowing.
     Connected,
 }
 
@@ -25,14 +35,19 @@ pub enum Connection {
 pub struct MasterView {
     /// The admin address the console dials.
     pub address: String,
+    /// The console's link to it.
     pub connection: Connection,
+    /// Its last status (sidecars, clients, Kafka); kept while it is away,
+    /// so a master that goes away does not empty the screen.
     pub status: Option<Status>,
+    /// Its last totals and rates from the stats stream.
     pub stats: Option<Stats>,
     /// Published events per second, oldest first.
     pub published_history: VecDeque<u64>,
 }
 
 impl MasterView {
+    /// A master at `address` that has not answered yet.
     pub fn new(address: String) -> Self {
         Self {
             address,
@@ -55,26 +70,33 @@ impl MasterView {
 /// RTT samples of one peer, as streamed by a master.
 #[derive(Debug, Clone, Default)]
 pub struct PeerRtt {
+    /// The peer's tier, as the wire numbers it.
     pub tier: i32,
+    /// Who measured it: the master, or the sidecar in front of a client.
     pub checker: String,
+    /// The last [`HISTORY`] round trips in µs, oldest first.
     pub samples: VecDeque<u64>,
+    /// When the last sample was taken (ns since the epoch).
     pub last_at: i64,
 }
 
 /// A finished (or failed) health check.
 #[derive(Debug, Clone)]
 pub struct CheckOutcome {
+    /// The master that ran it (its id, else its address).
     pub master: String,
+    /// Its report, or why it could not run.
     pub result: Result<HealthCheckReport, String>,
 }
 
 /// Everything the console knows.
 #[derive(Debug, Clone, Default)]
 pub struct Mesh {
+    /// Every watched master, in the order they were given.
     pub masters: Vec<MasterView>,
     /// By (tier, peer id).
     pub rtt: BTreeMap<(i32, String), PeerRtt>,
-    /// Newest first.
+    /// Finished health checks, newest first, at most [`CHECKS_KEPT`].
     pub checks: Vec<CheckOutcome>,
 }
 
@@ -193,88 +215,154 @@ impl std::fmt::Display for PeerTier {
     }
 }
 
+/// One master, as the overview and `status` show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MasterRow {
+    /// The admin address the console dials.
     pub address: String,
+    /// Whether the console is connected to it now.
     pub connected: bool,
+    /// Why the last connection attempt failed.
     pub error: Option<String>,
+    /// Its id; empty until it answered.
     pub id: String,
+    /// Its version.
     pub version: String,
+    /// How long it has run.
     pub uptime_secs: u64,
+    /// Whether it can publish to Kafka.
     pub kafka_ready: bool,
+    /// The Kafka bootstrap servers it publishes to.
     pub kafka_brokers: String,
+    /// What it says about Kafka (brokers seen, the last error).
     pub kafka_detail: String,
+    /// Events received from sidecars.
     pub events_in: u64,
+    /// Events Kafka acknowledged.
     pub published: u64,
+    /// Events Kafka refused for good.
     pub failed: u64,
+    /// Resent events it recognised and did not publish again.
     pub duplicates: u64,
+    /// Published events per second, lately.
     pub published_per_s: f64,
+    /// Received events per second, lately.
     pub events_in_per_s: f64,
 }
 
+/// One sidecar, merged across masters (see [`Mesh::sidecar_rows`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SidecarRow {
+    /// Its id.
     pub id: String,
+    /// The master whose view this row is.
     pub master: String,
+    /// Where its stream to that master comes from.
     pub address: String,
+    /// How its heartbeats go.
     pub status: PeerState,
+    /// Whether its stream to that master is open.
     pub connected: bool,
+    /// Since when (ns since the epoch; 0 unknown).
     pub connected_since_unix_nanos: i64,
+    /// Its last heartbeat answer (ns since the epoch; 0 none).
     pub last_heartbeat_unix_nanos: i64,
+    /// The last round trip (µs; 0 unknown).
     pub rtt_last_us: u64,
+    /// The average round trip (µs).
     pub rtt_avg_us: u64,
+    /// The 99th percentile round trip (µs).
     pub rtt_p99_us: u64,
+    /// Events it forwarded to that master.
     pub events_forwarded: u64,
+    /// Clients it reports as connected.
     pub clients: u32,
 }
 
+/// One client, merged across masters (see [`Mesh::client_rows`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClientRow {
+    /// Its id (the Kafka record key).
     pub id: String,
+    /// The sidecar that reports it.
     pub sidecar: String,
+    /// The master that sidecar reports to.
     pub master: String,
+    /// Where its stream to the sidecar comes from.
     pub address: String,
+    /// How its heartbeats go.
     pub status: PeerState,
+    /// When the sidecar first saw it (ns since the epoch).
     pub first_seen_unix_nanos: i64,
+    /// When the sidecar last heard from it (ns since the epoch).
     pub last_seen_unix_nanos: i64,
+    /// Its events the sidecar forwarded.
     pub events_sent: u64,
+    /// Its events acknowledged end to end, as the client counts them.
     pub events_acked: u64,
+    /// Its events forwarded and not acknowledged yet.
     pub in_flight: u64,
+    /// The last round trip (µs; 0 unknown).
     pub rtt_last_us: u64,
+    /// The average round trip (µs).
     pub rtt_avg_us: u64,
+    /// The 99th percentile round trip (µs).
     pub rtt_p99_us: u64,
+    /// Events waiting in its spool.
     pub backlog_rows: u64,
+    /// Bytes of its spool.
     pub backlog_bytes: u64,
+    /// Its oldest spooled event (ns since the epoch; 0 spool empty).
     pub backlog_oldest_unix_nanos: i64,
 }
 
+/// Round trips of one peer, from the heartbeats the masters stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeartbeatRow {
+    /// The peer's tier.
     pub tier: PeerTier,
+    /// The peer's id.
     pub peer: String,
+    /// Who measured it.
     pub checker: String,
+    /// The latest round trip (µs).
     pub last_us: u64,
+    /// The average of the kept samples (µs).
     pub avg_us: u64,
+    /// The 99th percentile of the kept samples (µs).
     pub p99_us: u64,
+    /// The kept samples (µs), oldest first, for the sparkline.
     #[serde(skip)]
     pub samples: Vec<u64>,
 }
 
+/// One peer of a master's latest health check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckRow {
+    /// The master that ran the check.
     pub master: String,
+    /// The check's number at that master.
     pub check_id: u64,
+    /// When the peer was probed (ns since the epoch).
     pub at_unix_nanos: i64,
+    /// Who probed it: the master, or the sidecar in front of a client.
     pub checker: String,
+    /// The peer's tier.
     pub tier: PeerTier,
+    /// The peer's id.
     pub peer: String,
+    /// Where the peer was reached.
     pub address: String,
+    /// What the probe found.
     pub status: PeerState,
+    /// The probe's round trip (µs; 0 unanswered).
     pub rtt_us: u64,
+    /// What the checker added (why it is down, Kafka's brokers).
     pub detail: String,
 }
 
 impl Mesh {
+    /// Masters at these admin addresses, none heard from yet.
     pub fn new(addresses: Vec<String>) -> Self {
         Self {
             masters: addresses.into_iter().map(MasterView::new).collect(),
@@ -283,12 +371,14 @@ impl Mesh {
         }
     }
 
+    /// A master's new status replaces its last one.
     pub fn apply_status(&mut self, master: usize, status: Status) {
         if let Some(view) = self.masters.get_mut(master) {
             view.status = Some(status);
         }
     }
 
+    /// A master's new stats replace its last ones and extend its rate history.
     pub fn apply_stats(&mut self, master: usize, stats: Stats) {
         if let Some(view) = self.masters.get_mut(master) {
             let published = stats.rates.as_ref().map_or(0.0, |r| r.published_per_s);
@@ -301,6 +391,7 @@ impl Mesh {
         }
     }
 
+    /// A round trip a master measured (or had measured), kept per peer.
     pub fn apply_heartbeat(&mut self, sample: HeartbeatSample) {
         let entry = self
             .rtt
@@ -315,11 +406,13 @@ impl Mesh {
         entry.samples.push_back(sample.rtt_us);
     }
 
+    /// A finished health check, the newest first.
     pub fn apply_check(&mut self, outcome: CheckOutcome) {
         self.checks.insert(0, outcome);
-        self.checks.truncate(20);
+        self.checks.truncate(CHECKS_KEPT);
     }
 
+    /// The console's link to a master changed.
     pub fn set_connection(&mut self, master: usize, connection: Connection) {
         if let Some(view) = self.masters.get_mut(master) {
             view.connection = connection;
@@ -331,6 +424,7 @@ impl Mesh {
             .map_or_else(|| view.address.clone(), str::to_string)
     }
 
+    /// Every master, in the order they were given.
     pub fn master_rows(&self) -> Vec<MasterRow> {
         self.masters
             .iter()
@@ -467,6 +561,7 @@ impl Mesh {
         rows
     }
 
+    /// Every peer with heartbeats, by tier and id.
     pub fn heartbeat_rows(&self) -> Vec<HeartbeatRow> {
         self.rtt
             .iter()

@@ -12,14 +12,14 @@
 //! them.
 //!
 //! # Layout
-//! - [`chrome`]: title bar, tab bar, footer.
-//! - [`help`]: the help overlay.
-//! - one module per view: [`overview`], [`sidecars`], [`clients`],
-//!   [`heartbeats`], [`backlog`], [`health`]; each holds the description of
+//! - `chrome`: title bar, tab bar, footer.
+//! - `help`: the help overlay.
+//! - one module per view: `overview`, `sidecars`, `clients`,
+//!   `heartbeats`, `backlog`, `health`; each holds the description of
 //!   its table (a [`ViewTable`](crate::view::ViewTable): columns, cells,
 //!   sort keys) and draws what surrounds it.
-//! - [`table`]: draws a view's table from its description.
-//! - [`text`]: status colours, plurals, cutting text to fit.
+//! - `table`: draws a view's table from its description.
+//! - `text`: status colours, plurals, cutting text to fit.
 
 mod backlog;
 mod chrome;
