@@ -471,4 +471,20 @@ mod tests {
         assert_eq!(KEY_MAP[1].keys_label(), "j k  ↓ ↑");
         assert_eq!(KEY_MAP[10].keys_label(), "q  Ctrl-C");
     }
+
+    #[test]
+    fn the_filter_help_names_the_prompt_keys() {
+        let filter_line = KEY_MAP
+            .iter()
+            .find(|line| line.bindings().any(|b| b.command == Command::EditFilter))
+            .map(|line| line.help)
+            .unwrap_or_default();
+        for filter_key in FILTER_KEYS.iter().filter(|k| k.hint.is_some()) {
+            let label = filter_key.key.label();
+            assert!(
+                filter_line.contains(&format!("{label} ")),
+                "the help of the filter does not mention {label}: {filter_line:?}"
+            );
+        }
+    }
 }
