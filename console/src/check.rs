@@ -8,12 +8,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use smesh_core::cli::parse_duration;
-use smesh_proto::admin::{HealthCheckReport, Status, Tier};
-use smesh_proto::mesh::PeerStatus;
+use smesh_proto::admin::{HealthCheckReport, Status};
 
 use crate::format;
 use crate::remote;
-use crate::state::{status_word, tier_word};
+use crate::state::{PeerState, PeerTier};
 use crate::status::MasterSelection;
 
 /// Flags of `smesh-console check`.
@@ -81,15 +80,24 @@ pub struct Problem {
     pub message: String,
 }
 
+/// One probed peer, as `check --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerResult {
-    pub tier: &'static str,
+    /// The peer's tier (`"sidecar"`, …).
+    pub tier: PeerTier,
+    /// The peer's id.
     pub id: String,
+    /// Where it was reached.
     pub address: String,
+    /// Who probed it.
     pub checker: String,
-    pub status: &'static str,
+    /// What the probe found (`"up"`, …).
+    pub status: PeerState,
+    /// The probe's round trip; `None` when unanswered.
     pub rtt_ms: Option<f64>,
+    /// A client's spooled events, when its master reports them.
     pub backlog_rows: Option<u64>,
+    /// What the checker added.
     pub detail: String,
 }
 
@@ -167,13 +175,17 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
         };
         let mut peers = Vec::new();
         for row in &report.rows {
-            let name = format!("{} {}", tier_word(row.tier), row.peer_id);
-            match PeerStatus::try_from(row.status) {
-                Ok(PeerStatus::Up) => {}
-                Ok(PeerStatus::Degraded) => {
+            let (tier, state) = (
+                PeerTier::from_wire(row.tier),
+                PeerState::from_wire(row.status),
+            );
+            let name = format!("{tier} {}", row.peer_id);
+            match state {
+                PeerState::Up => {}
+                PeerState::Degraded => {
                     problem(Verdict::Warning, format!("{name} degraded {}", row.detail))
                 }
-                _ => {
+                PeerState::Down | PeerState::Unknown => {
                     let detail = if row.detail.is_empty() {
                         String::new()
                     } else {
@@ -182,12 +194,12 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
                     problem(Verdict::Critical, format!("{name} down{detail}"));
                 }
             }
-            match Tier::try_from(row.tier) {
-                Ok(Tier::Sidecar) => sidecars += 1,
-                Ok(Tier::Client) => clients += 1,
-                _ => {}
+            match tier {
+                PeerTier::Sidecar => sidecars += 1,
+                PeerTier::Client => clients += 1,
+                PeerTier::Master | PeerTier::Kafka | PeerTier::Unknown => {}
             }
-            if row.tier != Tier::Kafka as i32 {
+            if tier != PeerTier::Kafka {
                 max_rtt_us = max_rtt_us.max(row.rtt_us);
                 if let Some(limit) = thresholds.max_rtt {
                     if row.rtt_us > 0 && Duration::from_micros(row.rtt_us) > limit {
@@ -202,7 +214,7 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
                     }
                 }
             }
-            let rows = (row.tier == Tier::Client as i32)
+            let rows = (tier == PeerTier::Client)
                 .then(|| backlog(&row.peer_id))
                 .flatten();
             if let (Some(rows), Some(limit)) = (rows, thresholds.max_backlog) {
@@ -214,11 +226,11 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
                 }
             }
             peers.push(PeerResult {
-                tier: tier_word(row.tier),
+                tier,
                 id: row.peer_id.clone(),
                 address: row.address.clone(),
                 checker: row.checker_id.clone(),
-                status: status_word(row.status),
+                status: state,
                 rtt_ms: (row.rtt_us > 0).then(|| row.rtt_us as f64 / 1000.0),
                 backlog_rows: rows,
                 detail: row.detail.clone(),
@@ -289,8 +301,8 @@ pub async fn run(args: &CheckArgs, addresses: &[String]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smesh_proto::admin::{ClientView, HealthCheckRow, KafkaStatus, MasterInfo};
-    use smesh_proto::mesh::{Backlog, ClientInfo};
+    use smesh_proto::admin::{ClientView, HealthCheckRow, KafkaStatus, MasterInfo, Tier};
+    use smesh_proto::mesh::{Backlog, ClientInfo, PeerStatus};
 
     fn row(tier: Tier, peer: &str, status: PeerStatus, rtt_us: u64) -> HealthCheckRow {
         HealthCheckRow {

@@ -7,8 +7,11 @@
 //! # Layout
 //! - [`remote`]: one watcher task per master (reconnects with backoff).
 //! - [`state`]: what the console knows, merged across masters.
+//! - [`view`]: the views, and the typed description of each view's table.
+//! - [`keymap`]: every key, what it does and what the help says of it.
 //! - [`app`]: the dashboard's state, keys and updates (pure).
-//! - [`ui`]: rendering, `impl Widget for &App`.
+//! - [`ui`]: rendering, `impl Widget for &App`; each view's table
+//!   description beside the code that draws the view.
 //! - [`tui`]: the terminal, the event loop, logging to a file.
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
 //! - [`status`]: `smesh-console status`.
@@ -19,8 +22,10 @@ pub mod app;
 pub mod check;
 pub mod demo;
 pub mod format;
+pub mod keymap;
 pub mod remote;
 pub mod state;
 pub mod status;
 pub mod tui;
 pub mod ui;
+pub mod view;

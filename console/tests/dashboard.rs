@@ -14,9 +14,11 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Color;
 use ratatui::widgets::Widget;
-use smesh_console::app::{Action, App, View};
+use smesh_console::app::{Action, App};
 use smesh_console::remote::RemoteEvent;
 use smesh_console::state::{Connection, Mesh};
+use smesh_console::ui::{CLIENTS, ClientSort, HEALTH_CHECKS};
+use smesh_console::view::{SortKey, View};
 use smesh_proto::admin::{
     ClientView, HealthCheckReport, HealthCheckRow, HeartbeatSample, KafkaStatus, MasterInfo, Rates,
     SidecarInfo, Stats, Status, Tier, Totals,
@@ -469,7 +471,7 @@ fn screen(app: &App) -> Terminal<TestBackend> {
 
 /// The clients' ids in the order the Clients view shows them.
 fn client_ids(app: &App) -> Vec<String> {
-    app.client_rows().into_iter().map(|c| c.id).collect()
+    app.rows(&CLIENTS).into_iter().map(|c| c.id).collect()
 }
 
 /// Where `text` starts on screen.
@@ -575,13 +577,13 @@ fn status_words_are_coloured() {
 fn clients_sorted_by_backlog_then_reversed() {
     let mut app = fixture();
     press(&mut app, KeyCode::Char('3'));
-    assert_eq!(app.sort_column(), Some("id"));
+    assert_eq!(app.sorted_by(&CLIENTS), Some(ClientSort::Id));
     let mut presses = 0;
-    while app.sort_column() != Some("backlog") {
+    while app.sorted_by(&CLIENTS) != Some(ClientSort::Backlog) {
         press(&mut app, KeyCode::Char('s'));
         presses += 1;
         assert!(
-            presses <= View::Clients.sort_columns().len(),
+            presses <= ClientSort::CYCLE.len(),
             "`s` never reached the backlog column"
         );
     }
@@ -605,7 +607,7 @@ fn clients_sorted_by_backlog_then_reversed() {
 fn filter_keeps_the_matching_clients() {
     let mut app = fixture();
     press(&mut app, KeyCode::Char('3'));
-    assert_eq!(app.client_rows().len(), 5);
+    assert_eq!(app.rows(&CLIENTS).len(), 5);
 
     press(&mut app, KeyCode::Char('/'));
     assert!(app.editing_filter);
@@ -615,7 +617,7 @@ fn filter_keeps_the_matching_clients() {
     press(&mut app, KeyCode::Enter);
     assert!(!app.editing_filter);
     assert_eq!(app.filter, "edge-2");
-    let rows = app.client_rows();
+    let rows = app.rows(&CLIENTS);
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|c| c.sidecar == "edge-2"));
     insta::assert_snapshot!("clients_filtered_by_edge_2", screen(&app).backend());
@@ -624,14 +626,14 @@ fn filter_keeps_the_matching_clients() {
     press(&mut app, KeyCode::Char('/'));
     type_text(&mut app, "q");
     assert_eq!(app.filter, "edge-2q");
-    assert_eq!(app.client_rows().len(), 0);
+    assert_eq!(app.rows(&CLIENTS).len(), 0);
     press(&mut app, KeyCode::Backspace);
     press(&mut app, KeyCode::Enter);
-    assert_eq!(app.client_rows().len(), 3);
+    assert_eq!(app.rows(&CLIENTS).len(), 3);
 
     press(&mut app, KeyCode::Esc);
     assert!(app.filter.is_empty());
-    assert_eq!(app.client_rows().len(), 5);
+    assert_eq!(app.rows(&CLIENTS).len(), 5);
 }
 
 #[test]
@@ -690,7 +692,7 @@ fn health_check_of_one_peer_then_of_all() {
     assert_eq!(app.checks_running, 0);
     assert_eq!(app.view, View::Health);
     assert_eq!(
-        app.check_rows().len(),
+        app.rows(&HEALTH_CHECKS).len(),
         9,
         "only the latest check of each master shows"
     );
