@@ -15,7 +15,8 @@
 //! - [`kafka`]: the producer and the readiness probe behind `grpc.health.v1`.
 //! - [`session`]: what the master does with its sidecars' streams.
 //! - [`dedupe`]: resends already published through this master.
-//! - [`registry`]: peers, rates, health checks.
+//! - [`registry`]: peers, rates; starts health checks.
+//! - [`health`]: health checks: probes of every peer, rows for the report.
 //! - [`admin`]: the admin API the console uses, on its own listener.
 //! - [`counters`]: totals since start.
 
@@ -24,6 +25,7 @@ pub mod cloudevents;
 pub mod config;
 pub mod counters;
 pub mod dedupe;
+pub mod health;
 pub mod kafka;
 pub mod registry;
 pub mod report;

@@ -2,29 +2,29 @@
 //!
 //! Stream handlers (one per sidecar) and the admin API talk to the registry
 //! through [`RegistryEvent`]s on a bounded channel; nothing here is shared
-//! behind a lock. The registry also computes per-second rates and runs
-//! health checks.
+//! behind a lock. The registry also computes per-second rates and starts
+//! health checks ([`crate::health`] runs them).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::{
-    ClientView, HealthCheckReport, HealthCheckRow, HeartbeatSample, KafkaStatus, MasterInfo, Rates,
-    SidecarInfo, Stats, Status, Tier, Totals,
+    ClientView, HealthCheckReport, HeartbeatSample, KafkaStatus, MasterInfo, Rates, SidecarInfo,
+    Stats, Status, Tier, Totals,
 };
-use smesh_proto::mesh::{ClientInfo, Hello, PeerStatus, ProbeRequest, Report, RttStats};
+use smesh_proto::mesh::{ClientInfo, Hello, PeerStatus, Report, RttStats};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::counters::Counters;
+use crate::health::{CheckTarget, HealthCheck};
 use crate::kafka::KafkaSink;
-use crate::report;
 
+pub use crate::health::CheckError;
 pub use smesh_core::session::{ConnId, SessionCommand};
 
 /// Health checks kept for the admin API's `recent_checks`.
@@ -64,15 +64,6 @@ pub enum RegistryEvent {
         reply: oneshot::Sender<Result<HealthCheckReport, CheckError>>,
     },
     CheckDone(HealthCheckReport),
-}
-
-/// Why a health check could not run.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CheckError {
-    #[error("no sidecar or client named {0:?} is known to this master")]
-    UnknownPeer(String),
-    #[error("the master is shutting down")]
-    ShuttingDown,
 }
 
 /// Static facts about this master.
@@ -502,244 +493,207 @@ fn merge_client_views(views: Vec<ClientView>) -> Vec<ClientView> {
     by_id.into_values().collect()
 }
 
-#[derive(Debug)]
-struct CheckTarget {
-    sidecar_id: String,
-    address: String,
-    /// Probe the sidecar itself (false when only one of its clients is checked).
-    check_sidecar: bool,
-    /// Empty: all of its clients.
-    client_filter: String,
-    commands: Option<mpsc::Sender<SessionCommand>>,
-    known_clients: Vec<ClientInfo>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smesh_proto::mesh::{NodeKind, PeerStatus};
 
-struct HealthCheck {
-    check_id: u64,
-    master_id: String,
-    targets: Vec<CheckTarget>,
-    kafka: Option<KafkaSink>,
-    kafka_brokers: String,
-    timeout: Duration,
-    report_path: PathBuf,
-}
+    use crate::kafka::KafkaConfig;
 
-impl HealthCheck {
-    async fn run(self) -> HealthCheckReport {
-        let started = now_unix_nanos();
-        let timeout = self.timeout;
-        let master_id = self.master_id.clone();
-        let probes = self
-            .targets
-            .into_iter()
-            .map(|target| probe_target(target, master_id.clone(), timeout));
-        let kafka_row = async {
-            match self.kafka {
-                Some(sink) => {
-                    Some(probe_kafka(sink, &self.master_id, &self.kafka_brokers, timeout).await)
-                }
-                None => None,
-            }
+    /// A registry task fed only through its handle, as streams feed it.
+    fn registry() -> (RegistryHandle, CancellationToken) {
+        let config = KafkaConfig {
+            // Nothing listens there; the producer is never used in these tests.
+            brokers: "127.0.0.1:1".to_string(),
+            topic: "t".to_string(),
+            compression: "none".to_string(),
+            delivery_timeout: Duration::from_secs(1),
+            unavailable_after: Duration::from_secs(1),
+            overrides: Vec::new(),
+            client_id: "test".to_string(),
         };
-        let (rows, kafka_row) = tokio::join!(join_all(probes), kafka_row);
-        let mut rows: Vec<HealthCheckRow> = rows.into_iter().flatten().collect();
-        rows.extend(kafka_row);
-        let report = HealthCheckReport {
-            check_id: self.check_id,
-            master_id: self.master_id,
-            started_unix_nanos: started,
-            finished_unix_nanos: now_unix_nanos(),
-            rows,
+        let sink = KafkaSink::new(&config).expect("a producer");
+        let (_kafka_tx, kafka) = watch::channel(KafkaStatus::default());
+        let identity = MasterIdentity {
+            id: "M1".to_string(),
+            address: String::new(),
+            started_unix_nanos: 0,
+            started: Instant::now(),
+            report_path: PathBuf::from("unused.csv"),
         };
-        let path = self.report_path.clone();
-        let rows = report.rows.clone();
-        let check_id = report.check_id;
-        match tokio::task::spawn_blocking(move || report::append(&path, check_id, &rows)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                warn!(path = %self.report_path.display(), %err, "cannot append to the health check report")
-            }
-            Err(err) => warn!(%err, "health check report writer failed"),
-        }
-        let down = report
-            .rows
-            .iter()
-            .filter(|r| r.status != PeerStatus::Up as i32)
-            .count();
-        info!(
-            check = report.check_id,
-            peers = report.rows.len(),
-            not_up = down,
-            "health check finished"
-        );
-        report
+        let (registry, handle) =
+            Registry::new(identity, sink, Arc::new(Counters::default()), kafka);
+        let token = CancellationToken::new();
+        tokio::spawn(registry.run(token.clone()));
+        (handle, token)
     }
-}
 
-async fn probe_target(
-    target: CheckTarget,
-    master_id: String,
-    timeout: Duration,
-) -> Vec<HealthCheckRow> {
-    let now = now_unix_nanos();
-    let Some(commands) = target.commands else {
-        let mut rows = Vec::new();
-        if target.check_sidecar {
-            rows.push(HealthCheckRow {
-                at_unix_nanos: now,
-                checker_id: master_id,
-                tier: Tier::Sidecar as i32,
-                peer_id: target.sidecar_id.clone(),
-                address: target.address,
-                status: PeerStatus::Down as i32,
-                rtt_us: 0,
-                detail: "not connected".to_string(),
-            });
-        }
-        rows.extend(unanswered_clients(
-            &target.sidecar_id,
-            &target.known_clients,
-            &target.client_filter,
-            "its sidecar is not connected",
-        ));
-        return rows;
-    };
-    let sidecar_probe = async {
-        if !target.check_sidecar {
-            return None;
-        }
-        let (answer, rtt) = oneshot::channel();
-        let sent = commands
-            .send(SessionCommand::Probe { answer })
+    async fn connect(handle: &RegistryHandle, conn: ConnId, sidecar: &str) {
+        let (commands, _) = mpsc::channel(1);
+        handle
+            .events
+            .send(RegistryEvent::Connected {
+                conn,
+                hello: Hello {
+                    node_id: sidecar.to_string(),
+                    kind: NodeKind::Sidecar as i32,
+                    version: "v".to_string(),
+                    incarnation: String::new(),
+                },
+                address: format!("127.0.0.1:{conn}"),
+                commands,
+            })
             .await
-            .is_ok();
-        let outcome = if sent {
-            tokio::time::timeout(timeout, rtt)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        Some(match outcome {
-            Some(rtt) => HealthCheckRow {
-                at_unix_nanos: now_unix_nanos(),
-                checker_id: master_id.clone(),
-                tier: Tier::Sidecar as i32,
-                peer_id: target.sidecar_id.clone(),
-                address: target.address.clone(),
-                status: PeerStatus::Up as i32,
-                rtt_us: u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1),
-                detail: String::new(),
-            },
-            None => HealthCheckRow {
-                at_unix_nanos: now_unix_nanos(),
-                checker_id: master_id.clone(),
-                tier: Tier::Sidecar as i32,
-                peer_id: target.sidecar_id.clone(),
-                address: target.address.clone(),
-                status: PeerStatus::Down as i32,
-                rtt_us: 0,
-                detail: format!("no answer within {timeout:?}"),
-            },
-        })
-    };
-    let clients_probe = async {
-        let (answer, response) = oneshot::channel();
-        let request = ProbeRequest {
-            check_id: 0,
-            client_id: target.client_filter.clone(),
-            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-        };
-        let sent = commands
-            .send(SessionCommand::ProbeDownstream { request, answer })
+            .expect("registry running");
+    }
+
+    async fn report(handle: &RegistryHandle, conn: ConnId, clients: Vec<ClientInfo>) {
+        handle
+            .events
+            .send(RegistryEvent::Report {
+                conn,
+                report: Report {
+                    clients,
+                    ..Report::default()
+                },
+            })
             .await
-            .is_ok();
-        // The sidecar waits `timeout` for its clients; allow it that plus the trip.
-        let response = if sent {
-            tokio::time::timeout(timeout * 2, response)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        match response {
-            Some(response) => response
-                .results
-                .into_iter()
-                .map(|r| HealthCheckRow {
-                    at_unix_nanos: r.at_unix_nanos,
-                    checker_id: response.checker_id.clone(),
-                    tier: Tier::Client as i32,
-                    peer_id: r.peer_id,
-                    address: r.address,
-                    status: r.status,
-                    rtt_us: r.rtt_us,
-                    detail: r.detail,
-                })
-                .collect(),
-            None => unanswered_clients(
-                &target.sidecar_id,
-                &target.known_clients,
-                &target.client_filter,
-                "its sidecar did not answer the probe request",
-            ),
+            .expect("registry running");
+    }
+
+    fn client(id: &str, status: PeerStatus, last_seen: i64) -> ClientInfo {
+        ClientInfo {
+            client_id: id.to_string(),
+            status: status as i32,
+            last_seen_unix_nanos: last_seen,
+            ..ClientInfo::default()
         }
-    };
-    let (sidecar_row, client_rows) = tokio::join!(sidecar_probe, clients_probe);
-    sidecar_row.into_iter().chain(client_rows).collect()
-}
+    }
 
-fn unanswered_clients(
-    sidecar_id: &str,
-    known: &[ClientInfo],
-    filter: &str,
-    detail: &str,
-) -> Vec<HealthCheckRow> {
-    known
-        .iter()
-        .filter(|c| filter.is_empty() || c.client_id == filter)
-        .filter(|c| c.status != PeerStatus::Down as i32 || !filter.is_empty())
-        .map(|c| HealthCheckRow {
-            at_unix_nanos: now_unix_nanos(),
-            checker_id: sidecar_id.to_string(),
-            tier: Tier::Client as i32,
-            peer_id: c.client_id.clone(),
-            address: c.address.clone(),
-            status: PeerStatus::Down as i32,
-            rtt_us: 0,
-            detail: detail.to_string(),
-        })
-        .collect()
-}
+    /// (client id, sidecar id, status) of every client in the merged view.
+    fn clients(status: &Status) -> Vec<(String, String, i32)> {
+        status
+            .clients
+            .iter()
+            .map(|v| {
+                let info = v.info.clone().unwrap_or_default();
+                (info.client_id, v.sidecar_id.clone(), info.status)
+            })
+            .collect()
+    }
 
-async fn probe_kafka(
-    sink: KafkaSink,
-    master_id: &str,
-    brokers: &str,
-    timeout: Duration,
-) -> HealthCheckRow {
-    let started = Instant::now();
-    let outcome = tokio::task::spawn_blocking(move || sink.probe(timeout)).await;
-    let rtt = started.elapsed();
-    let (status, rtt_us, detail) = match outcome {
-        Ok(Ok((brokers, partitions))) => (
-            PeerStatus::Up,
-            u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1),
-            format!("{brokers} broker(s), {partitions} partition(s)"),
-        ),
-        Ok(Err(err)) => (PeerStatus::Down, 0, err.to_string()),
-        Err(err) => (PeerStatus::Down, 0, err.to_string()),
-    };
-    HealthCheckRow {
-        at_unix_nanos: now_unix_nanos(),
-        checker_id: master_id.to_string(),
-        tier: Tier::Kafka as i32,
-        peer_id: "kafka".to_string(),
-        address: brokers.to_string(),
-        status: status as i32,
-        rtt_us,
-        detail,
+    #[tokio::test]
+    async fn a_client_seen_by_two_sidecars_shows_where_it_is_connected() {
+        let (handle, _token) = registry();
+        connect(&handle, 1, "S1").await;
+        connect(&handle, 2, "S2").await;
+        // c1 moved from S1 to S2: S1 still reports it (down, seen later).
+        report(
+            &handle,
+            1,
+            vec![
+                client("c1", PeerStatus::Down, 200),
+                client("c2", PeerStatus::Up, 100),
+            ],
+        )
+        .await;
+        report(&handle, 2, vec![client("c1", PeerStatus::Up, 150)]).await;
+        let status = handle.status().await.expect("status");
+        assert_eq!(
+            clients(&status),
+            vec![
+                ("c1".to_string(), "S2".to_string(), PeerStatus::Up as i32),
+                ("c2".to_string(), "S1".to_string(), PeerStatus::Up as i32),
+            ]
+        );
+        let connected: Vec<(String, u32)> = status
+            .sidecars
+            .iter()
+            .map(|s| (s.id.clone(), s.clients))
+            .collect();
+        assert_eq!(
+            connected,
+            vec![("S1".to_string(), 1), ("S2".to_string(), 1)]
+        );
+
+        // When nobody has it connected, the latest sighting wins.
+        report(&handle, 2, vec![client("c1", PeerStatus::Down, 150)]).await;
+        let status = handle.status().await.expect("status");
+        assert_eq!(clients(&status)[0].1, "S1", "seen last through S1");
+    }
+
+    #[tokio::test]
+    async fn a_report_replaces_the_sidecars_client_list() {
+        let (handle, _token) = registry();
+        connect(&handle, 1, "S1").await;
+        report(&handle, 1, vec![client("c1", PeerStatus::Up, 1)]).await;
+        report(&handle, 1, vec![client("c2", PeerStatus::Up, 2)]).await;
+        let status = handle.status().await.expect("status");
+        let ids: Vec<String> = clients(&status).into_iter().map(|c| c.0).collect();
+        assert_eq!(ids, vec!["c2".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_marks_the_sidecar_and_its_clients_down() {
+        let (handle, _token) = registry();
+        connect(&handle, 1, "S1").await;
+        report(&handle, 1, vec![client("c1", PeerStatus::Up, 1)]).await;
+        handle
+            .events
+            .send(RegistryEvent::Disconnected {
+                conn: 1,
+                reason: "gone".to_string(),
+            })
+            .await
+            .expect("registry running");
+        let status = handle.status().await.expect("status");
+        let sidecar = &status.sidecars[0];
+        assert!(!sidecar.connected);
+        assert_eq!(sidecar.status, PeerStatus::Down as i32);
+        assert_eq!(clients(&status)[0].2, PeerStatus::Down as i32);
+    }
+
+    #[tokio::test]
+    async fn the_newest_stream_of_a_sidecar_wins_over_its_old_one() {
+        let (handle, _token) = registry();
+        connect(&handle, 1, "S1").await;
+        // A reconnect races the old stream's end.
+        connect(&handle, 2, "S1").await;
+        report(&handle, 1, vec![client("stale", PeerStatus::Up, 1)]).await;
+        handle
+            .events
+            .send(RegistryEvent::Disconnected {
+                conn: 1,
+                reason: "old stream ended".to_string(),
+            })
+            .await
+            .expect("registry running");
+        handle
+            .events
+            .send(RegistryEvent::Heartbeat {
+                conn: 2,
+                rtt: RttStats {
+                    last_us: 42,
+                    ..RttStats::default()
+                },
+                status: PeerStatus::Up,
+                last_pong_unix_nanos: 7,
+                events_forwarded: 9,
+            })
+            .await
+            .expect("registry running");
+        let status = handle.status().await.expect("status");
+        let sidecar = &status.sidecars[0];
+        assert!(
+            sidecar.connected,
+            "the old stream's end does not unlink the new one"
+        );
+        assert_eq!(sidecar.address, "127.0.0.1:2");
+        assert_eq!(sidecar.rtt.as_ref().map(|r| r.last_us), Some(42));
+        assert_eq!(sidecar.events_forwarded, 9);
+        assert!(
+            status.clients.is_empty(),
+            "the old stream's report is ignored"
+        );
     }
 }
