@@ -313,6 +313,32 @@ impl KafkaBroker {
     }
 }
 
+impl KafkaBroker {
+    /// Freezes the broker's JVM (SIGSTOP), like a broker stalled by a GC
+    /// pause or a stuck disk: connections stay open, nothing is answered.
+    /// Panics if the broker is not running here (a test that freezes the
+    /// broker owns one: [`KafkaBroker::start`]).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen broker run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("no broker process of ours to SIG{signal}"));
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{signal}: {e}"));
+        assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+    }
+}
+
 impl Drop for KafkaBroker {
     /// Kills the JVM (if running) and removes the broker's directory, or keeps
     /// it and prints its path if `SMESH_KEEP_KAFKA` is set.

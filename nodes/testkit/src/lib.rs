@@ -262,11 +262,17 @@ pub fn hello(id: &str) -> Up {
     })
 }
 
-/// `n` events of client `client`, sequences from `first`.
+/// `n` valid events of client `client`, sequences from `first`, each with
+/// the data `reading <sequence>`.
 pub fn events(client: &str, first: u64, n: usize) -> Vec<Event> {
     (0..n as u64)
         .map(|i| Event {
-            id: format!("{client}-{}", first + i),
+            id: smesh_core::event::event_id(client, first + i),
+            source: format!("test/{client}"),
+            r#type: "dev.smesh.test".to_string(),
+            specversion: smesh_core::event::SPEC_VERSION.to_string(),
+            time_unix_nanos: smesh_core::time::now_unix_nanos(),
+            datacontenttype: "text/plain".to_string(),
             client_id: client.to_string(),
             sequence: first + i,
             data: format!("reading {}", first + i).into_bytes().into(),
