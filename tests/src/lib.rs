@@ -24,8 +24,28 @@ pub mod tmux;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Polls `check` until it returns `Some`, or fails with `what` after `within`.
+/// The `grpc.health.v1` status of the mesh service on `127.0.0.1:port`,
+/// `None` when it does not answer.
+pub async fn health_of(port: u16) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: smesh_proto::MESH_SERVICE.into(),
+        })
+        .await
+        .ok()?;
+    Some(response.into_inner().status())
+}
+
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

@@ -127,6 +127,15 @@ impl Process {
         })
     }
 
+    /// Waits (at most `within`) until a log line's message contains `needle`.
+    pub async fn wait_logged(&self, needle: &str, within: Duration) {
+        let what = format!("{} to log {needle:?}", self.name);
+        crate::eventually(&what, within, || async {
+            (!self.log_events(needle).is_empty()).then_some(())
+        })
+        .await;
+    }
+
     /// JSON log lines whose message contains `needle`.
     pub fn log_events(&self, needle: &str) -> Vec<serde_json::Value> {
         self.log()

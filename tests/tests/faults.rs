@@ -14,7 +14,8 @@ use smesh_proto::mesh::{Event, PeerStatus};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Feeder, reserve_port};
 use smesh_tests::records::{judge, read_topic, read_until_complete};
-use smesh_tests::{eventually, unique_topic};
+use smesh_tests::{eventually, health_of, unique_topic};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const DELIVERY: Duration = Duration::from_secs(120);
 
@@ -88,7 +89,9 @@ async fn killing_the_sidecar_moves_the_client_to_the_next_one() {
     )
     .spawn()
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .wait_logged("first acknowledgement from sidecar", DELIVERY)
+        .await;
     s1.kill();
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
@@ -135,7 +138,9 @@ async fn killing_the_master_moves_the_sidecar_to_the_next_one() {
     )
     .spawn()
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sidecar
+        .wait_logged("first acknowledgement from master", DELIVERY)
+        .await;
     m1.kill();
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
@@ -213,7 +218,7 @@ async fn a_kafka_outage_mid_stream_loses_nothing() {
         .await;
     let input = dir.path().join("c1.jsonl");
     let mut feeder = Feeder::start(&input, "c1", 3000, 50, Duration::from_millis(50));
-    let _client = nodes::client(
+    let client = nodes::client(
         dir.path(),
         "c1",
         &[("S1", sidecar.port)],
@@ -221,9 +226,15 @@ async fn a_kafka_outage_mid_stream_loses_nothing() {
     )
     .spawn()
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .wait_logged("first acknowledgement from sidecar", DELIVERY)
+        .await;
     kafka.stop();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The outage lasts until the master has given up on Kafka.
+    eventually("the master not serving", DELIVERY, || async {
+        (health_of(master.port).await == Some(ServingStatus::NotServing)).then_some(())
+    })
+    .await;
     kafka.restart().expect("restart the broker");
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
@@ -252,9 +263,10 @@ async fn a_client_killed_in_always_mode_loses_nothing_it_read() {
     )
     .args(["--spool", "always"]);
     let mut client = spec.clone().spawn().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .wait_logged("first acknowledgement from sidecar", DELIVERY)
+        .await;
     client.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let _restarted = spec.spawn().await;
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
@@ -290,7 +302,9 @@ async fn a_client_stopped_with_sigterm_keeps_the_rest_in_its_spool_and_delivers_
     )
     .args(["--spool", "on-failure"]);
     let mut client = spec.clone().spawn().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .wait_logged("first acknowledgement from sidecar", DELIVERY)
+        .await;
     let status = client.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "clean exit after draining: {status}");
     assert!(
@@ -554,7 +568,10 @@ async fn a_full_spool_holds_sources_back_by_default_and_drops_only_when_asked() 
         (b > 10 && d > 10).then_some((b, d))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The dropping client has hit its limit and dropped (and said so).
+    dropping
+        .wait_logged("spool full: events dropped", DELIVERY)
+        .await;
     assert!(
         rows.0 < 400 && spool_rows(dir.path(), "blocking") < 400,
         "the blocking spool stays bounded"

@@ -10,10 +10,8 @@ use std::time::Duration;
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, reserve_port};
 use smesh_tests::records::{judge, read_topic};
-use smesh_tests::{eventually, unique_topic};
-use tonic_health::pb::HealthCheckRequest;
+use smesh_tests::{eventually, health_of, unique_topic};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const EVENTS_PER_CLIENT: u64 = 3000;
 
@@ -97,22 +95,6 @@ async fn three_clients_through_two_sidecars_reach_kafka_exactly_once_and_in_orde
     }
 }
 
-async fn health_of(port: u16) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let mut client = HealthClient::new(channel);
-    let response = client
-        .check(HealthCheckRequest {
-            service: "smesh.mesh.v1.Mesh".into(),
-        })
-        .await
-        .ok()?;
-    Some(response.into_inner().status())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_is_not_serving_until_its_broker_is_up_and_then_delivers_what_waited() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -138,7 +120,12 @@ async fn a_master_is_not_serving_until_its_broker_is_up_and_then_delivers_what_w
     })
     .await;
     assert_eq!(status, ServingStatus::NotServing);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The client has read and spooled every line, and still nothing is acknowledged.
+    eventually("every line spooled", Duration::from_secs(30), || async {
+        let spool = std::fs::read_to_string(nodes::spool_path(dir.path(), "c1")).ok()?;
+        (spool.lines().count() > 200).then_some(())
+    })
+    .await;
     assert_eq!(
         health_of(master.port).await,
         Some(ServingStatus::NotServing)
