@@ -32,6 +32,12 @@ use tonic_health::pb::health_client::HealthClient;
 /// The `grpc.health.v1` status of the mesh service on `127.0.0.1:port`,
 /// `None` when it does not answer.
 pub async fn health_of(port: u16) -> Option<ServingStatus> {
+    health_of_service(port, smesh_proto::MESH_SERVICE).await
+}
+
+/// The `grpc.health.v1` status of `service` on `127.0.0.1:port`, `None`
+/// when it does not answer.
+pub async fn health_of_service(port: u16, service: &str) -> Option<ServingStatus> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .ok()?
         .connect()
@@ -39,7 +45,7 @@ pub async fn health_of(port: u16) -> Option<ServingStatus> {
         .ok()?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: smesh_proto::MESH_SERVICE.into(),
+            service: service.into(),
         })
         .await
         .ok()?;

@@ -16,9 +16,10 @@ use smesh_proto::mesh::{Ack, Hello, NodeKind, Pong, Uplink};
 use smesh_testkit::{RawPeer, batch, events};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::records::{judge, read_topic};
-use smesh_tests::unique_topic;
+use smesh_tests::{eventually, health_of_service, unique_topic};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Frames until an ack, answering pings; `None` if none came within `wait`.
 async fn ack_within(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
@@ -63,8 +64,16 @@ async fn a_batch_is_acknowledged_only_after_kafka_acknowledged_it() {
     let master = Master::new(config).expect("producer");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_port = admin.local_addr().expect("address").port();
     let token = CancellationToken::new();
-    let running = tokio::spawn(master.run(listener, None, token.clone()));
+    let running = tokio::spawn(master.run(listener, Some(admin), token.clone()));
+    // The admin API names itself in grpc.health.v1.
+    let admin_health = eventually("the admin API's health", Duration::from_secs(10), || {
+        health_of_service(admin_port, smesh_proto::ADMIN_SERVICE)
+    })
+    .await;
+    assert_eq!(admin_health, ServingStatus::Serving);
 
     let peer = Peer {
         id: "M1".to_string(),

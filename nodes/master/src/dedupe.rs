@@ -19,9 +19,10 @@ const MAX_RANGES: usize = 16;
 
 /// Delivered sequence numbers per client id.
 ///
-/// A mutex rather than an owner task: it is taken once per batch (not per
-/// event) by the stream that handles the batch, for a few hundred
-/// nanoseconds, and never across an `.await`.
+/// A mutex rather than an owner task: it is taken twice per batch (not per
+/// event) by the stream that handles the batch, once to check what was
+/// published and once to record what Kafka settled, for a few hundred
+/// nanoseconds each, and never across an `.await`.
 #[derive(Debug, Default)]
 pub struct Delivered {
     clients: Mutex<HashMap<String, Ranges>>,

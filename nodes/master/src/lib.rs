@@ -194,11 +194,16 @@ impl Master {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            let (_, admin_health, admin_reflection) = grpc::health_and_reflection()?;
+            let (admin_reporter, admin_health, admin_reflection) = grpc::health_and_reflection()?;
             let service = AdminService::new(handle.clone(), config.probe_timeout, shutdown.clone());
             let shutdown = shutdown.clone();
             info!(address = %admin_address, "admin API listening");
             tasks.spawn(async move {
+                // The admin API answers whether Kafka is up or not: SERVING
+                // for as long as it listens (so probes can name the service).
+                admin_reporter
+                    .set_serving::<AdminServer<AdminService>>()
+                    .await;
                 let served = grpc::server()
                     .add_service(admin_health)
                     .add_service(admin_reflection)
