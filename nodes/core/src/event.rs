@@ -32,14 +32,32 @@ pub fn event_id(client_id: &str, sequence: u64) -> String {
 /// Why an event can never be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidEvent {
+    /// Larger than the node accepts (Kafka would refuse it too).
     #[error("event {id} is {size} bytes, more than the limit of {max} bytes")]
-    TooLarge { id: String, size: usize, max: usize },
+    TooLarge {
+        /// The event's id.
+        id: String,
+        /// Its encoded size.
+        size: usize,
+        /// The limit it broke.
+        max: usize,
+    },
+    /// A required CloudEvents attribute is empty.
     #[error("event {id:?} has no {attribute}")]
-    Missing { id: String, attribute: &'static str },
+    Missing {
+        /// The event's id (may itself be the empty attribute).
+        id: String,
+        /// Which attribute.
+        attribute: &'static str,
+    },
+    /// An attribute has a value Kafka headers or consumers cannot carry.
     #[error("event {id}: attribute {attribute} {reason}")]
     BadAttribute {
+        /// The event's id.
         id: String,
+        /// Which attribute (or extension name).
         attribute: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
 }

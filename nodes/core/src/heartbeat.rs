@@ -25,6 +25,7 @@ pub struct RttWindow {
 }
 
 impl RttWindow {
+    /// Adds a sample, forgetting the oldest beyond [`RTT_HISTORY`].
     pub fn record(&mut self, rtt: Duration) {
         if self.samples.len() == RTT_HISTORY {
             self.samples.pop_front();
@@ -32,6 +33,7 @@ impl RttWindow {
         self.samples.push_back(rtt);
     }
 
+    /// The newest sample.
     pub fn last(&self) -> Option<Duration> {
         self.samples.back().copied()
     }
@@ -168,14 +170,17 @@ impl Heartbeat {
         }
     }
 
+    /// Consecutive pings that went unanswered.
     pub fn missed(&self) -> u32 {
         self.missed
     }
 
+    /// The round trips measured on this stream.
     pub fn rtt(&self) -> &RttWindow {
         &self.rtt
     }
 
+    /// When the last answer arrived.
     pub fn last_pong(&self) -> Option<Instant> {
         self.last_pong
     }
@@ -197,6 +202,7 @@ impl Liveness {
         }
     }
 
+    /// The peer said something at `now`.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;
     }
@@ -206,6 +212,7 @@ impl Liveness {
         self.last_heard + self.timeout
     }
 
+    /// Whether the peer has been silent for the whole timeout at `now`.
     pub fn is_dead(&self, now: Instant) -> bool {
         now >= self.deadline()
     }

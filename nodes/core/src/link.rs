@@ -60,19 +60,42 @@ pub struct OpenStream {
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// TCP or HTTP/2 failed (nobody listens, unreachable, timed out).
     #[error("cannot connect to {peer}: {source}")]
     Connect {
+        /// The peer, as `id (host:port)`.
         peer: String,
+        /// The transport's error.
         source: tonic::transport::Error,
     },
+    /// The peer answered the stream with an error status (e.g. shutting down).
     #[error("{peer} refused the stream: {status}")]
-    Refused { peer: String, status: tonic::Status },
+    Refused {
+        /// The peer, as `id (host:port)`.
+        peer: String,
+        /// Its answer.
+        status: tonic::Status,
+    },
+    /// No Welcome within the timeout.
     #[error("{peer} did not answer within {timeout:?}")]
-    Timeout { peer: String, timeout: Duration },
+    Timeout {
+        /// The peer, as `id (host:port)`.
+        peer: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// The stream ended before the Welcome.
     #[error("{peer} ended the stream before its Welcome")]
-    Closed { peer: String },
+    Closed {
+        /// The peer, as `id (host:port)`.
+        peer: String,
+    },
+    /// The first frame was not a Welcome.
     #[error("{peer} answered with something other than Welcome")]
-    Protocol { peer: String },
+    Protocol {
+        /// The peer, as `id (host:port)`.
+        peer: String,
+    },
 }
 
 /// Timeouts for opening a link.
@@ -168,6 +191,7 @@ impl PeerWalk {
         }
     }
 
+    /// Every peer, in the listed order.
     pub fn peers(&self) -> &[Peer] {
         &self.peers
     }

@@ -23,6 +23,7 @@ pub struct Peer {
     pub id: String,
     /// Host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// TCP port (the tier's default when the row names none).
     pub port: u16,
 }
 
@@ -52,19 +53,30 @@ impl fmt::Display for Peer {
 /// line where there is one, so an operator can go straight to it.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerListError {
+    /// The file cannot be read.
     #[error("cannot read peer list {path}: {source}")]
     Read {
+        /// The peer list.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// A row is not `<id>;host:port;`.
     #[error("{path}:{line}: {reason} (expected `<id>;host:port;`)")]
     Row {
+        /// The peer list.
         path: PathBuf,
+        /// 1-based line number.
         line: u64,
+        /// What is wrong with the row.
         reason: String,
     },
+    /// Nothing but comments and blank lines: a node with no peer cannot work.
     #[error("{path}: lists no peers (expected rows like `<id>;host:port;`)")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The peer list.
+        path: PathBuf,
+    },
 }
 
 /// Reads and validates a peer list file; `default_port` fills rows without a port.

@@ -30,6 +30,8 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// The API over `registry`; checks wait at most `default_timeout` per
+    /// probe unless the request says otherwise.
     pub fn new(
         registry: RegistryHandle,
         probe_timeout: Duration,

@@ -5,21 +5,30 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use smesh_proto::admin::Totals;
 
+/// The master's totals (see `smesh.admin.v1.Totals`).
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Events received from sidecars.
     pub events_in: AtomicU64,
+    /// Events Kafka acknowledged.
     pub published: AtomicU64,
+    /// Events refused for good.
     pub failed: AtomicU64,
+    /// Resends acknowledged without publishing again.
     pub duplicates: AtomicU64,
+    /// Event data received, in bytes.
     pub bytes_in: AtomicU64,
+    /// Batches received.
     pub batches_in: AtomicU64,
 }
 
 impl Counters {
+    /// Adds `n` to one of the counters.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// A snapshot of every counter.
     pub fn totals(&self) -> Totals {
         Totals {
             events_in: self.events_in.load(Relaxed),

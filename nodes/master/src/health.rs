@@ -24,8 +24,10 @@ use crate::report;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CheckError {
     #[error("no sidecar or client named {0:?} is known to this master")]
+    /// No sidecar or client has this id.
     UnknownPeer(String),
     #[error("the master is shutting down")]
+    /// The registry stopped.
     ShuttingDown,
 }
 

@@ -23,6 +23,7 @@ use crate::cloudevents;
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
+    /// Where events are published.
     pub topic: String,
     /// `compression.type`: none, gzip, snappy, lz4 or zstd.
     pub compression: String,
@@ -183,6 +184,7 @@ impl KafkaSink {
         })
     }
 
+    /// The topic events go to.
     pub fn topic(&self) -> &str {
         &self.topic
     }

@@ -75,10 +75,13 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     #[error("invalid Kafka producer settings: {0}")]
+    /// librdkafka refused the producer settings.
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("cannot serve gRPC: {0}")]
+    /// The data-plane listener failed.
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
+    /// The protocol description for gRPC reflection did not load.
     Reflection(#[from] tonic_reflection::server::Error),
 }
 

@@ -33,55 +33,87 @@ const RECENT_CHECKS: usize = 10;
 /// Everything that changes what the registry knows, or asks it something.
 #[derive(Debug)]
 pub enum RegistryEvent {
+    /// A sidecar stream was welcomed.
     Connected {
+        /// The stream.
         conn: ConnId,
+        /// What the sidecar said about itself.
         hello: Hello,
+        /// Its address.
         address: String,
+        /// Reaches the sidecar's session (probes for health checks).
         commands: mpsc::Sender<SessionCommand>,
     },
     /// Sent by the stream handler once per heartbeat interval.
     Heartbeat {
+        /// The stream.
         conn: ConnId,
+        /// Round trips of its pings.
         rtt: RttStats,
+        /// Up, degraded or down.
         status: PeerStatus,
+        /// When it last answered (0 = never).
         last_pong_unix_nanos: i64,
+        /// Events taken on this stream.
         events_forwarded: u64,
     },
+    /// A sidecar's periodic report (its clients).
     Report {
+        /// The stream.
         conn: ConnId,
+        /// What it said.
         report: Report,
     },
+    /// A sidecar stream ended.
     Disconnected {
+        /// The stream.
         conn: ConnId,
+        /// Why, for the log.
         reason: String,
     },
+    /// The merged view, for the admin API.
     GetStatus {
+        /// Where it goes.
         reply: oneshot::Sender<Status>,
     },
+    /// Run a health check.
     HealthCheck {
+        /// One sidecar or client id, or empty for every peer.
         peer: String,
+        /// Per probe.
         timeout: Duration,
+        /// Where the report goes.
         reply: oneshot::Sender<Result<HealthCheckReport, CheckError>>,
     },
+    /// A health check finished (kept for `recent_checks`).
     CheckDone(HealthCheckReport),
 }
 
 /// Static facts about this master.
 #[derive(Clone, Debug)]
 pub struct MasterIdentity {
+    /// The master's id.
     pub id: String,
+    /// Its data-plane address, once bound.
     pub address: String,
+    /// When it started (wall clock), for the console.
     pub started_unix_nanos: i64,
+    /// When it started (monotonic), for the uptime.
     pub started: Instant,
+    /// `healthCheckReport.csv`.
     pub report_path: PathBuf,
 }
 
 /// A handle to the registry task: cheap to clone, used by streams and the admin API.
 #[derive(Clone, Debug)]
 pub struct RegistryHandle {
+    /// Events into the registry task.
     pub events: mpsc::Sender<RegistryEvent>,
+    /// Totals and rates, refreshed once a second.
     pub stats: watch::Receiver<Stats>,
+    /// Every RTT sample as it is measured (sidecars, and clients through them).
     pub heartbeats: broadcast::Sender<HeartbeatSample>,
+    /// Whether Kafka answers.
     pub kafka: watch::Receiver<KafkaStatus>,
 }
 
@@ -163,6 +195,7 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// The registry task and its handle.
     pub fn new(
         identity: MasterIdentity,
         sink: KafkaSink,

@@ -12,6 +12,7 @@ use smesh_core::time::rfc3339_millis;
 use smesh_proto::admin::{HealthCheckRow, Tier};
 use smesh_proto::mesh::PeerStatus;
 
+/// The columns of `healthCheckReport.csv`, written once at the top.
 pub const HEADER: [&str; 9] = [
     "time",
     "check_id",

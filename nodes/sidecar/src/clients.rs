@@ -17,26 +17,42 @@ use tracing::warn;
 
 pub use smesh_core::session::ConnId;
 
+/// Everything that changes the table, or asks it something.
 #[derive(Debug)]
 pub enum TableEvent {
+    /// A client stream was welcomed.
     Connected {
+        /// The stream.
         conn: ConnId,
+        /// The client's first row.
         info: ClientInfo,
+        /// Reaches the client's session (for probes).
         commands: mpsc::Sender<SessionCommand>,
     },
+    /// A session's row once per heartbeat interval.
     Update {
+        /// The stream.
         conn: ConnId,
+        /// The client's row now.
         info: ClientInfo,
     },
+    /// A client stream ended.
     Disconnected {
+        /// The stream.
         conn: ConnId,
+        /// The client's last row.
         info: ClientInfo,
     },
+    /// Every client's row, for the report to the master.
     Snapshot {
+        /// Where the rows go.
         reply: oneshot::Sender<Vec<ClientInfo>>,
     },
+    /// Probe clients for a master's health check.
     Probe {
+        /// Which clients, and how long to wait.
         request: ProbeRequest,
+        /// Where the results go.
         reply: oneshot::Sender<ProbeResponse>,
     },
 }
@@ -48,6 +64,7 @@ pub struct TableHandle {
 }
 
 impl TableHandle {
+    /// Hands an event to the table, waiting for room.
     pub async fn send(&self, event: TableEvent) {
         // Only fails when the table stopped, i.e. during shutdown.
         let _ = self.events.send(event).await;
@@ -58,6 +75,7 @@ impl TableHandle {
         let _ = self.events.try_send(event);
     }
 
+    /// Every client's row (empty once the table stopped).
     pub async fn snapshot(&self) -> Vec<ClientInfo> {
         let (reply, answer) = oneshot::channel();
         self.send(TableEvent::Snapshot { reply }).await;
@@ -94,6 +112,7 @@ impl std::fmt::Debug for ClientTable {
 }
 
 impl ClientTable {
+    /// The table task for sidecar `sidecar_id`, and its handle.
     pub fn new(sidecar_id: String) -> (Self, TableHandle) {
         let (tx, events) = mpsc::channel(1024);
         (
@@ -107,6 +126,7 @@ impl ClientTable {
         )
     }
 
+    /// Runs until `shutdown` or until every handle is gone.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let event = tokio::select! {

@@ -49,8 +49,10 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
     #[error("cannot serve gRPC: {0}")]
+    /// The listener failed.
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
+    /// The protocol description for gRPC reflection did not load.
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
@@ -73,6 +75,7 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
+    /// A sidecar with an empty client table; nothing runs until [`Sidecar::run`].
     pub fn new(config: Config) -> Self {
         let (table, table_handle) = ClientTable::new(config.id.clone());
         Self {
