@@ -117,6 +117,14 @@ pub enum SessionCommand {
     },
 }
 
+/// Asks the session behind `commands` for a probe ping; the round trip, or
+/// `None` if the session is gone or the peer did not answer within `timeout`.
+pub async fn probe(commands: &mpsc::Sender<SessionCommand>, timeout: Duration) -> Option<Duration> {
+    let (answer, rtt) = oneshot::channel();
+    commands.send(SessionCommand::Probe { answer }).await.ok()?;
+    tokio::time::timeout(timeout, rtt).await.ok()?.ok()
+}
+
 /// How one batch ends: the events in it that can never be delivered (the
 /// batch is settled), or a status that ends the stream (nothing of the batch
 /// may be counted as delivered; the peer sends it again).

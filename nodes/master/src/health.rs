@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::kafka::KafkaSink;
-use crate::registry::SessionCommand;
 use crate::report;
+use smesh_core::session::{self, SessionCommand};
 
 /// Why a health check could not run.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -145,20 +145,7 @@ async fn probe_target(
         if !target.check_sidecar {
             return None;
         }
-        let (answer, rtt) = oneshot::channel();
-        let sent = commands
-            .send(SessionCommand::Probe { answer })
-            .await
-            .is_ok();
-        let outcome = if sent {
-            tokio::time::timeout(timeout, rtt)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        Some(match outcome {
+        Some(match session::probe(&commands, timeout).await {
             Some(rtt) => HealthCheckRow {
                 at_unix_nanos: now_unix_nanos(),
                 checker_id: master_id.clone(),

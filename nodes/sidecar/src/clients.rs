@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
-use smesh_core::session::SessionCommand;
+use smesh_core::session::{self, SessionCommand};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{ClientInfo, PeerStatus, ProbeRequest, ProbeResponse, ProbeResult};
 use tokio::sync::{mpsc, oneshot};
@@ -222,21 +222,7 @@ impl ClientTable {
         tokio::spawn(async move {
             let probes = targets.into_iter().map(|(info, commands)| async move {
                 let rtt = match commands {
-                    Some(commands) => {
-                        let (answer, rtt) = oneshot::channel();
-                        if commands
-                            .send(SessionCommand::Probe { answer })
-                            .await
-                            .is_ok()
-                        {
-                            tokio::time::timeout(timeout, rtt)
-                                .await
-                                .ok()
-                                .and_then(Result::ok)
-                        } else {
-                            None
-                        }
-                    }
+                    Some(commands) => session::probe(&commands, timeout).await,
                     None => None,
                 };
                 let (status, rtt_us, detail) = match rtt {
