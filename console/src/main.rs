@@ -1,15 +1,15 @@
 //! `smesh-console`: see the crate docs of `smesh_console`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use smesh_console::check::{self, CheckArgs};
-use smesh_console::demo::{self, DemoArgs};
 use smesh_console::status::{self, MasterSelection, StatusArgs};
 use smesh_console::tui;
 use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, LogArgs, parse_duration};
+use smesh_demo::DemoArgs;
 
 /// Watch and probe a smesh mesh: a dashboard over one or more masters'
 /// admin APIs, scripted health checks, and a local demo mesh.
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                     log.log = "warn".to_string();
                 }
                 log.init();
-                finish(runtime.block_on(demo::run_headless(&demo)))
+                finish(runtime.block_on(smesh_demo::run_headless(&demo)))
             } else {
                 if let Err(err) = tui::check_terminal() {
                     eprintln!("smesh-console: {err}; or run `smesh-console demo --headless`");
@@ -136,10 +136,24 @@ fn main() -> ExitCode {
                     eprintln!("smesh-console: {err}");
                     return ExitCode::from(EX_USAGE as u8);
                 }
-                finish(runtime.block_on(demo::run_dashboard(&demo, &log_path)))
+                finish(runtime.block_on(run_demo_dashboard(&demo, &log_path)))
             }
         }
     }
+}
+
+/// Runs the demo mesh with the dashboard on its master until `q`.
+async fn run_demo_dashboard(args: &DemoArgs, log_path: &Path) -> anyhow::Result<()> {
+    tui::check_terminal()?;
+    let mesh = smesh_demo::start(args).await?;
+    let outcome = tui::run(
+        vec![mesh.admin_address.clone()],
+        log_path,
+        Duration::from_secs(2),
+    )
+    .await;
+    mesh.stop().await;
+    outcome.map_err(anyhow::Error::from)
 }
 
 fn finish(outcome: anyhow::Result<()>) -> ExitCode {

@@ -2,9 +2,13 @@
 //!
 //! One master, two sidecars and three clients with synthetic sensors, on
 //! loopback ports, publishing into librdkafka's embedded mock cluster (or a
-//! real cluster with `--kafka-brokers`). The dashboard opens on the master's
-//! admin API; with `--headless` a summary line every second shows what each
-//! tier has done.
+//! real cluster with `--kafka-brokers`). The console's dashboard opens on the
+//! master's admin API; with `--headless` a summary line every second shows
+//! what each tier has done.
+//!
+//! This is a crate of its own because it is the only part of the console
+//! that needs the nodes and librdkafka: the console's library stands on the
+//! admin API alone, and only `smesh-console demo` uses this crate.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,26 +54,34 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Counters of every node of the demo mesh.
+/// Counters of every node of the demo mesh, read for the summary line.
 #[derive(Debug, Clone)]
 pub struct MeshCounters {
+    /// One per client: what it read and what was acknowledged.
     pub clients: Vec<Arc<smesh_client::Counters>>,
+    /// One per sidecar: what it forwarded to the master.
     pub sidecars: Vec<Arc<smesh_sidecar::UpstreamCounters>>,
+    /// What the master published to Kafka.
     pub master: Arc<smesh_master::Counters>,
 }
 
 /// Sums for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Readings the clients took from their sources.
     pub read: u64,
+    /// Events acknowledged end to end (in Kafka).
     pub acked: u64,
     /// Read but not yet acknowledged (in flight or in a spool).
     pub pending: u64,
+    /// Events the sidecars passed on to the master.
     pub forwarded: u64,
+    /// Events the master published.
     pub published: u64,
 }
 
 impl MeshCounters {
+    /// Totals per tier, now.
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for c in &self.clients {
@@ -90,15 +102,21 @@ impl MeshCounters {
 
 /// A running demo mesh.
 pub struct DemoMesh {
+    /// Every node's counters, for the summary line.
     pub counters: MeshCounters,
-    /// The master's registry.
+    /// The master's registry: whether Kafka is ready.
     pub master: smesh_master::RegistryHandle,
     /// The master's admin API, for the dashboard.
     pub admin_address: String,
+    /// The Kafka bootstrap servers the master publishes to, to tell the user.
     pub kafka: String,
+    /// Cancelled to stop every node.
     pub token: CancellationToken,
+    /// Every node's task, awaited by [`DemoMesh::stop`].
     tasks: TaskTracker,
+    /// The embedded cluster, kept alive as long as the mesh.
     _mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    /// The temporary spool directory, removed when the mesh is dropped.
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -278,20 +296,6 @@ pub fn summary_line(now: Summary, before: Summary, elapsed: Duration, kafka_read
         rate,
         if kafka_ready { "ready" } else { "not ready" }
     )
-}
-
-/// Runs the demo with the dashboard on its master until `q`.
-pub async fn run_dashboard(args: &DemoArgs, log_path: &std::path::Path) -> anyhow::Result<()> {
-    crate::tui::check_terminal()?;
-    let mesh = start(args).await?;
-    let outcome = crate::tui::run(
-        vec![mesh.admin_address.clone()],
-        log_path,
-        Duration::from_secs(2),
-    )
-    .await;
-    mesh.stop().await;
-    outcome.map_err(anyhow::Error::from)
 }
 
 /// Runs the headless demo: prints a summary every second until Ctrl-C or `--duration`.
