@@ -462,15 +462,6 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 impl ClientArgs {
-    /// Parses flags as `smesh-client` would, for in-process nodes (demo, tests).
-    pub fn config_from_flags<I, S>(flags: I) -> Result<Config, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
-    {
-        smesh_core::cli::config_from_flags("smesh-client", flags, Self::into_config)
-    }
-
     /// Reads the sidecar list and checks every value before anything starts.
     pub fn into_config(self) -> Result<Config, String> {
         // The id before the list, as always: with both wrong, the same error.

@@ -192,15 +192,6 @@ pub fn valid_topic(topic: &str) -> bool {
 }
 
 impl MasterArgs {
-    /// Parses flags as `smesh-master` would, for in-process nodes (demo, tests).
-    pub fn config_from_flags<I, S>(flags: I) -> Result<Config, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
-    {
-        smesh_core::cli::config_from_flags("smesh-master", flags, Self::into_config)
-    }
-
     /// Checks everything that can be checked before binding a port.
     pub fn into_config(self) -> Result<Config, String> {
         let config = Config::builder(self.id)

@@ -127,15 +127,6 @@ pub struct SidecarArgs {
 }
 
 impl SidecarArgs {
-    /// Parses flags as `smesh-sidecar` would, for in-process nodes (demo, tests).
-    pub fn config_from_flags<I, S>(flags: I) -> Result<Config, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
-    {
-        smesh_core::cli::config_from_flags("smesh-sidecar", flags, Self::into_config)
-    }
-
     /// Reads the master list and checks every value before a port is bound.
     pub fn into_config(self) -> Result<Config, String> {
         // The id before the list, as always: with both wrong, the same error.
