@@ -12,7 +12,8 @@
 //!
 //! This is a crate of its own because it is the only part of the console
 //! that needs the nodes and librdkafka: the console's library stands on the
-//! admin API alone, and only `smesh-console demo` uses this crate.
+//! admin API alone, and only `smesh-console demo` uses this crate, through
+//! the console's `demo` feature (on by default).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
