@@ -1,8 +1,11 @@
 //! `smesh-console`: the operator's view of a smesh mesh.
 //!
 //! Connects to one or more masters over their admin API and merges what they
-//! know: a ratatui dashboard, a scripted health check (`check`), a JSON dump
-//! (`status`), and a whole demo mesh in one process (`demo`).
+//! know: a ratatui dashboard, a scripted health check (`check`) and a JSON
+//! dump (`status`). The library speaks only the admin API; the binary's
+//! `demo` subcommand, a whole mesh in one process, comes from `smesh-demo`
+//! with the `demo` feature (on by default), so a console built with
+//! `--no-default-features` carries no node and no librdkafka.
 //!
 //! # Layout
 //! - [`remote`]: one watcher task per master (reconnects with backoff).
@@ -16,11 +19,9 @@
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
 //! - [`status`]: `smesh-console status`.
 //! - [`format`](mod@format): numbers for people.
-//! - [`demo`]: a whole mesh in one process.
 
 pub mod app;
 pub mod check;
-pub mod demo;
 pub mod format;
 pub mod keymap;
 pub mod remote;

@@ -1,15 +1,20 @@
 //! `smesh-console`: see the crate docs of `smesh_console`.
 
+#[cfg(feature = "demo")]
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use smesh_console::check::{self, CheckArgs};
-use smesh_console::demo::{self, DemoArgs};
 use smesh_console::status::{self, MasterSelection, StatusArgs};
 use smesh_console::tui;
-use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, LogArgs, parse_duration};
+#[cfg(feature = "demo")]
+use smesh_core::cli::LogArgs;
+use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, parse_duration};
+#[cfg(feature = "demo")]
+use smesh_demo::DemoArgs;
 
 /// Watch and probe a smesh mesh: a dashboard over one or more masters'
 /// admin APIs, scripted health checks, and a local demo mesh.
@@ -42,11 +47,19 @@ enum Command {
     /// Print the merged view of every master (add --json for scripts).
     Status(StatusArgs),
     /// Run a local mesh (1 master, 2 sidecars, 3 clients) on an embedded Kafka and open the dashboard on it.
+    #[cfg(feature = "demo")]
     Demo {
         #[command(flatten)]
         demo: DemoArgs,
         #[command(flatten)]
         log: LogArgs,
+    },
+    /// Not in this build: it was built without the `demo` feature.
+    #[cfg(not(feature = "demo"))]
+    Demo {
+        /// Whatever the demo's flags were: the answer is the same.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        flags: Vec<std::ffi::OsString>,
     },
 }
 
@@ -119,6 +132,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_UNAVAILABLE as u8)
             }
         }
+        #[cfg(not(feature = "demo"))]
+        Some(Command::Demo { .. }) => cli::usage_error(
+            "this build has no demo: it was built without the `demo` feature \
+             (on by default; build with `--features demo`)",
+        ),
+        #[cfg(feature = "demo")]
         Some(Command::Demo { demo, mut log }) => {
             if demo.headless {
                 // The summary goes to stdout; only warnings to stderr unless asked.
@@ -126,7 +145,7 @@ fn main() -> ExitCode {
                     log.log = "warn".to_string();
                 }
                 log.init();
-                finish(runtime.block_on(demo::run_headless(&demo)))
+                finish(runtime.block_on(smesh_demo::run_headless(&demo)))
             } else {
                 if let Err(err) = tui::check_terminal() {
                     eprintln!("smesh-console: {err}; or run `smesh-console demo --headless`");
@@ -136,10 +155,25 @@ fn main() -> ExitCode {
                     eprintln!("smesh-console: {err}");
                     return ExitCode::from(EX_USAGE as u8);
                 }
-                finish(runtime.block_on(demo::run_dashboard(&demo, &log_path)))
+                finish(runtime.block_on(run_demo_dashboard(&demo, &log_path)))
             }
         }
     }
+}
+
+/// Runs the demo mesh with the dashboard on its master until `q`.
+#[cfg(feature = "demo")]
+async fn run_demo_dashboard(args: &DemoArgs, log_path: &Path) -> anyhow::Result<()> {
+    tui::check_terminal()?;
+    let mesh = smesh_demo::start(args).await?;
+    let outcome = tui::run(
+        vec![mesh.admin_address.clone()],
+        log_path,
+        Duration::from_secs(2),
+    )
+    .await;
+    mesh.stop().await;
+    outcome.map_err(anyhow::Error::from)
 }
 
 fn finish(outcome: anyhow::Result<()>) -> ExitCode {

@@ -1,4 +1,6 @@
-//! `smesh-client` flags. Every flag also reads an `SMESH_*` variable.
+//! `smesh-client` flags, and the typed [`ConfigBuilder`] for clients run in
+//! process. Every flag also reads an `SMESH_*` variable. Both start from the
+//! same [`defaults`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +11,47 @@ use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
 
 use crate::source::SourceSpec;
+
+/// The defaults of the flags. `--help` shows them and [`Config::builder`]
+/// starts from them, so a client built in process behaves like one started
+/// with no flags.
+pub mod defaults {
+    use std::time::Duration;
+
+    use super::{SpoolFull, SpoolMode};
+
+    /// `--id`.
+    pub const ID: &str = "client-1";
+    /// `--sidecars`: relative, so a client started at the repository root
+    /// finds the example list.
+    pub const SIDECARS: &str = "files/clientCon.csv";
+    /// `--source`: one synthetic sensor, so a bare client has something to send.
+    pub const SOURCE: &str = "sensor";
+    /// `--spool`: nothing read is lost unless asked for.
+    pub const SPOOL_MODE: SpoolMode = SpoolMode::Always;
+    /// `--spool-file`, beside the example sidecar list.
+    pub const SPOOL_FILE: &str = "files/safeData.csv";
+    /// `--spool-max-bytes` (1GiB).
+    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// `--on-spool-full`: sources wait rather than lose readings.
+    pub const ON_SPOOL_FULL: SpoolFull = SpoolFull::Block;
+    /// `--window`: the mesh-wide default.
+    pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW;
+    /// `--batch-max`.
+    pub const BATCH_MAX: usize = 512;
+    /// `--batch-max-bytes` (1MiB).
+    pub const BATCH_MAX_BYTES: u64 = 1 << 20;
+    /// `--max-event-bytes`: the mesh-wide default.
+    pub const MAX_EVENT_BYTES: usize = smesh_core::DEFAULT_MAX_EVENT_BYTES;
+    /// `--heartbeat-timeout`.
+    pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+    /// `--connect-timeout`.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `--report-interval`.
+    pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+    /// `--grace`.
+    pub const GRACE: Duration = Duration::from_secs(10);
+}
 
 /// When events are written to `safeData.csv`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,11 +80,11 @@ pub enum SpoolFull {
 pub struct ClientArgs {
     /// This client's id: the Kafka record key and the prefix of its event ids.
     /// Must be unique in the mesh.
-    #[arg(long, env = "SMESH_ID", default_value = "client-1")]
+    #[arg(long, env = "SMESH_ID", default_value = defaults::ID)]
     pub id: String,
     /// Sidecars this client may use, in order of preference
     /// (`<id>;host:port;` per line; no port means 9000).
-    #[arg(long, env = "SMESH_SIDECARS", default_value = "files/clientCon.csv")]
+    #[arg(long, env = "SMESH_SIDECARS", default_value = defaults::SIDECARS)]
     pub sidecars: PathBuf,
     /// A data source, `KIND[:key=value,…]` (repeatable; `;`-separated in the
     /// variable). Kinds: sensor, http, file, stdin. See the README.
@@ -49,46 +92,76 @@ pub struct ClientArgs {
         long = "source",
         env = "SMESH_SOURCES",
         value_delimiter = ';',
-        default_value = "sensor"
+        default_value = defaults::SOURCE
     )]
     pub sources: Vec<SourceSpec>,
     /// When events are written to the spool.
-    #[arg(long = "spool", env = "SMESH_SPOOL", value_enum, default_value_t = SpoolMode::Always)]
+    #[arg(long = "spool", env = "SMESH_SPOOL", value_enum, default_value_t = defaults::SPOOL_MODE)]
     pub spool_mode: SpoolMode,
     /// The spool file. Its state file (`.state`) and rejected file
     /// (`.rejected.csv`) live beside it.
-    #[arg(long, env = "SMESH_SPOOL_FILE", default_value = "files/safeData.csv")]
+    #[arg(long, env = "SMESH_SPOOL_FILE", default_value = defaults::SPOOL_FILE)]
     pub spool_file: PathBuf,
     /// Most unacknowledged data the spool may hold (e.g. 512MiB, 2GB).
-    #[arg(long, env = "SMESH_SPOOL_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(
+        long,
+        env = "SMESH_SPOOL_MAX_BYTES",
+        default_value = size_flag(defaults::SPOOL_MAX_BYTES),
+        value_parser = parse_bytes
+    )]
     pub spool_max_bytes: u64,
     /// What to do when the spool is full.
-    #[arg(long, env = "SMESH_ON_SPOOL_FULL", value_enum, default_value_t = SpoolFull::Block)]
+    #[arg(long, env = "SMESH_ON_SPOOL_FULL", value_enum, default_value_t = defaults::ON_SPOOL_FULL)]
     pub on_spool_full: SpoolFull,
     /// Most events unacknowledged at once (the sidecar may allow fewer).
-    #[arg(long, env = "SMESH_WINDOW", default_value_t = smesh_core::DEFAULT_WINDOW)]
+    #[arg(long, env = "SMESH_WINDOW", default_value_t = defaults::WINDOW)]
     pub window: u32,
     /// Most events per batch.
-    #[arg(long, env = "SMESH_BATCH_MAX", default_value_t = 512)]
+    #[arg(long, env = "SMESH_BATCH_MAX", default_value_t = defaults::BATCH_MAX)]
     pub batch_max: usize,
     /// Most data bytes per batch.
-    #[arg(long, env = "SMESH_BATCH_MAX_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    #[arg(
+        long,
+        env = "SMESH_BATCH_MAX_BYTES",
+        default_value = size_flag(defaults::BATCH_MAX_BYTES),
+        value_parser = parse_bytes
+    )]
     pub batch_max_bytes: u64,
     /// Largest event, in bytes; larger ones go to the rejected file.
-    #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = smesh_core::DEFAULT_MAX_EVENT_BYTES)]
+    #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = defaults::MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// Silence from the sidecar after which it is presumed dead.
-    #[arg(long, env = "SMESH_HEARTBEAT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_HEARTBEAT_TIMEOUT",
+        default_value = duration_flag(defaults::HEARTBEAT_TIMEOUT),
+        value_parser = parse_duration
+    )]
     pub heartbeat_timeout: Duration,
     /// Time allowed to connect to a sidecar.
-    #[arg(long, env = "SMESH_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_CONNECT_TIMEOUT",
+        default_value = duration_flag(defaults::CONNECT_TIMEOUT),
+        value_parser = parse_duration
+    )]
     pub connect_timeout: Duration,
     /// How often the backlog and counters are reported to the sidecar.
-    #[arg(long, env = "SMESH_REPORT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_REPORT_INTERVAL",
+        default_value = duration_flag(defaults::REPORT_INTERVAL),
+        value_parser = parse_duration
+    )]
     pub report_interval: Duration,
     /// On SIGTERM/Ctrl-C, how long to wait for in-flight events to be
     /// acknowledged before the rest is left in the spool.
-    #[arg(long, env = "SMESH_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_GRACE",
+        default_value = duration_flag(defaults::GRACE),
+        value_parser = parse_duration
+    )]
     pub grace: Duration,
     /// Write counters and ack-latency percentiles (JSON) here when stopping.
     #[arg(long, env = "SMESH_STATS_FILE")]
@@ -97,25 +170,264 @@ pub struct ClientArgs {
     pub log: LogArgs,
 }
 
-/// A validated client configuration.
+/// A validated client configuration: from flags ([`ClientArgs::into_config`])
+/// or built in process ([`Config::builder`]).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The Kafka record key and the prefix of every event id.
     pub id: String,
+    /// The sidecars, in order of preference (not empty).
     pub sidecars: Vec<Peer>,
+    /// What produces the readings.
     pub sources: Vec<SourceSpec>,
+    /// When events are written to the spool.
     pub spool_mode: SpoolMode,
+    /// The spool; its state and rejected files live beside it.
     pub spool_file: PathBuf,
+    /// Most unacknowledged data the spool may hold.
     pub spool_max_bytes: u64,
+    /// What happens when the spool is full.
     pub on_spool_full: SpoolFull,
+    /// Most events unacknowledged at once.
     pub window: u32,
+    /// Most events per batch.
     pub batch_max: usize,
+    /// Most data bytes per batch.
     pub batch_max_bytes: usize,
+    /// Largest event; larger ones go to the rejected file.
     pub max_event_bytes: usize,
+    /// How long connecting to a sidecar and its Welcome may take.
     pub timeouts: LinkTimeouts,
+    /// Silence after which the sidecar is presumed dead.
     pub heartbeat_timeout: Duration,
+    /// How often the backlog and counters go upstream.
     pub report_interval: Duration,
+    /// How long a shutdown waits for in-flight events.
     pub drain_timeout: Duration,
+    /// Where counters and latency percentiles go on exit, if anywhere.
     pub stats_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// A configuration with every flag's default except the two that differ
+    /// from client to client: its id and its sidecars. For clients run in
+    /// process (the demo, tests); set more with the [`ConfigBuilder`]'s
+    /// methods, named after the flags, then [`build`](ConfigBuilder::build).
+    pub fn builder(id: impl Into<String>, sidecars: Vec<Peer>) -> ConfigBuilder {
+        ConfigBuilder {
+            id: id.into(),
+            sidecars,
+            sources: None,
+            spool_mode: defaults::SPOOL_MODE,
+            spool_file: PathBuf::from(defaults::SPOOL_FILE),
+            spool_max_bytes: defaults::SPOOL_MAX_BYTES,
+            on_spool_full: defaults::ON_SPOOL_FULL,
+            window: defaults::WINDOW,
+            batch_max: defaults::BATCH_MAX,
+            batch_max_bytes: defaults::BATCH_MAX_BYTES,
+            max_event_bytes: defaults::MAX_EVENT_BYTES,
+            heartbeat_timeout: defaults::HEARTBEAT_TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            report_interval: defaults::REPORT_INTERVAL,
+            grace: defaults::GRACE,
+            stats_file: None,
+        }
+    }
+}
+
+/// A client configuration being put together in code. Each field holds the
+/// value of the flag of the same name; [`build`](Self::build) checks them as
+/// the flags are checked, so a typed configuration is no less valid than a
+/// parsed one.
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConfigBuilder {
+    id: String,
+    sidecars: Vec<Peer>,
+    /// `None` until set: [`defaults::SOURCE`], parsed in `build` (a source
+    /// exists only as parsed text).
+    sources: Option<Vec<SourceSpec>>,
+    spool_mode: SpoolMode,
+    spool_file: PathBuf,
+    spool_max_bytes: u64,
+    on_spool_full: SpoolFull,
+    window: u32,
+    batch_max: usize,
+    batch_max_bytes: u64,
+    max_event_bytes: usize,
+    heartbeat_timeout: Duration,
+    connect_timeout: Duration,
+    report_interval: Duration,
+    grace: Duration,
+    stats_file: Option<PathBuf>,
+}
+
+impl ConfigBuilder {
+    /// `--source`, every one of them (replaces the default).
+    pub fn sources(mut self, sources: Vec<SourceSpec>) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// `--spool`.
+    pub fn spool_mode(mut self, mode: SpoolMode) -> Self {
+        self.spool_mode = mode;
+        self
+    }
+
+    /// `--spool-file`.
+    pub fn spool_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spool_file = path.into();
+        self
+    }
+
+    /// `--spool-max-bytes`.
+    pub fn spool_max_bytes(mut self, bytes: u64) -> Self {
+        self.spool_max_bytes = bytes;
+        self
+    }
+
+    /// `--on-spool-full`.
+    pub fn on_spool_full(mut self, full: SpoolFull) -> Self {
+        self.on_spool_full = full;
+        self
+    }
+
+    /// `--window`.
+    pub fn window(mut self, events: u32) -> Self {
+        self.window = events;
+        self
+    }
+
+    /// `--batch-max`.
+    pub fn batch_max(mut self, events: usize) -> Self {
+        self.batch_max = events;
+        self
+    }
+
+    /// `--batch-max-bytes`.
+    pub fn batch_max_bytes(mut self, bytes: u64) -> Self {
+        self.batch_max_bytes = bytes;
+        self
+    }
+
+    /// `--max-event-bytes`.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// `--heartbeat-timeout`.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// `--connect-timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// `--report-interval`.
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.report_interval = interval;
+        self
+    }
+
+    /// `--grace`.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// `--stats-file`.
+    pub fn stats_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stats_file = Some(path.into());
+        self
+    }
+
+    /// Checks every value as the flags are checked (the messages name the
+    /// flags) and makes the configuration.
+    pub fn build(self) -> Result<Config, String> {
+        smesh_core::cli::check_id(&self.id)?;
+        if self.sidecars.is_empty() {
+            return Err("no sidecars: a client needs at least one".to_string());
+        }
+        let sources = match self.sources {
+            Some(sources) => sources,
+            None => vec![defaults::SOURCE.parse()?],
+        };
+        if self.window == 0 || self.batch_max == 0 {
+            return Err("--window and --batch-max must be at least 1".to_string());
+        }
+        if self.max_event_bytes < 256 {
+            return Err("--max-event-bytes must be at least 256".to_string());
+        }
+        let mut keys = std::collections::HashSet::new();
+        for source in &sources {
+            if let Some(key) = source.origin_key() {
+                if !keys.insert(key.clone()) {
+                    return Err(format!("source {key} is given twice"));
+                }
+            }
+        }
+        if self.spool_file.is_dir() {
+            return Err(format!(
+                "--spool-file {} is a directory",
+                self.spool_file.display()
+            ));
+        }
+        Ok(Config {
+            id: self.id,
+            sidecars: self.sidecars,
+            sources,
+            spool_mode: self.spool_mode,
+            spool_file: self.spool_file,
+            spool_max_bytes: self.spool_max_bytes,
+            on_spool_full: self.on_spool_full,
+            window: self.window,
+            batch_max: self.batch_max,
+            batch_max_bytes: usize::try_from(self.batch_max_bytes).unwrap_or(usize::MAX),
+            max_event_bytes: self.max_event_bytes,
+            timeouts: LinkTimeouts {
+                connect: self.connect_timeout,
+                welcome: self.connect_timeout * 2,
+            },
+            heartbeat_timeout: self.heartbeat_timeout,
+            report_interval: self.report_interval,
+            drain_timeout: self.grace,
+            stats_file: self.stats_file,
+        })
+    }
+}
+
+/// A default size as a flag would be written (`1GiB`, `1MiB`, `4096`), for
+/// `--help`; [`parse_bytes`] reads it back to the same number.
+fn size_flag(bytes: u64) -> String {
+    for (unit, factor) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A default duration as a flag would be written (`10s`, `500ms`), for
+/// `--help`; [`parse_duration`] reads it back to the same duration.
+fn duration_flag(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}ns", duration.as_nanos())
+    }
 }
 
 /// Parses `1GiB`, `512MiB`, `100MB`, `4096`.
@@ -150,67 +462,166 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 impl ClientArgs {
-    /// Parses flags as `smesh-client` would, for in-process nodes (demo, tests).
-    pub fn config_from_flags<I, S>(flags: I) -> Result<Config, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
-    {
-        smesh_core::cli::config_from_flags("smesh-client", flags, Self::into_config)
-    }
-
     /// Reads the sidecar list and checks every value before anything starts.
     pub fn into_config(self) -> Result<Config, String> {
+        // The id before the list, as always: with both wrong, the same error.
         smesh_core::cli::check_id(&self.id)?;
         let sidecars =
             peers::load(&self.sidecars, smesh_core::SIDECAR_PORT).map_err(|e| e.to_string())?;
-        if self.window == 0 || self.batch_max == 0 {
-            return Err("--window and --batch-max must be at least 1".to_string());
+        let builder = Config::builder(self.id, sidecars)
+            .sources(self.sources)
+            .spool_mode(self.spool_mode)
+            .spool_file(self.spool_file)
+            .spool_max_bytes(self.spool_max_bytes)
+            .on_spool_full(self.on_spool_full)
+            .window(self.window)
+            .batch_max(self.batch_max)
+            .batch_max_bytes(self.batch_max_bytes)
+            .max_event_bytes(self.max_event_bytes)
+            .heartbeat_timeout(self.heartbeat_timeout)
+            .connect_timeout(self.connect_timeout)
+            .report_interval(self.report_interval)
+            .grace(self.grace);
+        match self.stats_file {
+            Some(path) => builder.stats_file(path),
+            None => builder,
         }
-        if self.max_event_bytes < 256 {
-            return Err("--max-event-bytes must be at least 256".to_string());
-        }
-        let mut keys = std::collections::HashSet::new();
-        for source in &self.sources {
-            if let Some(key) = source.origin_key() {
-                if !keys.insert(key.clone()) {
-                    return Err(format!("source {key} is given twice"));
-                }
-            }
-        }
-        if self.spool_file.is_dir() {
-            return Err(format!(
-                "--spool-file {} is a directory",
-                self.spool_file.display()
-            ));
-        }
-        Ok(Config {
-            id: self.id,
-            sidecars,
-            sources: self.sources,
-            spool_mode: self.spool_mode,
-            spool_file: self.spool_file,
-            spool_max_bytes: self.spool_max_bytes,
-            on_spool_full: self.on_spool_full,
-            window: self.window,
-            batch_max: self.batch_max,
-            batch_max_bytes: usize::try_from(self.batch_max_bytes).unwrap_or(usize::MAX),
-            max_event_bytes: self.max_event_bytes,
-            timeouts: LinkTimeouts {
-                connect: self.connect_timeout,
-                welcome: self.connect_timeout * 2,
-            },
-            heartbeat_timeout: self.heartbeat_timeout,
-            report_interval: self.report_interval,
-            drain_timeout: self.grace,
-            stats_file: self.stats_file,
-        })
+        .build()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
     use super::*;
+
+    /// Parses flags as `smesh-client` does, but blind to `SMESH_*` variables,
+    /// so that only the flags' own defaults fill in the rest.
+    fn parse_without_env(flags: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("smesh-client").chain(flags.iter().copied());
+        let matches = ClientArgs::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        ClientArgs::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    /// The example sidecar list, where the default `--sidecars` points when
+    /// a client starts at the repository root (unit tests start elsewhere).
+    fn example_sidecars() -> (&'static str, Vec<Peer>) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../files/clientCon.csv");
+        let peers = peers::load(path.as_ref(), smesh_core::SIDECAR_PORT).expect("example list");
+        (path, peers)
+    }
+
+    // `Config` holds sources, which cannot be compared; their `Debug` shows
+    // every field, so the configurations are compared through it.
+
+    #[test]
+    fn the_builder_starts_from_the_flags_defaults() {
+        let (list, peers) = example_sidecars();
+        let parsed = parse_without_env(&["--sidecars", list]).expect("defaults parse");
+        let built = Config::builder(defaults::ID, peers)
+            .build()
+            .expect("defaults build");
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn every_setter_stands_for_its_flag() {
+        let (list, peers) = example_sidecars();
+        // Neither file is opened by the configuration.
+        let spool = "/nonexistent/spool.csv";
+        let stats = "/nonexistent/stats.json";
+        let parsed = parse_without_env(&[
+            "--id",
+            "edge-7",
+            "--sidecars",
+            list,
+            "--source",
+            "sensor:rate=20,sensors=3",
+            "--spool",
+            "on-failure",
+            "--spool-file",
+            spool,
+            "--spool-max-bytes",
+            "2MiB",
+            "--on-spool-full",
+            "drop",
+            "--window",
+            "10",
+            "--batch-max",
+            "5",
+            "--batch-max-bytes",
+            "4096",
+            "--max-event-bytes",
+            "300",
+            "--heartbeat-timeout",
+            "4s",
+            "--connect-timeout",
+            "1500ms",
+            "--report-interval",
+            "2s",
+            "--grace",
+            "3s",
+            "--stats-file",
+            stats,
+        ])
+        .expect("flags parse");
+        let built = Config::builder("edge-7", peers)
+            .sources(vec!["sensor:rate=20,sensors=3".parse().expect("source")])
+            .spool_mode(SpoolMode::OnFailure)
+            .spool_file(spool)
+            .spool_max_bytes(2 << 20)
+            .on_spool_full(SpoolFull::Drop)
+            .window(10)
+            .batch_max(5)
+            .batch_max_bytes(4096)
+            .max_event_bytes(300)
+            .heartbeat_timeout(Duration::from_secs(4))
+            .connect_timeout(Duration::from_millis(1500))
+            .report_interval(Duration::from_secs(2))
+            .grace(Duration::from_secs(3))
+            .stats_file(stats)
+            .build()
+            .expect("valid");
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn the_builder_checks_what_the_flags_check() {
+        let (_, peers) = example_sidecars();
+        let err = Config::builder("edge 1", peers.clone())
+            .build()
+            .expect_err("bad id");
+        assert!(err.contains("invalid --id"), "{err}");
+        let err = Config::builder("edge-1", Vec::new())
+            .build()
+            .expect_err("no sidecars");
+        assert!(err.contains("no sidecars"), "{err}");
+        let err = Config::builder("edge-1", peers)
+            .window(0)
+            .build()
+            .expect_err("no window");
+        assert!(err.contains("--window"), "{err}");
+    }
+
+    #[test]
+    fn default_texts_read_back_to_their_values() {
+        for bytes in [4096, 1500, 1 << 20, 3 << 30] {
+            assert_eq!(parse_bytes(&size_flag(bytes)), Ok(bytes));
+        }
+        for duration in [
+            Duration::from_secs(10),
+            Duration::from_millis(500),
+            Duration::from_micros(1500),
+        ] {
+            assert_eq!(parse_duration(&duration_flag(duration)), Ok(duration));
+        }
+    }
 
     #[test]
     fn sizes_take_decimal_and_binary_units() {

@@ -1,4 +1,6 @@
-//! `smesh-master` flags. Every flag also reads an `SMESH_*` variable.
+//! `smesh-master` flags, and the typed [`ConfigBuilder`] for masters run in
+//! process. Every flag also reads an `SMESH_*` variable. Both start from the
+//! same [`defaults`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,28 +13,76 @@ use crate::Config;
 use crate::kafka::KafkaConfig;
 use smesh_core::session::SessionSettings;
 
+/// The defaults of the flags. `--help` shows them and [`Config::builder`]
+/// starts from them, so a master built in process behaves like one started
+/// with no flags.
+pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::time::Duration;
+
+    use super::Compression;
+
+    /// `--id`.
+    pub const ID: &str = "master-1";
+    /// `--listen`: every interface, on the port sidecars' lists assume.
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        smesh_core::MASTER_PORT,
+    ));
+    /// `--admin-listen`: loopback, because the admin API is an operator's door.
+    pub const ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::LOCALHOST,
+        smesh_core::ADMIN_PORT,
+    ));
+    /// `--kafka-brokers`: a broker on this machine, where `smesh-kafka`
+    /// starts one.
+    pub const KAFKA_BROKERS: &str = "127.0.0.1:9092";
+    /// `--topic`.
+    pub const TOPIC: &str = "smesh.events";
+    /// `--compression`.
+    pub const COMPRESSION: Compression = Compression::Lz4;
+    /// `--delivery-timeout`.
+    pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `--kafka-unavailable-after`.
+    pub const KAFKA_UNAVAILABLE_AFTER: Duration = Duration::from_secs(5);
+    /// `--window`: four times the mesh-wide default.
+    pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW * 4;
+    /// `--max-event-bytes`: the mesh-wide default.
+    pub const MAX_EVENT_BYTES: usize = smesh_core::DEFAULT_MAX_EVENT_BYTES;
+    /// `--heartbeat-interval`.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    /// `--heartbeat-misses`.
+    pub const HEARTBEAT_MISSES: u32 = 3;
+    /// `--health-report`: relative, beside the example peer lists.
+    pub const HEALTH_REPORT: &str = "files/healthCheckReport.csv";
+    /// `--probe-timeout`.
+    pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `--grace`.
+    pub const GRACE: Duration = Duration::from_secs(10);
+}
+
 /// Receives event streams from sidecars and publishes them to Apache Kafka.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "smesh-master", version, about, max_term_width = 100)]
 pub struct MasterArgs {
     /// This master's id, shown to sidecars and the console.
-    #[arg(long, env = "SMESH_ID", default_value = "master-1")]
+    #[arg(long, env = "SMESH_ID", default_value = defaults::ID)]
     pub id: String,
     /// Address the data plane listens on (sidecars connect here).
-    #[arg(long, env = "SMESH_LISTEN", default_value = "0.0.0.0:9010")]
+    #[arg(long, env = "SMESH_LISTEN", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Address of the admin API (the console connects here). Keep it on loopback
     /// unless the network in front of it is trusted.
-    #[arg(long, env = "SMESH_ADMIN_LISTEN", default_value = "127.0.0.1:9011")]
+    #[arg(long, env = "SMESH_ADMIN_LISTEN", default_value_t = defaults::ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
     /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "SMESH_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(long, env = "SMESH_KAFKA_BROKERS", default_value = defaults::KAFKA_BROKERS)]
     pub kafka_brokers: String,
     /// Topic events are published to.
-    #[arg(long, env = "SMESH_TOPIC", default_value = "smesh.events")]
+    #[arg(long, env = "SMESH_TOPIC", default_value = defaults::TOPIC)]
     pub topic: String,
     /// Compression of produced batches.
-    #[arg(long, env = "SMESH_COMPRESSION", value_enum, default_value_t = Compression::Lz4)]
+    #[arg(long, env = "SMESH_COMPRESSION", value_enum, default_value_t = defaults::COMPRESSION)]
     pub compression: Compression,
     /// Extra librdkafka producer setting KEY=VALUE (repeatable; `;`-separated in
     /// the variable), e.g. `security.protocol=SSL`. Applied after smesh's own.
@@ -40,35 +90,60 @@ pub struct MasterArgs {
     pub kafka_config: Vec<(String, String)>,
     /// How long Kafka may take to acknowledge an event before the sidecar is
     /// told to resend it (librdkafka `message.timeout.ms`).
-    #[arg(long, env = "SMESH_DELIVERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_DELIVERY_TIMEOUT",
+        default_value = duration_flag(defaults::DELIVERY_TIMEOUT),
+        value_parser = parse_duration
+    )]
     pub delivery_timeout: Duration,
     /// Report NOT_SERVING once Kafka has been unreachable this long.
-    #[arg(long, env = "SMESH_KAFKA_UNAVAILABLE_AFTER", default_value = "5s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_KAFKA_UNAVAILABLE_AFTER",
+        default_value = duration_flag(defaults::KAFKA_UNAVAILABLE_AFTER),
+        value_parser = parse_duration
+    )]
     pub kafka_unavailable_after: Duration,
     /// Events a sidecar may have unacknowledged on its stream.
-    #[arg(long, env = "SMESH_WINDOW", default_value_t = smesh_core::DEFAULT_WINDOW * 4)]
+    #[arg(long, env = "SMESH_WINDOW", default_value_t = defaults::WINDOW)]
     pub window: u32,
     /// Largest event accepted, in bytes (attributes and data).
-    #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = smesh_core::DEFAULT_MAX_EVENT_BYTES)]
+    #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = defaults::MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// How often sidecars are pinged.
-    #[arg(long, env = "SMESH_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_HEARTBEAT_INTERVAL",
+        default_value = duration_flag(defaults::HEARTBEAT_INTERVAL),
+        value_parser = parse_duration
+    )]
     pub heartbeat_interval: Duration,
     /// Unanswered pings after which a sidecar counts as down and its stream is closed.
-    #[arg(long, env = "SMESH_HEARTBEAT_MISSES", default_value_t = 3)]
+    #[arg(long, env = "SMESH_HEARTBEAT_MISSES", default_value_t = defaults::HEARTBEAT_MISSES)]
     pub heartbeat_misses: u32,
     /// File health checks append their rows to.
     #[arg(
         long,
         env = "SMESH_HEALTH_REPORT",
-        default_value = "files/healthCheckReport.csv"
+        default_value = defaults::HEALTH_REPORT
     )]
     pub health_report: PathBuf,
     /// How long a health check waits for each peer.
-    #[arg(long, env = "SMESH_PROBE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_PROBE_TIMEOUT",
+        default_value = duration_flag(defaults::PROBE_TIMEOUT),
+        value_parser = parse_duration
+    )]
     pub probe_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long to wait for Kafka to acknowledge what is in flight.
-    #[arg(long, env = "SMESH_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_GRACE",
+        default_value = duration_flag(defaults::GRACE),
+        value_parser = parse_duration
+    )]
     pub grace: Duration,
     #[command(flatten)]
     pub log: LogArgs,
@@ -117,17 +192,156 @@ pub fn valid_topic(topic: &str) -> bool {
 }
 
 impl MasterArgs {
-    /// Parses flags as `smesh-master` would, for in-process nodes (demo, tests).
-    pub fn config_from_flags<I, S>(flags: I) -> Result<Config, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
-    {
-        smesh_core::cli::config_from_flags("smesh-master", flags, Self::into_config)
-    }
-
     /// Checks everything that can be checked before binding a port.
     pub fn into_config(self) -> Result<Config, String> {
+        let config = Config::builder(self.id)
+            .kafka_brokers(self.kafka_brokers)
+            .topic(self.topic)
+            .compression(self.compression)
+            .kafka_config(self.kafka_config)
+            .delivery_timeout(self.delivery_timeout)
+            .kafka_unavailable_after(self.kafka_unavailable_after)
+            .window(self.window)
+            .max_event_bytes(self.max_event_bytes)
+            .heartbeat_interval(self.heartbeat_interval)
+            .heartbeat_misses(self.heartbeat_misses)
+            .health_report(self.health_report)
+            .probe_timeout(self.probe_timeout)
+            .build()?;
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(format!(
+                "--listen and --admin-listen are both {}",
+                self.listen
+            ));
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// A configuration with every flag's default except the master's id,
+    /// which must differ from master to master. For masters run in process
+    /// (the demo, tests); set more with the [`ConfigBuilder`]'s methods,
+    /// named after the flags, then [`build`](ConfigBuilder::build).
+    /// (`--listen`, `--admin-listen` and `--grace` are not here: the caller
+    /// binds the listeners and decides how long to wait.)
+    pub fn builder(id: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder {
+            id: id.into(),
+            kafka_brokers: defaults::KAFKA_BROKERS.to_string(),
+            topic: defaults::TOPIC.to_string(),
+            compression: defaults::COMPRESSION,
+            kafka_config: Vec::new(),
+            delivery_timeout: defaults::DELIVERY_TIMEOUT,
+            kafka_unavailable_after: defaults::KAFKA_UNAVAILABLE_AFTER,
+            window: defaults::WINDOW,
+            max_event_bytes: defaults::MAX_EVENT_BYTES,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            heartbeat_misses: defaults::HEARTBEAT_MISSES,
+            health_report: PathBuf::from(defaults::HEALTH_REPORT),
+            probe_timeout: defaults::PROBE_TIMEOUT,
+        }
+    }
+}
+
+/// A master configuration being put together in code. Each field holds the
+/// value of the flag of the same name; [`build`](Self::build) checks them as
+/// the flags are checked, so a typed configuration is no less valid than a
+/// parsed one.
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConfigBuilder {
+    id: String,
+    kafka_brokers: String,
+    topic: String,
+    compression: Compression,
+    kafka_config: Vec<(String, String)>,
+    delivery_timeout: Duration,
+    kafka_unavailable_after: Duration,
+    window: u32,
+    max_event_bytes: usize,
+    heartbeat_interval: Duration,
+    heartbeat_misses: u32,
+    health_report: PathBuf,
+    probe_timeout: Duration,
+}
+
+impl ConfigBuilder {
+    /// `--kafka-brokers`: comma-separated `host:port`.
+    pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.kafka_brokers = brokers.into();
+        self
+    }
+
+    /// `--topic`.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// `--compression`.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// `--kafka-config`, every one of them in order (replaces what was set).
+    pub fn kafka_config(mut self, settings: Vec<(String, String)>) -> Self {
+        self.kafka_config = settings;
+        self
+    }
+
+    /// `--delivery-timeout`.
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
+    /// `--kafka-unavailable-after`.
+    pub fn kafka_unavailable_after(mut self, after: Duration) -> Self {
+        self.kafka_unavailable_after = after;
+        self
+    }
+
+    /// `--window`.
+    pub fn window(mut self, events: u32) -> Self {
+        self.window = events;
+        self
+    }
+
+    /// `--max-event-bytes`.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// `--heartbeat-interval`.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// `--heartbeat-misses`.
+    pub fn heartbeat_misses(mut self, misses: u32) -> Self {
+        self.heartbeat_misses = misses;
+        self
+    }
+
+    /// `--health-report`.
+    pub fn health_report(mut self, path: impl Into<PathBuf>) -> Self {
+        self.health_report = path.into();
+        self
+    }
+
+    /// `--probe-timeout`.
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Checks every value as the flags are checked (the messages name the
+    /// flags) and makes the configuration.
+    pub fn build(self) -> Result<Config, String> {
         smesh_core::cli::check_id(&self.id)?;
         if !valid_topic(&self.topic) {
             return Err(format!(
@@ -157,14 +371,7 @@ impl MasterArgs {
                     .to_string(),
             );
         }
-        if self.listen == self.admin_listen && self.listen.port() != 0 {
-            return Err(format!(
-                "--listen and --admin-listen are both {}",
-                self.listen
-            ));
-        }
         Ok(Config {
-            id: self.id.clone(),
             kafka: KafkaConfig {
                 brokers: brokers.join(","),
                 topic: self.topic,
@@ -174,6 +381,7 @@ impl MasterArgs {
                 overrides: self.kafka_config,
                 client_id: format!("smesh-master-{}", self.id),
             },
+            id: self.id,
             sessions: SessionSettings {
                 window: self.window,
                 max_event_bytes: self.max_event_bytes,
@@ -187,9 +395,111 @@ impl MasterArgs {
     }
 }
 
+/// A default duration as a flag would be written (`10s`, `500ms`), for
+/// `--help`; `parse_duration` reads it back to the same duration.
+fn duration_flag(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}ns", duration.as_nanos())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
     use super::*;
+
+    /// Parses flags as `smesh-master` does, but blind to `SMESH_*` variables,
+    /// so that only the flags' own defaults fill in the rest.
+    fn parse_without_env(flags: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("smesh-master").chain(flags.iter().copied());
+        let matches = MasterArgs::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        MasterArgs::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    // Nothing in `Config` compares; its `Debug` shows every field, so the
+    // configurations are compared through it.
+
+    #[test]
+    fn the_builder_starts_from_the_flags_defaults() {
+        let parsed = parse_without_env(&[]).expect("defaults parse");
+        let built = Config::builder(defaults::ID)
+            .build()
+            .expect("defaults build");
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn every_setter_stands_for_its_flag() {
+        let parsed = parse_without_env(&[
+            "--id",
+            "central",
+            "--kafka-brokers",
+            "k1:9092, k2:9093",
+            "--topic",
+            "readings",
+            "--compression",
+            "zstd",
+            "--kafka-config",
+            "linger.ms=20",
+            "--delivery-timeout",
+            "30s",
+            "--kafka-unavailable-after",
+            "8s",
+            "--window",
+            "100",
+            "--max-event-bytes",
+            "4096",
+            "--heartbeat-interval",
+            "500ms",
+            "--heartbeat-misses",
+            "4",
+            "--health-report",
+            "/nonexistent/report.csv",
+            "--probe-timeout",
+            "3s",
+        ])
+        .expect("flags parse");
+        let built = Config::builder("central")
+            .kafka_brokers("k1:9092, k2:9093")
+            .topic("readings")
+            .compression(Compression::Zstd)
+            .kafka_config(vec![("linger.ms".to_string(), "20".to_string())])
+            .delivery_timeout(Duration::from_secs(30))
+            .kafka_unavailable_after(Duration::from_secs(8))
+            .window(100)
+            .max_event_bytes(4096)
+            .heartbeat_interval(Duration::from_millis(500))
+            .heartbeat_misses(4)
+            .health_report("/nonexistent/report.csv")
+            .probe_timeout(Duration::from_secs(3))
+            .build()
+            .expect("valid");
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn the_builder_checks_what_the_flags_check() {
+        let err = Config::builder("master-1")
+            .topic("bad topic")
+            .build()
+            .expect_err("bad topic");
+        assert!(err.contains("invalid --topic"), "{err}");
+        let err = Config::builder("master-1")
+            .kafka_brokers("localhost")
+            .build()
+            .expect_err("bad brokers");
+        assert!(err.contains("invalid --kafka-brokers"), "{err}");
+    }
 
     fn args(extra: &[&str]) -> Result<Config, String> {
         let mut argv = vec!["smesh-master"];

@@ -1,4 +1,6 @@
-//! `smesh-sidecar` flags. Every flag also reads an `SMESH_*` variable.
+//! `smesh-sidecar` flags, and the typed [`ConfigBuilder`] for sidecars run in
+//! process. Every flag also reads an `SMESH_*` variable. Both start from the
+//! same [`defaults`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,75 +10,240 @@ use clap::Parser;
 use smesh_core::backoff::Backoff;
 use smesh_core::cli::{LogArgs, parse_duration};
 use smesh_core::link::{LinkSettings, LinkTimeouts};
-use smesh_core::peers;
+use smesh_core::peers::{self, Peer};
 use smesh_core::session::SessionSettings;
 use smesh_proto::mesh::{Hello, NodeKind};
 
 use crate::Config;
 use crate::upstream::UpstreamSettings;
 
+/// The defaults of the flags. `--help` shows them and [`Config::builder`]
+/// starts from them, so a sidecar built in process behaves like one started
+/// with no flags.
+pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::time::Duration;
+
+    /// `--id`.
+    pub const ID: &str = "sidecar-1";
+    /// `--listen`: every interface, on the port clients' lists assume.
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        smesh_core::SIDECAR_PORT,
+    ));
+    /// `--masters`: relative, so a sidecar started at the repository root
+    /// finds the example list.
+    pub const MASTERS: &str = "files/sidecarCon.csv";
+    /// `--window`: the mesh-wide default.
+    pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW;
+    /// `--max-pending-events`.
+    pub const MAX_PENDING_EVENTS: usize = 200_000;
+    /// `--max-event-bytes`: the mesh-wide default.
+    pub const MAX_EVENT_BYTES: usize = smesh_core::DEFAULT_MAX_EVENT_BYTES;
+    /// `--heartbeat-interval`.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    /// `--heartbeat-misses`.
+    pub const HEARTBEAT_MISSES: u32 = 3;
+    /// `--heartbeat-timeout`.
+    pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+    /// `--connect-timeout`.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `--not-ready-failover-after`.
+    pub const NOT_READY_FAILOVER_AFTER: Duration = Duration::from_secs(5);
+    /// `--grace`.
+    pub const GRACE: Duration = Duration::from_secs(10);
+}
+
 /// Proxies client event streams to a master and fails over between masters.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "smesh-sidecar", version, about, max_term_width = 100)]
 pub struct SidecarArgs {
     /// This sidecar's id, shown to masters, clients and the console.
-    #[arg(long, env = "SMESH_ID", default_value = "sidecar-1")]
+    #[arg(long, env = "SMESH_ID", default_value = defaults::ID)]
     pub id: String,
     /// Address clients connect to.
-    #[arg(long, env = "SMESH_LISTEN", default_value = "0.0.0.0:9000")]
+    #[arg(long, env = "SMESH_LISTEN", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Masters this sidecar may use, in order of preference
     /// (`<id>;host:port;` per line; no port means 9010).
-    #[arg(long, env = "SMESH_MASTERS", default_value = "files/sidecarCon.csv")]
+    #[arg(long, env = "SMESH_MASTERS", default_value = defaults::MASTERS)]
     pub masters: PathBuf,
     /// Events a client may have unacknowledged on its stream.
-    #[arg(long, env = "SMESH_WINDOW", default_value_t = smesh_core::DEFAULT_WINDOW)]
+    #[arg(long, env = "SMESH_WINDOW", default_value_t = defaults::WINDOW)]
     pub window: u32,
     /// Events the sidecar holds at most for all its clients together; client
     /// streams wait while it is full.
-    #[arg(long, env = "SMESH_MAX_PENDING_EVENTS", default_value_t = 200_000)]
+    #[arg(long, env = "SMESH_MAX_PENDING_EVENTS", default_value_t = defaults::MAX_PENDING_EVENTS)]
     pub max_pending_events: usize,
     /// Largest event a client may send, in bytes.
-    #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = smesh_core::DEFAULT_MAX_EVENT_BYTES)]
+    #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = defaults::MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// How often clients are pinged.
-    #[arg(long, env = "SMESH_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_HEARTBEAT_INTERVAL",
+        default_value = duration_flag(defaults::HEARTBEAT_INTERVAL),
+        value_parser = parse_duration
+    )]
     pub heartbeat_interval: Duration,
     /// Unanswered pings after which a client counts as down and its stream is closed.
-    #[arg(long, env = "SMESH_HEARTBEAT_MISSES", default_value_t = 3)]
+    #[arg(long, env = "SMESH_HEARTBEAT_MISSES", default_value_t = defaults::HEARTBEAT_MISSES)]
     pub heartbeat_misses: u32,
     /// Silence from the master after which it is presumed dead.
-    #[arg(long, env = "SMESH_HEARTBEAT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_HEARTBEAT_TIMEOUT",
+        default_value = duration_flag(defaults::HEARTBEAT_TIMEOUT),
+        value_parser = parse_duration
+    )]
     pub heartbeat_timeout: Duration,
     /// Time allowed to connect to a master.
-    #[arg(long, env = "SMESH_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_CONNECT_TIMEOUT",
+        default_value = duration_flag(defaults::CONNECT_TIMEOUT),
+        value_parser = parse_duration
+    )]
     pub connect_timeout: Duration,
     /// How long a master may say it cannot deliver (Kafka down) before the
     /// sidecar looks for another master that can.
-    #[arg(long, env = "SMESH_NOT_READY_FAILOVER_AFTER", default_value = "5s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_NOT_READY_FAILOVER_AFTER",
+        default_value = duration_flag(defaults::NOT_READY_FAILOVER_AFTER),
+        value_parser = parse_duration
+    )]
     pub not_ready_failover_after: Duration,
     /// On SIGTERM/Ctrl-C, how long to wait for held events to be acknowledged.
-    #[arg(long, env = "SMESH_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "SMESH_GRACE",
+        default_value = duration_flag(defaults::GRACE),
+        value_parser = parse_duration
+    )]
     pub grace: Duration,
     #[command(flatten)]
     pub log: LogArgs,
 }
 
 impl SidecarArgs {
-    /// Parses flags as `smesh-sidecar` would, for in-process nodes (demo, tests).
-    pub fn config_from_flags<I, S>(flags: I) -> Result<Config, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
-    {
-        smesh_core::cli::config_from_flags("smesh-sidecar", flags, Self::into_config)
-    }
-
     /// Reads the master list and checks every value before a port is bound.
     pub fn into_config(self) -> Result<Config, String> {
+        // The id before the list, as always: with both wrong, the same error.
         smesh_core::cli::check_id(&self.id)?;
         let masters =
             peers::load(&self.masters, smesh_core::MASTER_PORT).map_err(|e| e.to_string())?;
+        Config::builder(self.id, masters)
+            .window(self.window)
+            .max_pending_events(self.max_pending_events)
+            .max_event_bytes(self.max_event_bytes)
+            .heartbeat_interval(self.heartbeat_interval)
+            .heartbeat_misses(self.heartbeat_misses)
+            .heartbeat_timeout(self.heartbeat_timeout)
+            .connect_timeout(self.connect_timeout)
+            .not_ready_failover_after(self.not_ready_failover_after)
+            .build()
+    }
+}
+
+impl Config {
+    /// A configuration with every flag's default except the two that differ
+    /// from sidecar to sidecar: its id and its masters. For sidecars run in
+    /// process (the demo, tests); set more with the [`ConfigBuilder`]'s
+    /// methods, named after the flags, then [`build`](ConfigBuilder::build).
+    /// (`--listen` and `--grace` are not here: the caller binds the listener
+    /// and decides how long to wait.)
+    pub fn builder(id: impl Into<String>, masters: Vec<Peer>) -> ConfigBuilder {
+        ConfigBuilder {
+            id: id.into(),
+            masters,
+            window: defaults::WINDOW,
+            max_pending_events: defaults::MAX_PENDING_EVENTS,
+            max_event_bytes: defaults::MAX_EVENT_BYTES,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            heartbeat_misses: defaults::HEARTBEAT_MISSES,
+            heartbeat_timeout: defaults::HEARTBEAT_TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            not_ready_failover_after: defaults::NOT_READY_FAILOVER_AFTER,
+        }
+    }
+}
+
+/// A sidecar configuration being put together in code. Each field holds the
+/// value of the flag of the same name; [`build`](Self::build) checks them as
+/// the flags are checked, so a typed configuration is no less valid than a
+/// parsed one.
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConfigBuilder {
+    id: String,
+    masters: Vec<Peer>,
+    window: u32,
+    max_pending_events: usize,
+    max_event_bytes: usize,
+    heartbeat_interval: Duration,
+    heartbeat_misses: u32,
+    heartbeat_timeout: Duration,
+    connect_timeout: Duration,
+    not_ready_failover_after: Duration,
+}
+
+impl ConfigBuilder {
+    /// `--window`.
+    pub fn window(mut self, events: u32) -> Self {
+        self.window = events;
+        self
+    }
+
+    /// `--max-pending-events`.
+    pub fn max_pending_events(mut self, events: usize) -> Self {
+        self.max_pending_events = events;
+        self
+    }
+
+    /// `--max-event-bytes`.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// `--heartbeat-interval`.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// `--heartbeat-misses`.
+    pub fn heartbeat_misses(mut self, misses: u32) -> Self {
+        self.heartbeat_misses = misses;
+        self
+    }
+
+    /// `--heartbeat-timeout`.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// `--connect-timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// `--not-ready-failover-after`.
+    pub fn not_ready_failover_after(mut self, after: Duration) -> Self {
+        self.not_ready_failover_after = after;
+        self
+    }
+
+    /// Checks every value as the flags are checked (the messages name the
+    /// flags) and makes the configuration, with a new incarnation.
+    pub fn build(self) -> Result<Config, String> {
+        smesh_core::cli::check_id(&self.id)?;
+        if self.masters.is_empty() {
+            return Err("no masters: a sidecar needs at least one".to_string());
+        }
         if self.window == 0 || self.max_pending_events == 0 {
             return Err("--window and --max-pending-events must be at least 1".to_string());
         }
@@ -103,7 +270,7 @@ impl SidecarArgs {
                         version: smesh_core::VERSION.to_string(),
                         incarnation: crate::incarnation(),
                     },
-                    peers: masters,
+                    peers: self.masters,
                     timeouts: LinkTimeouts {
                         connect: self.connect_timeout,
                         welcome: self.connect_timeout * 2,
@@ -118,5 +285,117 @@ impl SidecarArgs {
                 report_interval: self.heartbeat_interval,
             },
         })
+    }
+}
+
+/// A default duration as a flag would be written (`10s`, `500ms`), for
+/// `--help`; `parse_duration` reads it back to the same duration.
+fn duration_flag(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}ns", duration.as_nanos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// Parses flags as `smesh-sidecar` does, but blind to `SMESH_*`
+    /// variables, so that only the flags' own defaults fill in the rest.
+    fn parse_without_env(flags: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("smesh-sidecar").chain(flags.iter().copied());
+        let matches = SidecarArgs::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        SidecarArgs::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    /// `Debug`, without the one thing that differs between two
+    /// configurations made alike: the incarnation (nothing in `Config`
+    /// compares, so the configurations are compared through their `Debug`).
+    fn alike(mut config: Config) -> String {
+        config.upstream.link.hello.incarnation.clear();
+        format!("{config:?}")
+    }
+
+    /// The example master list, where the default `--masters` points when
+    /// a sidecar starts at the repository root (unit tests start elsewhere).
+    fn example_masters() -> (&'static str, Vec<Peer>) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../files/sidecarCon.csv");
+        let peers = peers::load(path.as_ref(), smesh_core::MASTER_PORT).expect("example list");
+        (path, peers)
+    }
+
+    #[test]
+    fn the_builder_starts_from_the_flags_defaults() {
+        let (list, peers) = example_masters();
+        let parsed = parse_without_env(&["--masters", list]).expect("defaults parse");
+        let built = Config::builder(defaults::ID, peers)
+            .build()
+            .expect("defaults build");
+        assert_eq!(alike(built), alike(parsed));
+    }
+
+    #[test]
+    fn every_setter_stands_for_its_flag() {
+        let (list, peers) = example_masters();
+        let parsed = parse_without_env(&[
+            "--id",
+            "edge-sidecar",
+            "--masters",
+            list,
+            "--window",
+            "10",
+            "--max-pending-events",
+            "100",
+            "--max-event-bytes",
+            "2000",
+            "--heartbeat-interval",
+            "250ms",
+            "--heartbeat-misses",
+            "5",
+            "--heartbeat-timeout",
+            "4s",
+            "--connect-timeout",
+            "1s",
+            "--not-ready-failover-after",
+            "7s",
+        ])
+        .expect("flags parse");
+        let built = Config::builder("edge-sidecar", peers)
+            .window(10)
+            .max_pending_events(100)
+            .max_event_bytes(2000)
+            .heartbeat_interval(Duration::from_millis(250))
+            .heartbeat_misses(5)
+            .heartbeat_timeout(Duration::from_secs(4))
+            .connect_timeout(Duration::from_secs(1))
+            .not_ready_failover_after(Duration::from_secs(7))
+            .build()
+            .expect("valid");
+        assert_eq!(alike(built), alike(parsed));
+    }
+
+    #[test]
+    fn the_builder_checks_what_the_flags_check() {
+        let err = Config::builder("sidecar-1", Vec::new())
+            .build()
+            .expect_err("no masters");
+        assert!(err.contains("no masters"), "{err}");
+        let (_, peers) = example_masters();
+        let err = Config::builder("sidecar-1", peers)
+            .heartbeat_misses(0)
+            .build()
+            .expect_err("no misses");
+        assert!(err.contains("--heartbeat-misses"), "{err}");
     }
 }

@@ -2,11 +2,20 @@
 //!
 //! One master, two sidecars and three clients with synthetic sensors, on
 //! loopback ports, publishing into librdkafka's embedded mock cluster (or a
-//! real cluster with `--kafka-brokers`). The dashboard opens on the master's
-//! admin API; with `--headless` a summary line every second shows what each
-//! tier has done.
+//! real cluster with `--kafka-brokers`). The console's dashboard opens on the
+//! master's admin API; with `--headless` a summary line every second shows
+//! what each tier has done.
+//!
+//! The nodes are configured in code, through each node's `Config::builder`,
+//! so they run with the defaults the binaries have without flags, and their
+//! peers are handed over as values, not written to peer-list files.
+//!
+//! This is a crate of its own because it is the only part of the console
+//! that needs the nodes and librdkafka: the console's library stands on the
+//! admin API alone, and only `smesh-console demo` uses this crate, through
+//! the console's `demo` feature (on by default).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -31,7 +40,7 @@ pub struct DemoArgs {
     #[arg(long, env = "SMESH_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
     /// Topic to publish to.
-    #[arg(long, env = "SMESH_TOPIC", default_value = "smesh.events")]
+    #[arg(long, env = "SMESH_TOPIC", default_value = smesh_master::config::defaults::TOPIC)]
     pub topic: String,
     /// Number of clients.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
@@ -50,26 +59,34 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Counters of every node of the demo mesh.
+/// Counters of every node of the demo mesh, read for the summary line.
 #[derive(Debug, Clone)]
 pub struct MeshCounters {
+    /// One per client: what it read and what was acknowledged.
     pub clients: Vec<Arc<smesh_client::Counters>>,
+    /// One per sidecar: what it forwarded to the master.
     pub sidecars: Vec<Arc<smesh_sidecar::UpstreamCounters>>,
+    /// What the master published to Kafka.
     pub master: Arc<smesh_master::Counters>,
 }
 
 /// Sums for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Readings the clients took from their sources.
     pub read: u64,
+    /// Events acknowledged end to end (in Kafka).
     pub acked: u64,
     /// Read but not yet acknowledged (in flight or in a spool).
     pub pending: u64,
+    /// Events the sidecars passed on to the master.
     pub forwarded: u64,
+    /// Events the master published.
     pub published: u64,
 }
 
 impl MeshCounters {
+    /// Totals per tier, now.
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for c in &self.clients {
@@ -90,15 +107,21 @@ impl MeshCounters {
 
 /// A running demo mesh.
 pub struct DemoMesh {
+    /// Every node's counters, for the summary line.
     pub counters: MeshCounters,
-    /// The master's registry.
+    /// The master's registry: whether Kafka is ready.
     pub master: smesh_master::RegistryHandle,
     /// The master's admin API, for the dashboard.
     pub admin_address: String,
+    /// The Kafka bootstrap servers the master publishes to, to tell the user.
     pub kafka: String,
+    /// Cancelled to stop every node.
     pub token: CancellationToken,
+    /// Every node's task, awaited by [`DemoMesh::stop`].
     tasks: TaskTracker,
+    /// The embedded cluster, kept alive as long as the mesh.
     _mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    /// The temporary spool directory, removed when the mesh is dropped.
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -133,11 +156,35 @@ fn loopback(listener: &TcpListener, id: &str) -> anyhow::Result<Peer> {
     })
 }
 
-fn peer_list(peers: &[Peer]) -> String {
-    peers
-        .iter()
-        .map(|p| format!("{};{};\n", p.id, p.address()))
-        .collect()
+/// The master: the defaults, but for Kafka, the topic and where health
+/// checks go.
+fn master_config(args: &DemoArgs, kafka: &str, dir: &Path) -> Result<smesh_master::Config, String> {
+    smesh_master::Config::builder("master-1")
+        .kafka_brokers(kafka)
+        .topic(&args.topic)
+        .health_report(dir.join("healthCheckReport.csv"))
+        .build()
+}
+
+/// A sidecar: the defaults, with the one master.
+fn sidecar_config(id: &str, master: Peer) -> Result<smesh_sidecar::Config, String> {
+    smesh_sidecar::Config::builder(id, vec![master]).build()
+}
+
+/// A client: three synthetic sensors at `rate` readings per second, its
+/// spool in `own`, its sidecars in the order given.
+fn client_config(
+    id: &str,
+    sidecars: Vec<Peer>,
+    rate: f64,
+    own: &Path,
+) -> Result<smesh_client::Config, String> {
+    // A source is made only from its `--source` text.
+    let sensors = format!("sensor:rate={rate},sensors=3").parse()?;
+    smesh_client::Config::builder(id, sidecars)
+        .sources(vec![sensors])
+        .spool_file(own.join("safeData.csv"))
+        .build()
 }
 
 /// Starts the demo mesh.
@@ -167,17 +214,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
     let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
     let admin_address = admin_listener.local_addr()?.to_string();
     let master_peer = loopback(&master_listener, "master-1")?;
-    let master_config = smesh_master::config::MasterArgs::config_from_flags([
-        "--id",
-        "master-1",
-        "--kafka-brokers",
-        &kafka,
-        "--topic",
-        &args.topic,
-        "--health-report",
-        &dir.join("healthCheckReport.csv").display().to_string(),
-    ])
-    .map_err(anyhow::Error::msg)?;
+    let master_config = master_config(args, &kafka, &dir).map_err(anyhow::Error::msg)?;
     let master = smesh_master::Master::new(master_config)?;
     let master_counters = master.counters();
     let master_handle = master.handle();
@@ -193,21 +230,13 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         }
     });
 
-    let masters_file = dir.join("sidecarCon.csv");
-    std::fs::write(&masters_file, peer_list(std::slice::from_ref(&master_peer)))?;
     let mut sidecar_peers = Vec::new();
     let mut sidecar_counters = Vec::new();
     for i in 1..=args.sidecars {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let id = format!("sidecar-{i}");
         sidecar_peers.push(loopback(&listener, &id)?);
-        let config = smesh_sidecar::config::SidecarArgs::config_from_flags([
-            "--id",
-            &id,
-            "--masters",
-            &masters_file.display().to_string(),
-        ])
-        .map_err(anyhow::Error::msg)?;
+        let config = sidecar_config(&id, master_peer.clone()).map_err(anyhow::Error::msg)?;
         let sidecar = smesh_sidecar::Sidecar::new(config);
         sidecar_counters.push(sidecar.counters());
         let token = token.clone();
@@ -226,19 +255,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         // Spread the clients: each prefers a different sidecar first.
         let mut order = sidecar_peers.clone();
         order.rotate_left((i as usize - 1) % sidecar_peers.len());
-        let sidecars_file = own.join("clientCon.csv");
-        std::fs::write(&sidecars_file, peer_list(&order))?;
-        let config = smesh_client::config::ClientArgs::config_from_flags([
-            "--id",
-            &id,
-            "--sidecars",
-            &sidecars_file.display().to_string(),
-            "--source",
-            &format!("sensor:rate={},sensors=3", args.rate),
-            "--spool-file",
-            &own.join("safeData.csv").display().to_string(),
-        ])
-        .map_err(anyhow::Error::msg)?;
+        let config = client_config(&id, order, args.rate, &own).map_err(anyhow::Error::msg)?;
         let client = smesh_client::Client::new(config);
         client_counters.push(client.counters());
         let token = token.clone();
@@ -278,20 +295,6 @@ pub fn summary_line(now: Summary, before: Summary, elapsed: Duration, kafka_read
         rate,
         if kafka_ready { "ready" } else { "not ready" }
     )
-}
-
-/// Runs the demo with the dashboard on its master until `q`.
-pub async fn run_dashboard(args: &DemoArgs, log_path: &std::path::Path) -> anyhow::Result<()> {
-    crate::tui::check_terminal()?;
-    let mesh = start(args).await?;
-    let outcome = crate::tui::run(
-        vec![mesh.admin_address.clone()],
-        log_path,
-        Duration::from_secs(2),
-    )
-    .await;
-    mesh.stop().await;
-    outcome.map_err(anyhow::Error::from)
 }
 
 /// Runs the headless demo: prints a summary every second until Ctrl-C or `--duration`.
@@ -337,6 +340,34 @@ pub async fn run_headless(args: &DemoArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_configurations_are_valid() {
+        let args = DemoArgs {
+            headless: true,
+            kafka_brokers: None,
+            topic: smesh_master::config::defaults::TOPIC.to_string(),
+            clients: 1,
+            sidecars: 1,
+            rate: 20.0,
+            duration: None,
+            dir: None,
+        };
+        let dir = Path::new("/nonexistent/demo");
+        let master = master_config(&args, "127.0.0.1:9092", dir).expect("master");
+        assert_eq!(master.report_path, dir.join("healthCheckReport.csv"));
+        let peer = |id: &str, port| Peer {
+            id: id.to_string(),
+            host: "127.0.0.1".to_string(),
+            port,
+        };
+        let sidecar = sidecar_config("sidecar-1", peer("master-1", 9010)).expect("sidecar");
+        assert_eq!(sidecar.upstream.link.peers, vec![peer("master-1", 9010)]);
+        let client = client_config("client-1", vec![peer("sidecar-1", 9000)], args.rate, dir)
+            .expect("client");
+        assert_eq!(client.spool_file, dir.join("safeData.csv"));
+        assert_eq!(client.sources.len(), 1);
+    }
 
     #[test]
     fn the_summary_line_names_every_tier() {
