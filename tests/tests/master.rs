@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use smesh_core::peers::Peer;
 use smesh_master::Master;
-use smesh_master::config::MasterArgs;
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Ack, Hello, NodeKind, Pong, Uplink};
@@ -50,17 +49,12 @@ async fn a_batch_is_acknowledged_only_after_kafka_acknowledged_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic("master-ack");
     let report = dir.path().join("healthCheckReport.csv");
-    let config = MasterArgs::config_from_flags([
-        "--id",
-        "M1",
-        "--kafka-brokers",
-        &kafka.bootstrap(),
-        "--topic",
-        &topic,
-        "--health-report",
-        report.to_str().expect("utf-8 path"),
-    ])
-    .expect("valid flags");
+    let config = smesh_master::Config::builder("M1")
+        .kafka_brokers(kafka.bootstrap())
+        .topic(&topic)
+        .health_report(report)
+        .build()
+        .expect("a valid configuration");
     let master = Master::new(config).expect("producer");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, parse_duration};
+use smesh_core::cli::{LogArgs, duration_text, parse_duration};
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
 
@@ -134,7 +134,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         env = "SMESH_HEARTBEAT_TIMEOUT",
-        default_value = duration_flag(defaults::HEARTBEAT_TIMEOUT),
+        default_value = duration_text(defaults::HEARTBEAT_TIMEOUT),
         value_parser = parse_duration
     )]
     pub heartbeat_timeout: Duration,
@@ -142,7 +142,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         env = "SMESH_CONNECT_TIMEOUT",
-        default_value = duration_flag(defaults::CONNECT_TIMEOUT),
+        default_value = duration_text(defaults::CONNECT_TIMEOUT),
         value_parser = parse_duration
     )]
     pub connect_timeout: Duration,
@@ -150,7 +150,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         env = "SMESH_REPORT_INTERVAL",
-        default_value = duration_flag(defaults::REPORT_INTERVAL),
+        default_value = duration_text(defaults::REPORT_INTERVAL),
         value_parser = parse_duration
     )]
     pub report_interval: Duration,
@@ -159,7 +159,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         env = "SMESH_GRACE",
-        default_value = duration_flag(defaults::GRACE),
+        default_value = duration_text(defaults::GRACE),
         value_parser = parse_duration
     )]
     pub grace: Duration,
@@ -418,18 +418,6 @@ fn size_flag(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// A default duration as a flag would be written (`10s`, `500ms`), for
-/// `--help`; [`parse_duration`] reads it back to the same duration.
-fn duration_flag(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{}ns", duration.as_nanos())
-    }
-}
-
 /// Parses `1GiB`, `512MiB`, `100MB`, `4096`.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -619,7 +607,7 @@ mod tests {
             Duration::from_millis(500),
             Duration::from_micros(1500),
         ] {
-            assert_eq!(parse_duration(&duration_flag(duration)), Ok(duration));
+            assert_eq!(parse_duration(&duration_text(duration)), Ok(duration));
         }
     }
 

@@ -39,21 +39,16 @@ where
     }
 }
 
-/// Parses flags into a node's configuration the way its binary would, for
-/// in-process use (the demo mesh, tests). `program` is the binary's name.
-pub fn config_from_flags<T, C, I, S>(
-    program: &str,
-    flags: I,
-    into: impl FnOnce(T) -> Result<C, String>,
-) -> Result<C, String>
-where
-    T: Parser,
-    I: IntoIterator<Item = S>,
-    S: Into<OsString> + Clone,
-{
-    let args = std::iter::once(OsString::from(program)).chain(flags.into_iter().map(Into::into));
-    let parsed = T::try_parse_from(args).map_err(|err| one_line(&err))?;
-    into(parsed)
+/// A duration as flags write it (`5s`, `500ms`), for defaults shown in
+/// `--help` that come from typed constants.
+pub fn duration_text(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}ns", duration.as_nanos())
+    }
 }
 
 /// Checks a node's `--id`: 1-200 characters, no blanks, control characters,

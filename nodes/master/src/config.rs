@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, parse_duration};
+use smesh_core::cli::{LogArgs, duration_text, parse_duration};
 
 use crate::Config;
 use crate::kafka::KafkaConfig;
@@ -93,7 +93,7 @@ pub struct MasterArgs {
     #[arg(
         long,
         env = "SMESH_DELIVERY_TIMEOUT",
-        default_value = duration_flag(defaults::DELIVERY_TIMEOUT),
+        default_value = duration_text(defaults::DELIVERY_TIMEOUT),
         value_parser = parse_duration
     )]
     pub delivery_timeout: Duration,
@@ -101,7 +101,7 @@ pub struct MasterArgs {
     #[arg(
         long,
         env = "SMESH_KAFKA_UNAVAILABLE_AFTER",
-        default_value = duration_flag(defaults::KAFKA_UNAVAILABLE_AFTER),
+        default_value = duration_text(defaults::KAFKA_UNAVAILABLE_AFTER),
         value_parser = parse_duration
     )]
     pub kafka_unavailable_after: Duration,
@@ -115,7 +115,7 @@ pub struct MasterArgs {
     #[arg(
         long,
         env = "SMESH_HEARTBEAT_INTERVAL",
-        default_value = duration_flag(defaults::HEARTBEAT_INTERVAL),
+        default_value = duration_text(defaults::HEARTBEAT_INTERVAL),
         value_parser = parse_duration
     )]
     pub heartbeat_interval: Duration,
@@ -133,7 +133,7 @@ pub struct MasterArgs {
     #[arg(
         long,
         env = "SMESH_PROBE_TIMEOUT",
-        default_value = duration_flag(defaults::PROBE_TIMEOUT),
+        default_value = duration_text(defaults::PROBE_TIMEOUT),
         value_parser = parse_duration
     )]
     pub probe_timeout: Duration,
@@ -141,7 +141,7 @@ pub struct MasterArgs {
     #[arg(
         long,
         env = "SMESH_GRACE",
-        default_value = duration_flag(defaults::GRACE),
+        default_value = duration_text(defaults::GRACE),
         value_parser = parse_duration
     )]
     pub grace: Duration,
@@ -392,18 +392,6 @@ impl ConfigBuilder {
             report_path: self.health_report,
             probe_timeout: self.probe_timeout,
         })
-    }
-}
-
-/// A default duration as a flag would be written (`10s`, `500ms`), for
-/// `--help`; `parse_duration` reads it back to the same duration.
-fn duration_flag(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{}ns", duration.as_nanos())
     }
 }
 

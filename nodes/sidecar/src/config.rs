@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use smesh_core::backoff::Backoff;
-use smesh_core::cli::{LogArgs, parse_duration};
+use smesh_core::cli::{LogArgs, duration_text, parse_duration};
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
 use smesh_core::session::SessionSettings;
@@ -82,7 +82,7 @@ pub struct SidecarArgs {
     #[arg(
         long,
         env = "SMESH_HEARTBEAT_INTERVAL",
-        default_value = duration_flag(defaults::HEARTBEAT_INTERVAL),
+        default_value = duration_text(defaults::HEARTBEAT_INTERVAL),
         value_parser = parse_duration
     )]
     pub heartbeat_interval: Duration,
@@ -93,7 +93,7 @@ pub struct SidecarArgs {
     #[arg(
         long,
         env = "SMESH_HEARTBEAT_TIMEOUT",
-        default_value = duration_flag(defaults::HEARTBEAT_TIMEOUT),
+        default_value = duration_text(defaults::HEARTBEAT_TIMEOUT),
         value_parser = parse_duration
     )]
     pub heartbeat_timeout: Duration,
@@ -101,7 +101,7 @@ pub struct SidecarArgs {
     #[arg(
         long,
         env = "SMESH_CONNECT_TIMEOUT",
-        default_value = duration_flag(defaults::CONNECT_TIMEOUT),
+        default_value = duration_text(defaults::CONNECT_TIMEOUT),
         value_parser = parse_duration
     )]
     pub connect_timeout: Duration,
@@ -110,7 +110,7 @@ pub struct SidecarArgs {
     #[arg(
         long,
         env = "SMESH_NOT_READY_FAILOVER_AFTER",
-        default_value = duration_flag(defaults::NOT_READY_FAILOVER_AFTER),
+        default_value = duration_text(defaults::NOT_READY_FAILOVER_AFTER),
         value_parser = parse_duration
     )]
     pub not_ready_failover_after: Duration,
@@ -118,7 +118,7 @@ pub struct SidecarArgs {
     #[arg(
         long,
         env = "SMESH_GRACE",
-        default_value = duration_flag(defaults::GRACE),
+        default_value = duration_text(defaults::GRACE),
         value_parser = parse_duration
     )]
     pub grace: Duration,
@@ -285,18 +285,6 @@ impl ConfigBuilder {
                 report_interval: self.heartbeat_interval,
             },
         })
-    }
-}
-
-/// A default duration as a flag would be written (`10s`, `500ms`), for
-/// `--help`; `parse_duration` reads it back to the same duration.
-fn duration_flag(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{}ns", duration.as_nanos())
     }
 }
 
