@@ -8,6 +8,7 @@
 //! - [`csv_line`]: splitting CSV lines with a parser built once.
 //! - [`state`]: sequence numbers that survive restarts, delivered positions.
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
+//! - [`stats`]: `--stats-file`, what a client says about its run when it stops.
 //! - [`counters`]: totals reported upstream.
 //!
 //! The pipeline's link to a sidecar is a [`smesh_core::link::Link`]: it walks
@@ -20,6 +21,7 @@ pub mod pipeline;
 pub mod source;
 pub mod spool;
 pub mod state;
+pub mod stats;
 
 use std::sync::Arc;
 

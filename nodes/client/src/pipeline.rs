@@ -21,8 +21,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
 use smesh_core::event::{self, SPEC_VERSION};
 use smesh_core::link::{Link, LinkEvent};
 use smesh_proto::mesh::uplink::Frame as Up;
@@ -36,70 +34,7 @@ use crate::counters::Counters;
 use crate::source::Reading;
 use crate::spool::{Origin, Spool, encode_row};
 use crate::state::StateFile;
-
-/// What `--stats-file` receives when the client stops.
-#[derive(Debug, Serialize)]
-pub struct Stats {
-    pub client_id: String,
-    pub counters: StatsCounters,
-    pub backlog_rows: u64,
-    /// When the first reading was taken and the last ack arrived (ns since
-    /// the epoch, 0 = never): the span a throughput is measured over.
-    pub first_read_unix_nanos: i64,
-    pub last_ack_unix_nanos: i64,
-    /// From a reading's time at its source to its end-to-end acknowledgement.
-    pub ack_latency_us: LatencySummary,
-}
-
-/// The client's counters, by name.
-#[derive(Debug, Serialize)]
-pub struct StatsCounters {
-    pub read: u64,
-    pub sent: u64,
-    pub acked: u64,
-    pub spooled: u64,
-    pub rejected: u64,
-    pub dropped: u64,
-    pub resent: u64,
-}
-
-impl From<smesh_proto::mesh::ClientCounters> for StatsCounters {
-    fn from(c: smesh_proto::mesh::ClientCounters) -> Self {
-        Self {
-            read: c.events_read,
-            sent: c.events_sent,
-            acked: c.events_acked,
-            spooled: c.events_spooled,
-            rejected: c.events_rejected,
-            dropped: c.events_dropped,
-            resent: c.events_resent,
-        }
-    }
-}
-
-/// Percentiles of a latency histogram, in microseconds.
-#[derive(Debug, Default, Serialize)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-}
-
-impl From<&Histogram<u64>> for LatencySummary {
-    fn from(h: &Histogram<u64>) -> Self {
-        Self {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-}
+use crate::stats::{Stats, Timings};
 
 /// Why the pipeline stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -167,10 +102,8 @@ pub struct Pipeline {
     /// (on-failure mode). Keeps [`Pipeline::spill`] O(1) when there are none.
     memory_only: bool,
     dropped_unlogged: u64,
-    /// From a reading's time to its end-to-end ack, in microseconds.
-    latency: Option<Histogram<u64>>,
-    first_read: i64,
-    last_ack: i64,
+    /// First read, last ack and ack latencies, for `--stats-file`.
+    timings: Timings,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -206,11 +139,7 @@ impl Pipeline {
             inflight_events: 0,
             memory_only: false,
             dropped_unlogged: 0,
-            // Up to an hour in µs, three significant figures: cannot fail to
-            // build. (`Histogram::new` would saturate `saturating_record` at 2.)
-            latency: Histogram::new_with_max(3_600_000_000, 3).ok(),
-            first_read: 0,
-            last_ack: 0,
+            timings: Timings::default(),
         }
     }
 
@@ -335,26 +264,7 @@ impl Pipeline {
         self.spool.maintain().map_err(|e| self.spool_error(e))?;
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
-            let stats = Stats {
-                client_id: self.config.id.clone(),
-                counters: StatsCounters::from(self.counters.snapshot()),
-                backlog_rows: backlog.rows,
-                first_read_unix_nanos: self.first_read,
-                last_ack_unix_nanos: self.last_ack,
-                ack_latency_us: self
-                    .latency
-                    .as_ref()
-                    .map(LatencySummary::from)
-                    .unwrap_or_default(),
-            };
-            match serde_json::to_vec_pretty(&stats) {
-                Ok(json) => {
-                    if let Err(err) = std::fs::write(path, json) {
-                        warn!(path = %path.display(), %err, "cannot write the stats file");
-                    }
-                }
-                Err(err) => warn!(%err, "cannot encode the stats"),
-            }
+            Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings).write(path);
         }
         info!(
             spooled = backlog.rows,
@@ -370,9 +280,7 @@ impl Pipeline {
             .next_sequence()
             .map_err(|e| self.spool_error(e))?;
         Counters::bump(&self.counters.read, 1);
-        if self.first_read == 0 {
-            self.first_read = reading.time_unix_nanos;
-        }
+        self.timings.read(reading.time_unix_nanos);
         let event = Event {
             id: event::event_id(&self.config.id, sequence),
             source: reading.source.to_string(),
@@ -553,10 +461,7 @@ impl Pipeline {
                     self.write_rejected(reason, &row)?;
                 } else {
                     acked += 1;
-                    if let Some(latency) = self.latency.as_mut().filter(|_| item.time > 0) {
-                        let micros = (now - item.time).max(1) / 1_000;
-                        latency.saturating_record(u64::try_from(micros).unwrap_or(1).max(1));
-                    }
+                    self.timings.acked(item.time, now);
                 }
                 self.state.acknowledged(item.sequence);
                 if let Some(origin) = &item.origin {
@@ -570,7 +475,7 @@ impl Pipeline {
         }
         Counters::bump(&self.counters.acked, acked);
         if acked > 0 {
-            self.last_ack = now;
+            self.timings.ack_arrived(now);
         }
         if let Some(end) = settled_end {
             self.spool.settle(end, settled_rows);
