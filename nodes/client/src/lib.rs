@@ -10,10 +10,13 @@
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
 //! - [`stats`]: `--stats-file`, what a client says about its run when it stops.
 //! - [`counters`]: totals reported upstream.
+//! - `blocking`: file work that waits for the disk, run on tokio's blocking
+//!   pool and awaited in place, so it never stalls a runtime thread.
 //!
 //! The pipeline's link to a sidecar is a [`smesh_core::link::Link`]: it walks
 //! `clientCon.csv` (next sidecar on failure, backoff after a full round).
 
+mod blocking;
 pub mod config;
 pub mod counters;
 pub mod csv_line;

@@ -205,12 +205,12 @@ impl Pipeline {
             match step {
                 Step::Link(event) => self.on_link(event).await?,
                 Step::Reading(Some(reading)) => {
-                    self.accept(reading)?;
+                    self.accept(reading).await?;
                     // Take what else is waiting, so batches form under load.
                     let mut more = self.config.batch_max;
                     while more > 0 && self.can_accept() {
                         match self.readings.try_recv() {
-                            Ok(reading) => self.accept(reading)?,
+                            Ok(reading) => self.accept(reading).await?,
                             Err(_) => break,
                         }
                         more -= 1;
@@ -220,7 +220,7 @@ impl Pipeline {
                     self.sources_done = true;
                     info!("all sources finished; delivering what is left");
                 }
-                Step::Maintain => self.maintain()?,
+                Step::Maintain => self.maintain().await?,
                 Step::Report => self.report().await,
                 Step::Stop => {
                     stopping = true;
@@ -246,7 +246,7 @@ impl Pipeline {
             // A failed send is reported by the link's next event.
             let _ = self.pump(stopping).await;
         }
-        self.close()
+        self.close().await
     }
 
     /// On shutdown: done when nothing is in flight and memory holds no event
@@ -257,10 +257,10 @@ impl Pipeline {
     }
 
     /// Makes everything durable before exit.
-    fn close(mut self) -> Result<(), PipelineError> {
+    async fn close(mut self) -> Result<(), PipelineError> {
         self.spill()?;
         self.spool.sync().map_err(|e| self.spool_error(e))?;
-        self.state.save().map_err(|e| self.spool_error(e))?;
+        self.state.save().await.map_err(|e| self.spool_error(e))?;
         self.spool.maintain().map_err(|e| self.spool_error(e))?;
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
@@ -274,10 +274,11 @@ impl Pipeline {
         Ok(())
     }
 
-    fn accept(&mut self, reading: Reading) -> Result<(), PipelineError> {
+    async fn accept(&mut self, reading: Reading) -> Result<(), PipelineError> {
         let sequence = self
             .state
             .next_sequence()
+            .await
             .map_err(|e| self.spool_error(e))?;
         Counters::bump(&self.counters.read, 1);
         self.timings.read(reading.time_unix_nanos);
@@ -591,13 +592,14 @@ impl Pipeline {
         let _ = self.link.send(Up::Report(report)).await;
     }
 
-    fn maintain(&mut self) -> Result<(), PipelineError> {
+    async fn maintain(&mut self) -> Result<(), PipelineError> {
         if self.config.spool_mode == SpoolMode::OnFailure {
             self.spool.sync().map_err(|e| self.spool_error(e))?;
         }
         // Acknowledgements reach the state file before their rows are reclaimed.
         self.state
             .save_if_dirty()
+            .await
             .map_err(|e| self.spool_error(e))?;
         self.spool.maintain().map_err(|e| self.spool_error(e))
     }
