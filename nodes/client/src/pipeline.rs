@@ -5,7 +5,8 @@
 //! next depends on the spool mode and the moment:
 //!
 //! - `always`: appended to `safeData.csv` first (write-ahead), synced in small
-//!   groups before it is sent.
+//!   groups before it is sent: one fdatasync per loop turn covers everything
+//!   appended in it, and the turn sends nothing until it returned.
 //! - `on-failure`: kept in memory and sent directly while a sidecar answers
 //!   and the spool holds nothing older; otherwise appended to the spool. When
 //!   the link is lost or the client stops, events held only in memory are
@@ -16,6 +17,10 @@
 //! means Kafka has the events; only then are they settled (their rows
 //! reclaimed, their sequence recorded as delivered). When the link dies,
 //! everything unacknowledged is sent again from the spool on the next link.
+//!
+//! Waiting for the disk (fdatasync, state saves, reclaiming spool rows) runs
+//! on the blocking pool; the task awaits each piece where it used to do it in
+//! line, so the order of writes, syncs, sends and saves is what it was.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -241,7 +246,7 @@ impl Pipeline {
             if self.config.spool_mode == SpoolMode::Always {
                 // Write-ahead, grouped: what this step appended reaches the
                 // disk before any of it is sent, connected or not.
-                self.spool.sync().map_err(|e| self.spool_error(e))?;
+                self.spool.sync().await.map_err(|e| self.spool_error(e))?;
             }
             // A failed send is reported by the link's next event.
             let _ = self.pump(stopping).await;
@@ -259,9 +264,12 @@ impl Pipeline {
     /// Makes everything durable before exit.
     async fn close(mut self) -> Result<(), PipelineError> {
         self.spill()?;
-        self.spool.sync().map_err(|e| self.spool_error(e))?;
+        self.spool.sync().await.map_err(|e| self.spool_error(e))?;
         self.state.save().await.map_err(|e| self.spool_error(e))?;
-        self.spool.maintain().map_err(|e| self.spool_error(e))?;
+        self.spool
+            .maintain()
+            .await
+            .map_err(|e| self.spool_error(e))?;
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
             Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings).write(path);
@@ -559,6 +567,13 @@ impl Pipeline {
                 return Ok(());
             }
             let n = events.len();
+            debug_assert!(
+                self.config.spool_mode != SpoolMode::Always
+                    || items
+                        .iter()
+                        .all(|i| i.row.is_some_and(|(_, end)| end <= self.spool.synced_end())),
+                "always mode sends only rows already synced (write-ahead)"
+            );
             // Recorded before sending: if the send fails, the batch is
             // unacknowledged like every other one in flight.
             self.inflight.push_back(SentBatch { items });
@@ -594,13 +609,13 @@ impl Pipeline {
 
     async fn maintain(&mut self) -> Result<(), PipelineError> {
         if self.config.spool_mode == SpoolMode::OnFailure {
-            self.spool.sync().map_err(|e| self.spool_error(e))?;
+            self.spool.sync().await.map_err(|e| self.spool_error(e))?;
         }
         // Acknowledgements reach the state file before their rows are reclaimed.
         self.state
             .save_if_dirty()
             .await
             .map_err(|e| self.spool_error(e))?;
-        self.spool.maintain().map_err(|e| self.spool_error(e))
+        self.spool.maintain().await.map_err(|e| self.spool_error(e))
     }
 }
