@@ -272,7 +272,9 @@ impl Pipeline {
             .map_err(|e| self.spool_error(e))?;
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
-            Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings).write(path);
+            Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings)
+                .write(path)
+                .await;
         }
         info!(
             spooled = backlog.rows,

@@ -107,12 +107,13 @@ impl Stats {
         }
     }
 
-    /// Writes the stats to `path` as JSON. A failure is logged, not
-    /// returned: the stats are a report, and the spool is already safe.
-    pub fn write(&self, path: &Path) {
+    /// Writes the stats to `path` as JSON (off the runtime's threads). A
+    /// failure is logged, not returned: the stats are a report, and the
+    /// spool is already safe.
+    pub async fn write(&self, path: &Path) {
         match serde_json::to_vec_pretty(self) {
             Ok(json) => {
-                if let Err(err) = std::fs::write(path, json) {
+                if let Err(err) = tokio::fs::write(path, json).await {
                     warn!(path = %path.display(), %err, "cannot write the stats file");
                 }
             }
@@ -190,8 +191,8 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_file_keeps_its_shape() {
+    #[tokio::test]
+    async fn the_file_keeps_its_shape() {
         let counters = Counters::default();
         counters.read.store(3, Relaxed);
         counters.acked.store(2, Relaxed);
@@ -203,7 +204,7 @@ mod tests {
         timings.ack_arrived(1_002_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stats.json");
-        Stats::new("c1", &counters, 1, &timings).write(&path);
+        Stats::new("c1", &counters, 1, &timings).write(&path).await;
 
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("written")).expect("JSON");
