@@ -41,7 +41,11 @@ struct Running {
 impl Running {
     /// Starts client `c1` with `sidecars` in its list, in order, and `flags`.
     fn start(sidecars: &[&Peer], flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), sidecars, flags)
+    }
+
+    /// Like [`Running::start`], in a directory the test prepared.
+    fn start_in(dir: tempfile::TempDir, sidecars: &[&Peer], flags: &[&str]) -> Self {
         let list = dir.path().join("clientCon.csv");
         let lines: String = sidecars
             .iter()
@@ -455,4 +459,18 @@ async fn on_failure_mode_spools_only_what_a_lost_link_or_a_shutdown_leaves_in_me
         "the unacknowledged events wait in the spool, in order"
     );
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_state_write_stops_the_client_with_an_error_not_a_panic() {
+    let s1 = Upstream::start("S1", settings()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The state file is written through this temporary name, so the first
+    // reservation of sequence numbers fails.
+    std::fs::create_dir(dir.path().join("safeData.state.tmp")).expect("block the state file");
+    let client = Running::start_in(dir, &[&s1.peer], &["--source", "sensor:rate=max,count=5"]);
+    let (_dir, result) = client.finished().await;
+    let err = result.expect_err("the client cannot record its state");
+    let text = err.to_string();
+    assert!(text.contains("safeData.csv"), "names the spool: {text}");
 }
