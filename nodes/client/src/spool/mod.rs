@@ -333,6 +333,8 @@ impl Spool {
             self.head = self.header_len;
             self.live_rows = 0;
             self.reader_pos = None;
+            // New rows start at the same physical offset as the old head.
+            self.oldest = None;
             return Ok(());
         }
         if dead >= COMPACT_MIN_BYTES && dead >= self.len - self.head {
@@ -523,6 +525,27 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].end, more[0]);
         assert_eq!(rows[0].event.sequence, 4);
+    }
+
+    #[tokio::test]
+    async fn the_oldest_row_is_looked_up_again_after_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        let ends = append_all(&mut spool, 1..=1).await;
+        assert_eq!(
+            spool.backlog().oldest_unix_nanos,
+            event(1, b"").time_unix_nanos
+        );
+        spool.settle(ends[0], 1);
+        spool.maintain().await.expect("truncate");
+        // The next row starts where the first one did.
+        append_all(&mut spool, 2..=2).await;
+        assert_eq!(
+            spool.backlog().oldest_unix_nanos,
+            event(2, b"").time_unix_nanos,
+            "not the time of the row that was truncated away"
+        );
     }
 
     #[tokio::test]
