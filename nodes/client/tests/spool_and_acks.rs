@@ -1,7 +1,11 @@
 //! The client's pipeline in-process against upstreams on 127.0.0.1 whose
 //! settlements the test controls: what reaches `safeData.csv` and when, when
-//! rows leave it, what is resent after a lost stream, and where rejected
-//! events go.
+//! rows leave it, what is resent after a lost stream, where rejected events
+//! go, and that a failing file write stops the client with an error.
+//!
+//! That a row is *synced* before it is sent cannot be seen from outside the
+//! process; the pipeline checks it with a debug assertion at the send, which
+//! panics the client task in these (debug) tests if it is ever broken.
 //!
 //! Waits are bounded: anything that does not happen in time fails the test.
 //! Time is real (a few hundred milliseconds to a second or two per test):
@@ -33,8 +37,11 @@ const PATIENCE: Duration = Duration::from_secs(15);
 struct Running {
     /// Holds the spool, its state and rejected files, and the sidecar list.
     dir: tempfile::TempDir,
+    /// The client's totals, read while it runs.
     counters: Arc<Counters>,
+    /// Stops the client as SIGTERM would.
     shutdown: CancellationToken,
+    /// `Client::run`: its result is the exit code's source.
     task: JoinHandle<Result<(), ClientError>>,
 }
 
