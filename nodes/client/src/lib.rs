@@ -8,11 +8,15 @@
 //! - [`csv_line`]: splitting CSV lines with a parser built once.
 //! - [`state`]: sequence numbers that survive restarts, delivered positions.
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
+//! - [`stats`]: `--stats-file`, what a client says about its run when it stops.
 //! - [`counters`]: totals reported upstream.
+//! - `blocking`: file work that waits for the disk, run on tokio's blocking
+//!   pool and awaited in place, so it never stalls a runtime thread.
 //!
 //! The pipeline's link to a sidecar is a [`smesh_core::link::Link`]: it walks
 //! `clientCon.csv` (next sidecar on failure, backoff after a full round).
 
+mod blocking;
 pub mod config;
 pub mod counters;
 pub mod csv_line;
@@ -20,6 +24,7 @@ pub mod pipeline;
 pub mod source;
 pub mod spool;
 pub mod state;
+pub mod stats;
 
 use std::sync::Arc;
 

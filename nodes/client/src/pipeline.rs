@@ -5,7 +5,8 @@
 //! next depends on the spool mode and the moment:
 //!
 //! - `always`: appended to `safeData.csv` first (write-ahead), synced in small
-//!   groups before it is sent.
+//!   groups before it is sent: one fdatasync per loop turn covers everything
+//!   appended in it, and the turn sends nothing until it returned.
 //! - `on-failure`: kept in memory and sent directly while a sidecar answers
 //!   and the spool holds nothing older; otherwise appended to the spool. When
 //!   the link is lost or the client stops, events held only in memory are
@@ -16,13 +17,15 @@
 //! means Kafka has the events; only then are they settled (their rows
 //! reclaimed, their sequence recorded as delivered). When the link dies,
 //! everything unacknowledged is sent again from the spool on the next link.
+//!
+//! Waiting for the disk (fdatasync, state saves, reclaiming spool rows) runs
+//! on the blocking pool; the task awaits each piece where it used to do it in
+//! line, so the order of writes, syncs, sends and saves is what it was.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
 use smesh_core::event::{self, SPEC_VERSION};
 use smesh_core::link::{Link, LinkEvent};
 use smesh_proto::mesh::uplink::Frame as Up;
@@ -36,70 +39,7 @@ use crate::counters::Counters;
 use crate::source::Reading;
 use crate::spool::{Origin, Spool, encode_row};
 use crate::state::StateFile;
-
-/// What `--stats-file` receives when the client stops.
-#[derive(Debug, Serialize)]
-pub struct Stats {
-    pub client_id: String,
-    pub counters: StatsCounters,
-    pub backlog_rows: u64,
-    /// When the first reading was taken and the last ack arrived (ns since
-    /// the epoch, 0 = never): the span a throughput is measured over.
-    pub first_read_unix_nanos: i64,
-    pub last_ack_unix_nanos: i64,
-    /// From a reading's time at its source to its end-to-end acknowledgement.
-    pub ack_latency_us: LatencySummary,
-}
-
-/// The client's counters, by name.
-#[derive(Debug, Serialize)]
-pub struct StatsCounters {
-    pub read: u64,
-    pub sent: u64,
-    pub acked: u64,
-    pub spooled: u64,
-    pub rejected: u64,
-    pub dropped: u64,
-    pub resent: u64,
-}
-
-impl From<smesh_proto::mesh::ClientCounters> for StatsCounters {
-    fn from(c: smesh_proto::mesh::ClientCounters) -> Self {
-        Self {
-            read: c.events_read,
-            sent: c.events_sent,
-            acked: c.events_acked,
-            spooled: c.events_spooled,
-            rejected: c.events_rejected,
-            dropped: c.events_dropped,
-            resent: c.events_resent,
-        }
-    }
-}
-
-/// Percentiles of a latency histogram, in microseconds.
-#[derive(Debug, Default, Serialize)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-}
-
-impl From<&Histogram<u64>> for LatencySummary {
-    fn from(h: &Histogram<u64>) -> Self {
-        Self {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-}
+use crate::stats::{Stats, Timings};
 
 /// Why the pipeline stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -167,10 +107,8 @@ pub struct Pipeline {
     /// (on-failure mode). Keeps [`Pipeline::spill`] O(1) when there are none.
     memory_only: bool,
     dropped_unlogged: u64,
-    /// From a reading's time to its end-to-end ack, in microseconds.
-    latency: Option<Histogram<u64>>,
-    first_read: i64,
-    last_ack: i64,
+    /// First read, last ack and ack latencies, for `--stats-file`.
+    timings: Timings,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -206,11 +144,7 @@ impl Pipeline {
             inflight_events: 0,
             memory_only: false,
             dropped_unlogged: 0,
-            // Up to an hour in µs, three significant figures: cannot fail to
-            // build. (`Histogram::new` would saturate `saturating_record` at 2.)
-            latency: Histogram::new_with_max(3_600_000_000, 3).ok(),
-            first_read: 0,
-            last_ack: 0,
+            timings: Timings::default(),
         }
     }
 
@@ -276,12 +210,12 @@ impl Pipeline {
             match step {
                 Step::Link(event) => self.on_link(event).await?,
                 Step::Reading(Some(reading)) => {
-                    self.accept(reading)?;
+                    self.accept(reading).await?;
                     // Take what else is waiting, so batches form under load.
                     let mut more = self.config.batch_max;
                     while more > 0 && self.can_accept() {
                         match self.readings.try_recv() {
-                            Ok(reading) => self.accept(reading)?,
+                            Ok(reading) => self.accept(reading).await?,
                             Err(_) => break,
                         }
                         more -= 1;
@@ -291,7 +225,7 @@ impl Pipeline {
                     self.sources_done = true;
                     info!("all sources finished; delivering what is left");
                 }
-                Step::Maintain => self.maintain()?,
+                Step::Maintain => self.maintain().await?,
                 Step::Report => self.report().await,
                 Step::Stop => {
                     stopping = true;
@@ -312,12 +246,12 @@ impl Pipeline {
             if self.config.spool_mode == SpoolMode::Always {
                 // Write-ahead, grouped: what this step appended reaches the
                 // disk before any of it is sent, connected or not.
-                self.spool.sync().map_err(|e| self.spool_error(e))?;
+                self.spool.sync().await.map_err(|e| self.spool_error(e))?;
             }
             // A failed send is reported by the link's next event.
             let _ = self.pump(stopping).await;
         }
-        self.close()
+        self.close().await
     }
 
     /// On shutdown: done when nothing is in flight and memory holds no event
@@ -328,33 +262,19 @@ impl Pipeline {
     }
 
     /// Makes everything durable before exit.
-    fn close(mut self) -> Result<(), PipelineError> {
+    async fn close(mut self) -> Result<(), PipelineError> {
         self.spill()?;
-        self.spool.sync().map_err(|e| self.spool_error(e))?;
-        self.state.save().map_err(|e| self.spool_error(e))?;
-        self.spool.maintain().map_err(|e| self.spool_error(e))?;
+        self.spool.sync().await.map_err(|e| self.spool_error(e))?;
+        self.state.save().await.map_err(|e| self.spool_error(e))?;
+        self.spool
+            .maintain()
+            .await
+            .map_err(|e| self.spool_error(e))?;
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
-            let stats = Stats {
-                client_id: self.config.id.clone(),
-                counters: StatsCounters::from(self.counters.snapshot()),
-                backlog_rows: backlog.rows,
-                first_read_unix_nanos: self.first_read,
-                last_ack_unix_nanos: self.last_ack,
-                ack_latency_us: self
-                    .latency
-                    .as_ref()
-                    .map(LatencySummary::from)
-                    .unwrap_or_default(),
-            };
-            match serde_json::to_vec_pretty(&stats) {
-                Ok(json) => {
-                    if let Err(err) = std::fs::write(path, json) {
-                        warn!(path = %path.display(), %err, "cannot write the stats file");
-                    }
-                }
-                Err(err) => warn!(%err, "cannot encode the stats"),
-            }
+            Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings)
+                .write(path)
+                .await;
         }
         info!(
             spooled = backlog.rows,
@@ -364,15 +284,14 @@ impl Pipeline {
         Ok(())
     }
 
-    fn accept(&mut self, reading: Reading) -> Result<(), PipelineError> {
+    async fn accept(&mut self, reading: Reading) -> Result<(), PipelineError> {
         let sequence = self
             .state
             .next_sequence()
+            .await
             .map_err(|e| self.spool_error(e))?;
         Counters::bump(&self.counters.read, 1);
-        if self.first_read == 0 {
-            self.first_read = reading.time_unix_nanos;
-        }
+        self.timings.read(reading.time_unix_nanos);
         let event = Event {
             id: event::event_id(&self.config.id, sequence),
             source: reading.source.to_string(),
@@ -553,10 +472,7 @@ impl Pipeline {
                     self.write_rejected(reason, &row)?;
                 } else {
                     acked += 1;
-                    if let Some(latency) = self.latency.as_mut().filter(|_| item.time > 0) {
-                        let micros = (now - item.time).max(1) / 1_000;
-                        latency.saturating_record(u64::try_from(micros).unwrap_or(1).max(1));
-                    }
+                    self.timings.acked(item.time, now);
                 }
                 self.state.acknowledged(item.sequence);
                 if let Some(origin) = &item.origin {
@@ -570,7 +486,7 @@ impl Pipeline {
         }
         Counters::bump(&self.counters.acked, acked);
         if acked > 0 {
-            self.last_ack = now;
+            self.timings.ack_arrived(now);
         }
         if let Some(end) = settled_end {
             self.spool.settle(end, settled_rows);
@@ -653,6 +569,13 @@ impl Pipeline {
                 return Ok(());
             }
             let n = events.len();
+            debug_assert!(
+                self.config.spool_mode != SpoolMode::Always
+                    || items
+                        .iter()
+                        .all(|i| i.row.is_some_and(|(_, end)| end <= self.spool.synced_end())),
+                "always mode sends only rows already synced (write-ahead)"
+            );
             // Recorded before sending: if the send fails, the batch is
             // unacknowledged like every other one in flight.
             self.inflight.push_back(SentBatch { items });
@@ -686,14 +609,15 @@ impl Pipeline {
         let _ = self.link.send(Up::Report(report)).await;
     }
 
-    fn maintain(&mut self) -> Result<(), PipelineError> {
+    async fn maintain(&mut self) -> Result<(), PipelineError> {
         if self.config.spool_mode == SpoolMode::OnFailure {
-            self.spool.sync().map_err(|e| self.spool_error(e))?;
+            self.spool.sync().await.map_err(|e| self.spool_error(e))?;
         }
         // Acknowledgements reach the state file before their rows are reclaimed.
         self.state
             .save_if_dirty()
+            .await
             .map_err(|e| self.spool_error(e))?;
-        self.spool.maintain().map_err(|e| self.spool_error(e))
+        self.spool.maintain().await.map_err(|e| self.spool_error(e))
     }
 }

@@ -9,13 +9,17 @@
 //! - `positions`: how far each source was read *and* delivered, so a file
 //!   source resumes where it left off.
 //!
-//! Written atomically (temporary file, fsync, rename).
+//! Written atomically (temporary file, fsync, rename). The state is
+//! serialized in memory by the caller's task; writing and renaming the file
+//! runs on the blocking pool, awaited before the save counts as done.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::blocking;
 
 /// Sequence numbers reserved per write of the state file.
 pub const RESERVE_BLOCK: u64 = 100_000;
@@ -88,11 +92,17 @@ impl StateFile {
     }
 
     /// The next sequence number; reserves (and durably records) a new block
-    /// first when the current one is used up.
-    pub fn next_sequence(&mut self) -> io::Result<u64> {
+    /// first when the current one is used up. Cancel-safe: a block counts as
+    /// reserved only once the file says so.
+    pub async fn next_sequence(&mut self) -> io::Result<u64> {
         if self.next_sequence >= self.state.reserved_until {
-            self.state.reserved_until = self.next_sequence + RESERVE_BLOCK;
-            self.save()?;
+            let reserved = State {
+                reserved_until: self.next_sequence + RESERVE_BLOCK,
+                ..self.state.clone()
+            };
+            write(&self.path, &reserved).await?;
+            self.state = reserved;
+            self.dirty = false;
         }
         let sequence = self.next_sequence;
         self.next_sequence += 1;
@@ -121,49 +131,67 @@ impl StateFile {
     }
 
     /// Saves if anything changed since the last save.
-    pub fn save_if_dirty(&mut self) -> io::Result<()> {
-        if self.dirty { self.save() } else { Ok(()) }
+    pub async fn save_if_dirty(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.save().await
+        } else {
+            Ok(())
+        }
     }
 
-    pub fn save(&mut self) -> io::Result<()> {
-        let tmp = self.path.with_extension("state.tmp");
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            serde_json::to_writer_pretty(&mut file, &self.state).map_err(io::Error::other)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
+    /// Saves the state now; it counts as saved once the file is renamed into
+    /// place (cancel-safe: otherwise it stays to be saved).
+    pub async fn save(&mut self) -> io::Result<()> {
+        write(&self.path, &self.state).await?;
         self.dirty = false;
         Ok(())
     }
+}
+
+/// Serializes `state` here, then writes it to a temporary file, syncs it and
+/// renames it over `path` on the blocking pool.
+async fn write(path: &Path, state: &State) -> io::Result<()> {
+    let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+    json.push(b'\n');
+    let path = path.to_path_buf();
+    blocking::run(move || {
+        let tmp = path.with_extension("state.tmp");
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sequence_numbers_never_repeat_across_restarts() {
+    #[tokio::test]
+    async fn sequence_numbers_never_repeat_across_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.state");
         let (mut state, loaded) = StateFile::load(&path, "c1");
         assert_eq!(loaded, Loaded::Fresh);
-        let first: Vec<u64> = (0..3)
-            .map(|_| state.next_sequence().expect("seq"))
-            .collect();
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(state.next_sequence().await.expect("seq"));
+        }
         assert_eq!(first, vec![1, 2, 3]);
         // No save after the reservation: as if killed with -9.
         drop(state);
         let (mut state, loaded) = StateFile::load(&path, "c1");
         assert_eq!(loaded, Loaded::Found);
-        let next = state.next_sequence().expect("seq");
+        let next = state.next_sequence().await.expect("seq");
         assert!(next > 3, "restart continued at {next}");
         assert_eq!(next, 1 + RESERVE_BLOCK);
     }
 
-    #[test]
-    fn progress_is_saved_and_loaded() {
+    #[tokio::test]
+    async fn progress_is_saved_and_loaded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.state");
         let (mut state, _) = StateFile::load(&path, "c1");
@@ -171,20 +199,20 @@ mod tests {
         state.acknowledged(7);
         state.delivered_position("file:/in", 100);
         state.delivered_position("file:/in", 50);
-        state.save_if_dirty().expect("save");
+        state.save_if_dirty().await.expect("save");
         let (state, _) = StateFile::load(&path, "c1");
         assert_eq!(state.state().acked_through, 41);
         assert_eq!(state.state().positions.get("file:/in"), Some(&100));
     }
 
-    #[test]
-    fn an_unreadable_file_is_reported_and_numbering_follows_the_spool() {
+    #[tokio::test]
+    async fn an_unreadable_file_is_reported_and_numbering_follows_the_spool() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.state");
         std::fs::write(&path, "{ not json").expect("write");
         let (mut state, loaded) = StateFile::load(&path, "c1");
         assert!(matches!(loaded, Loaded::Unreadable(_)));
         state.continue_after(500);
-        assert_eq!(state.next_sequence().expect("seq"), 501);
+        assert_eq!(state.next_sequence().await.expect("seq"), 501);
     }
 }

@@ -15,6 +15,13 @@
 //! Offsets handed out are *logical*: they keep growing across truncation and
 //! compaction, so callers can hold them while the file is rewritten.
 //!
+//! Appends and reads are buffered writes and reads of the page cache, done in
+//! line. What waits for the disk (the fsync of [`Spool::sync`], truncating or
+//! rewriting the file in [`Spool::maintain`]) runs on the blocking pool
+//! through a duplicate of the append handle; both methods keep `&mut self`
+//! until that work is done, so nothing is appended meanwhile and one sync
+//! covers every row appended before it.
+//!
 //! # Layout
 //! - `row`: one row, the file's format (header, encoder, decoder).
 //! - `recovery`: what opening a spool left by an earlier run does.
@@ -30,10 +37,12 @@ mod row;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use smesh_proto::mesh::{Backlog, Event};
 use tracing::warn;
 
+use crate::blocking;
 pub use recovery::Recovery;
 use recovery::recover;
 pub use rejected::{RejectedFile, rejected_path};
@@ -70,6 +79,9 @@ pub struct Spool {
     client_id: String,
     /// Appends rows, buffered until [`Spool::flush`] or [`Spool::sync`].
     writer: BufWriter<File>,
+    /// A duplicate of `writer`'s handle, moved to the blocking pool to sync
+    /// or truncate the file while `writer` stays here.
+    durable: Arc<File>,
     /// Reads rows back for sending; kept open to avoid a seek per batch.
     reader: BufReader<File>,
     /// Physical position of `reader`, if known.
@@ -106,38 +118,28 @@ impl Spool {
             write_fresh(path, &[], None)?;
             Recovery::default()
         };
-        let spool = Self::reopen(path, client_id, rejected, recovery.live_rows)?;
-        Ok((spool, recovery))
-    }
-
-    fn reopen(
-        path: &Path,
-        client_id: &str,
-        rejected: RejectedFile,
-        live_rows: u64,
-    ) -> io::Result<Self> {
-        let file = OpenOptions::new().append(true).open(path)?;
-        let len = file.metadata()?.len();
+        let handles = Handles::open(path)?;
         let header_len = HEADER.len() as u64 + 1;
-        let reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
-        Ok(Self {
+        let spool = Self {
             path: path.to_path_buf(),
             encoder: RowEncoder::default(),
             decoder: RowDecoder::default(),
             rejected,
             client_id: client_id.to_string(),
-            writer: BufWriter::with_capacity(256 * 1024, file),
-            reader,
+            writer: BufWriter::with_capacity(256 * 1024, handles.append),
+            durable: handles.durable,
+            reader: BufReader::with_capacity(256 * 1024, handles.read),
             reader_pos: None,
             base: 0,
             header_len,
-            len,
-            flushed: len,
-            synced: len,
+            len: handles.len,
+            flushed: handles.len,
+            synced: handles.len,
             head: header_len,
-            live_rows,
+            live_rows: recovery.live_rows,
             oldest: None,
-        })
+        };
+        Ok((spool, recovery))
     }
 
     /// The spool file.
@@ -170,6 +172,12 @@ impl Spool {
         self.live_rows
     }
 
+    /// Logical end of what [`Spool::sync`] made durable: rows ending at or
+    /// before it survive a power loss.
+    pub fn synced_end(&self) -> u64 {
+        self.synced + self.base
+    }
+
     /// Appends a row (buffered; see [`Spool::sync`]). Returns its logical start and end.
     pub fn append(&mut self, event: &Event, origin: Option<&Origin>) -> io::Result<(u64, u64)> {
         let row = self.encoder.encode(event, origin);
@@ -189,13 +197,18 @@ impl Spool {
         Ok(())
     }
 
-    /// Makes every appended row durable (fdatasync).
-    pub fn sync(&mut self) -> io::Result<()> {
-        if self.synced < self.len {
-            self.flush()?;
-            self.writer.get_ref().sync_data()?;
-            self.synced = self.len;
+    /// Makes every row appended so far durable: writes the buffer to the OS
+    /// here, then waits for an fdatasync on the blocking pool. Cancel-safe:
+    /// rows count as synced only once the fdatasync returned.
+    pub async fn sync(&mut self) -> io::Result<()> {
+        if self.synced >= self.len {
+            return Ok(());
         }
+        self.flush()?;
+        let through = self.len;
+        let file = Arc::clone(&self.durable);
+        blocking::run(move || file.sync_data()).await?;
+        self.synced = through;
         Ok(())
     }
 
@@ -295,16 +308,24 @@ impl Spool {
     /// acknowledged, or rewrites the unacknowledged tail once the
     /// acknowledged prefix outweighs it. Call periodically, after the state
     /// file recorded the acknowledgements.
-    pub fn maintain(&mut self) -> io::Result<()> {
+    ///
+    /// The file work runs on the blocking pool. Not cancel-safe: once
+    /// started it must be awaited to the end, or the spool's idea of the
+    /// file and the file part ways (the pipeline always awaits it).
+    pub async fn maintain(&mut self) -> io::Result<()> {
         let dead = self.head - self.header_len;
         if dead == 0 {
             return Ok(());
         }
         if self.head >= self.len {
             self.flush()?;
-            let file = self.writer.get_ref();
-            file.set_len(self.header_len)?;
-            file.sync_all()?;
+            let file = Arc::clone(&self.durable);
+            let header_len = self.header_len;
+            blocking::run(move || {
+                file.set_len(header_len)?;
+                file.sync_all()
+            })
+            .await?;
             self.base += self.len - self.header_len;
             self.len = self.header_len;
             self.flushed = self.len;
@@ -312,23 +333,60 @@ impl Spool {
             self.head = self.header_len;
             self.live_rows = 0;
             self.reader_pos = None;
+            // New rows start at the same physical offset as the old head.
+            self.oldest = None;
             return Ok(());
         }
         if dead >= COMPACT_MIN_BYTES && dead >= self.len - self.head {
-            self.sync()?;
-            write_fresh(&self.path, &[(self.head, self.len)], Some(&self.path))?;
-            let live_rows = self.live_rows;
-            let rejected = std::mem::replace(&mut self.rejected, RejectedFile::new(PathBuf::new()));
-            let base = self.base + dead;
-            *self = Self::reopen(
-                &self.path.clone(),
-                &self.client_id.clone(),
-                rejected,
-                live_rows,
-            )?;
-            self.base = base;
+            self.sync().await?;
+            let path = self.path.clone();
+            let live = (self.head, self.len);
+            let handles = blocking::run(move || {
+                write_fresh(&path, &[live], Some(&path))?;
+                Handles::open(&path)
+            })
+            .await?;
+            // The old handles name the replaced file; their buffers are empty
+            // (synced above), so dropping them writes nothing.
+            self.writer = BufWriter::with_capacity(256 * 1024, handles.append);
+            self.durable = handles.durable;
+            self.reader = BufReader::with_capacity(256 * 1024, handles.read);
+            self.reader_pos = None;
+            self.base += dead;
+            self.len = handles.len;
+            self.flushed = handles.len;
+            self.synced = handles.len;
+            self.head = self.header_len;
+            self.oldest = None;
         }
         Ok(())
+    }
+}
+
+/// The handles a spool file is used through, opened together (blocking).
+struct Handles {
+    /// Appends rows (`O_APPEND`).
+    append: File,
+    /// A duplicate of `append`, for syncing and truncating elsewhere.
+    durable: Arc<File>,
+    /// Reads rows back.
+    read: File,
+    /// The file's length when opened.
+    len: u64,
+}
+
+impl Handles {
+    fn open(path: &Path) -> io::Result<Self> {
+        let append = OpenOptions::new().append(true).open(path)?;
+        let len = append.metadata()?.len();
+        let durable = Arc::new(append.try_clone()?);
+        let read = File::open(path)?;
+        Ok(Self {
+            append,
+            durable,
+            read,
+            len,
+        })
     }
 }
 
@@ -396,7 +454,10 @@ mod tests {
         }
     }
 
-    pub(super) fn append_all(spool: &mut Spool, seqs: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    pub(super) async fn append_all(
+        spool: &mut Spool,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> Vec<u64> {
         let mut ends = Vec::new();
         for seq in seqs {
             let (_, end) = spool
@@ -407,17 +468,17 @@ mod tests {
                 .expect("append");
             ends.push(end);
         }
-        spool.sync().expect("sync");
+        spool.sync().await.expect("sync");
         ends
     }
 
-    #[test]
-    fn appended_rows_read_back_in_order_and_survive_reopen() {
+    #[tokio::test]
+    async fn appended_rows_read_back_in_order_and_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.csv");
         let (mut spool, recovery) = Spool::open(&path, "c1", 0).expect("open");
         assert_eq!(recovery, Recovery::default());
-        let ends = append_all(&mut spool, 1..=5);
+        let ends = append_all(&mut spool, 1..=5).await;
         let rows = spool.read(spool.head(), 3, usize::MAX).expect("read");
         assert_eq!(
             rows.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
@@ -442,32 +503,53 @@ mod tests {
         assert_eq!(text.lines().count(), 4, "header and three rows");
     }
 
-    #[test]
-    fn settling_everything_truncates_and_offsets_stay_valid() {
+    #[tokio::test]
+    async fn settling_everything_truncates_and_offsets_stay_valid() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.csv");
         let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
-        let ends = append_all(&mut spool, 1..=3);
+        let ends = append_all(&mut spool, 1..=3).await;
         spool.settle(ends[1], 2);
         assert_eq!(spool.live_rows(), 1);
-        spool.maintain().expect("maintain");
+        spool.maintain().await.expect("maintain");
         assert_eq!(spool.live_rows(), 1, "a live row keeps the file");
         spool.settle(ends[2], 1);
-        spool.maintain().expect("maintain");
+        spool.maintain().await.expect("maintain");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             format!("{HEADER}\n")
         );
         assert_eq!(spool.end(), ends[2], "logical offsets keep growing");
-        let more = append_all(&mut spool, 4..=4);
+        let more = append_all(&mut spool, 4..=4).await;
         let rows = spool.read(ends[2], 10, usize::MAX).expect("read");
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].end, more[0]);
         assert_eq!(rows[0].event.sequence, 4);
     }
 
-    #[test]
-    fn compaction_rewrites_only_the_tail() {
+    #[tokio::test]
+    async fn the_oldest_row_is_looked_up_again_after_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        let ends = append_all(&mut spool, 1..=1).await;
+        assert_eq!(
+            spool.backlog().oldest_unix_nanos,
+            event(1, b"").time_unix_nanos
+        );
+        spool.settle(ends[0], 1);
+        spool.maintain().await.expect("truncate");
+        // The next row starts where the first one did.
+        append_all(&mut spool, 2..=2).await;
+        assert_eq!(
+            spool.backlog().oldest_unix_nanos,
+            event(2, b"").time_unix_nanos,
+            "not the time of the row that was truncated away"
+        );
+    }
+
+    #[tokio::test]
+    async fn compaction_rewrites_only_the_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.csv");
         let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
@@ -477,9 +559,9 @@ mod tests {
             let (_, end) = spool.append(&event(seq, &big), None).expect("append");
             ends.push(end);
         }
-        spool.sync().expect("sync");
+        spool.sync().await.expect("sync");
         spool.settle(ends[149], 150);
-        spool.maintain().expect("compact");
+        spool.maintain().await.expect("compact");
         let size = std::fs::metadata(&path).expect("stat").len();
         assert!(
             size < 50 * 70 * 1024,

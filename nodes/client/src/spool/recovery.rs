@@ -128,12 +128,12 @@ mod tests {
     use super::super::{Spool, encode_row, rejected_path};
     use super::*;
 
-    #[test]
-    fn a_torn_last_row_is_cut_and_garbage_is_quarantined() {
+    #[tokio::test]
+    async fn a_torn_last_row_is_cut_and_garbage_is_quarantined() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.csv");
         let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
-        append_all(&mut spool, 1..=4);
+        append_all(&mut spool, 1..=4).await;
         drop(spool);
         let mut text = std::fs::read(&path).expect("read");
         // Garbage between rows 2 and 3, and half a row at the end.
