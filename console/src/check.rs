@@ -18,6 +18,7 @@ use crate::status::MasterSelection;
 /// Flags of `smesh-console check`.
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
+    /// Which masters to ask (`--master`, `--masters-file`).
     #[command(flatten)]
     pub masters: MasterSelection,
     /// WARNING when a peer's round trip is longer (e.g. 50ms).
@@ -41,13 +42,18 @@ pub struct CheckArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
+    /// Everything answered within the thresholds (exit 0).
     Ok,
+    /// Slow, backlogged or degraded, but delivering (exit 1).
     Warning,
+    /// A master did not answer: nothing is known (exit 3).
     Unknown,
+    /// A sidecar, client or Kafka is down (exit 2).
     Critical,
 }
 
 impl Verdict {
+    /// The monitoring-plugin exit code.
     pub fn exit_code(self) -> u8 {
         match self {
             Verdict::Ok => 0,
@@ -57,6 +63,7 @@ impl Verdict {
         }
     }
 
+    /// The word the one-line output starts with.
     pub fn word(self) -> &'static str {
         match self {
             Verdict::Ok => "OK",
@@ -70,13 +77,18 @@ impl Verdict {
 /// What one master answered.
 #[derive(Debug, Clone)]
 pub struct MasterAnswer {
+    /// The master's admin address.
     pub address: String,
+    /// Its status and its health check, or why it could not be asked.
     pub answer: Result<(Status, HealthCheckReport), String>,
 }
 
+/// One finding that lowers the verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
+    /// How bad it is.
     pub severity: Verdict,
+    /// What was found, naming the peer.
     pub message: String,
 }
 
@@ -101,31 +113,46 @@ pub struct PeerResult {
     pub detail: String,
 }
 
+/// One master's part of the outcome, as `check --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MasterResult {
+    /// Its admin address.
     pub address: String,
+    /// Whether it answered.
     pub reachable: bool,
+    /// Its id, when it answered.
     pub id: Option<String>,
+    /// Why it could not be asked.
     pub error: Option<String>,
+    /// Whether it could reach Kafka.
     pub kafka_ready: Option<bool>,
+    /// The number of the health check it ran.
     pub check_id: Option<u64>,
+    /// Every peer it probed.
     pub peers: Vec<PeerResult>,
 }
 
 /// The outcome of `check`, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// The worst verdict found.
     pub status: Verdict,
+    /// Its exit code.
     pub exit_code: u8,
+    /// The one line printed without `--json`.
     pub summary: String,
+    /// Everything that lowered the verdict.
     pub problems: Vec<Problem>,
+    /// What each master answered.
     pub masters: Vec<MasterResult>,
 }
 
 /// Thresholds that turn a healthy answer into a WARNING.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Thresholds {
+    /// `--max-rtt`.
     pub max_rtt: Option<Duration>,
+    /// `--max-backlog`.
     pub max_backlog: Option<u64>,
 }
 

@@ -20,24 +20,39 @@ use crate::state::Connection;
 /// Something a master told the console (or failed to).
 #[derive(Debug, Clone)]
 pub enum RemoteEvent {
+    /// The connection to a master changed (connected, retrying, why).
     Connection {
+        /// Which master, by its position in the console's list.
         master: usize,
+        /// Its connection now.
         connection: Connection,
     },
+    /// A master's merged view of its sidecars and clients.
     Status {
+        /// Which master.
         master: usize,
+        /// Its view.
         status: Box<Status>,
     },
+    /// A master's totals and rates (once a second).
     Stats {
+        /// Which master.
         master: usize,
+        /// Its figures.
         stats: Stats,
     },
+    /// One RTT sample, as the master measured it.
     Heartbeat {
+        /// Which master.
         master: usize,
+        /// The sample.
         sample: HeartbeatSample,
     },
+    /// A health check the console asked for finished.
     CheckDone {
+        /// Which master ran it.
         master: usize,
+        /// Its report, or why it failed.
         result: Result<HealthCheckReport, String>,
     },
 }

@@ -59,6 +59,7 @@ impl MasterSelection {
 /// Flags of `smesh-console status`.
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
+    /// Which masters to ask (`--master`, `--masters-file`).
     #[command(flatten)]
     pub masters: MasterSelection,
     /// Print JSON instead of a table.
@@ -72,8 +73,11 @@ pub struct StatusArgs {
 /// The merged view, as `status --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct StatusDocument {
+    /// Every master asked, reachable or not.
     pub masters: Vec<MasterRow>,
+    /// Every sidecar any master knows.
     pub sidecars: Vec<SidecarRow>,
+    /// Every client, merged across masters.
     pub clients: Vec<ClientRow>,
 }
 
@@ -101,6 +105,7 @@ pub async fn gather(addresses: &[String], timeout: Duration) -> Mesh {
 }
 
 impl StatusDocument {
+    /// The document for the merged view `mesh`.
     pub fn from_mesh(mesh: &Mesh) -> Self {
         Self {
             masters: mesh.master_rows(),

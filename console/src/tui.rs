@@ -21,8 +21,11 @@ const TICK: Duration = Duration::from_millis(250);
 /// Everything that wakes the event loop.
 #[derive(Debug)]
 pub enum Event {
+    /// Time to redraw (ages and rates move without input).
     Tick,
+    /// A key was pressed.
     Input(crossterm::event::KeyEvent),
+    /// A master said something.
     Remote(RemoteEvent),
 }
 
@@ -32,12 +35,17 @@ pub enum DashboardError {
     #[error(
         "standard output is not a terminal; for scripts use `smesh-console status --json` or `smesh-console check`"
     )]
+    /// Standard output is not a terminal.
     NotATerminal,
+    /// The log file cannot be opened (the screen is no place for logs).
     #[error("cannot open the log file {path}: {source}")]
     Log {
+        /// The log file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The terminal could not be set up or drawn to.
     #[error("terminal error: {0}")]
     Terminal(#[from] std::io::Error),
 }

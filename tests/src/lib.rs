@@ -13,6 +13,9 @@
 //! The node binaries must be built first (`cargo build --workspace --bins`,
 //! which `scripts/test` does).
 
+// Test fixtures and the benchmark harness, not an API: missing_docs would
+// ask for a line on every report field; the modules say what they hold.
+#![allow(missing_docs)]
 // Test support: a fixture that cannot do its job must fail the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 

@@ -166,6 +166,7 @@ pub struct ClientArgs {
     /// Write counters and ack-latency percentiles (JSON) here when stopping.
     #[arg(long, env = "SMESH_STATS_FILE")]
     pub stats_file: Option<PathBuf>,
+    /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -4,10 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use smesh_proto::mesh::ClientCounters;
 
+/// The client's totals (see `smesh.mesh.v1.ClientCounters`).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Readings taken from sources (each got a sequence number).
     pub read: AtomicU64,
+    /// Sent to a sidecar (resends included).
     pub sent: AtomicU64,
     /// Acknowledged end to end (in Kafka).
     pub acked: AtomicU64,
@@ -22,10 +24,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds `n` to one of the counters.
     pub fn bump(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// Every counter now, as reports carry them.
     pub fn snapshot(&self) -> ClientCounters {
         ClientCounters {
             events_read: self.read.load(Relaxed),

@@ -31,10 +31,12 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// How many fields the line has.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// Whether the line has no field.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

@@ -50,11 +50,15 @@ pub const READINGS_QUEUE: usize = 1024;
 /// Why a client stopped before delivering everything.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The spool or its state file could not be opened or recovered.
     #[error("cannot open the spool {path}: {source}")]
     Open {
+        /// `safeData.csv`.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// Spool I/O failed while running.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -67,6 +71,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client with zeroed counters; nothing runs until [`Client::run`].
     pub fn new(config: Config) -> Self {
         Self {
             config: Arc::new(config),
@@ -74,6 +79,7 @@ impl Client {
         }
     }
 
+    /// Its totals, readable while it runs (the demo's summary line).
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
     }

@@ -44,9 +44,12 @@ use crate::stats::{Stats, Timings};
 /// Why the pipeline stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// Reading, writing or syncing the spool or its state failed.
     #[error("spool {path}: {source}")]
     Spool {
+        /// `safeData.csv`.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
 }
@@ -121,6 +124,8 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
+    /// The task over an opened spool and state; readings come from the
+    /// sources, the link dials the sidecars.
     pub fn new(
         config: Arc<Config>,
         counters: Arc<Counters>,

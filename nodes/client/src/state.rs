@@ -24,12 +24,16 @@ use crate::blocking;
 /// Sequence numbers reserved per write of the state file.
 pub const RESERVE_BLOCK: u64 = 100_000;
 
+/// What `safeData.state` holds (JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// Whose state this is (a file of another client id is not used).
     pub client_id: String,
     /// Sequence numbers below this may have been used.
     pub reserved_until: u64,
+    /// The highest sequence acknowledged end to end.
     pub acked_through: u64,
+    /// Per file source, the byte offset after the last line delivered.
     pub positions: HashMap<String, u64>,
 }
 
@@ -45,7 +49,9 @@ pub struct StateFile {
 /// How the state file was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
+    /// No state file yet: numbering starts at 1.
     Fresh,
+    /// Read and used.
     Found,
     /// Present but unreadable: a warning, and numbering continues after the spool.
     Unreadable(String),
@@ -57,6 +63,8 @@ pub fn state_path(spool: &Path) -> PathBuf {
 }
 
 impl StateFile {
+    /// Reads the state file at `path` (a missing or unreadable one starts
+    /// afresh, and says so).
     pub fn load(path: &Path, client_id: &str) -> (Self, Loaded) {
         let (state, loaded) = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
@@ -82,6 +90,7 @@ impl StateFile {
         )
     }
 
+    /// The state as last recorded in memory.
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -109,6 +118,7 @@ impl StateFile {
         Ok(sequence)
     }
 
+    /// `sequence` was acknowledged end to end (saved at the next save).
     pub fn acknowledged(&mut self, sequence: u64) {
         if sequence > self.state.acked_through {
             self.state.acked_through = sequence;
@@ -116,6 +126,7 @@ impl StateFile {
         }
     }
 
+    /// The file source `key` has delivered everything before `position`.
     pub fn delivered_position(&mut self, key: &str, position: u64) {
         match self.state.positions.get_mut(key) {
             Some(p) if *p >= position => {}

@@ -15,6 +15,7 @@
 
 #![allow(clippy::expect_used, clippy::panic)]
 
+use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -69,7 +70,11 @@ impl Running {
             spool.display().to_string(),
         ];
         args.extend(flags.iter().map(|f| (*f).to_string()));
-        let config = ClientArgs::config_from_flags(args).expect("valid flags");
+        let argv = std::iter::once("smesh-client".to_string()).chain(args);
+        let config = ClientArgs::try_parse_from(argv)
+            .expect("valid flags")
+            .into_config()
+            .expect("a valid configuration");
         let client = Client::new(config);
         let counters = client.counters();
         let shutdown = CancellationToken::new();

@@ -145,11 +145,14 @@ pub struct MasterArgs {
         value_parser = parse_duration
     )]
     pub grace: Duration,
+    /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
 }
 
-/// `compression.type` values librdkafka knows.
+/// `compression.type` values librdkafka knows. (Doc comments on the
+/// variants would become lines of `--help`, which lists the names alone.)
+#[allow(missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Compression {
     None,
@@ -160,6 +163,7 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The value librdkafka's `compression.type` takes.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",

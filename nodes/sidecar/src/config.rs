@@ -122,6 +122,7 @@ pub struct SidecarArgs {
         value_parser = parse_duration
     )]
     pub grace: Duration,
+    /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
 }
