@@ -69,6 +69,37 @@ pub struct SessionSettings {
     pub hello_timeout: Duration,
 }
 
+/// How long a new stream may take to say Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest heartbeat interval a session keeps.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
+
+impl SessionSettings {
+    /// Settings from a tier's flags. Refuses heartbeats a session cannot
+    /// keep: an interval under [`MIN_HEARTBEAT_INTERVAL`], or no miss allowed.
+    pub fn new(
+        window: u32,
+        max_event_bytes: usize,
+        heartbeat_interval: Duration,
+        heartbeat_misses: u32,
+    ) -> Result<Self, String> {
+        if heartbeat_interval < MIN_HEARTBEAT_INTERVAL || heartbeat_misses == 0 {
+            return Err(
+                "--heartbeat-interval must be at least 10ms and --heartbeat-misses at least 1"
+                    .to_string(),
+            );
+        }
+        Ok(Self {
+            window,
+            max_event_bytes,
+            heartbeat_interval,
+            heartbeat_misses,
+            hello_timeout: HELLO_TIMEOUT,
+        })
+    }
+}
+
 /// A peer that said Hello and was welcomed.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -570,5 +601,21 @@ pub fn kind_name(kind: NodeKind) -> &'static str {
         NodeKind::Sidecar => "sidecar",
         NodeKind::Master => "master",
         NodeKind::Unspecified => "peer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_refuse_heartbeats_a_session_cannot_keep() {
+        let settings = SessionSettings::new(10, 1000, Duration::from_secs(1), 3).expect("valid");
+        assert_eq!(settings.hello_timeout, HELLO_TIMEOUT);
+        for (interval, misses) in [(Duration::from_millis(9), 3), (Duration::from_secs(1), 0)] {
+            let err = SessionSettings::new(10, 1000, interval, misses).expect_err("refused");
+            assert!(err.contains("--heartbeat-interval"), "{err}");
+        }
+        assert!(SessionSettings::new(10, 1000, MIN_HEARTBEAT_INTERVAL, 1).is_ok());
     }
 }

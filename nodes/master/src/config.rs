@@ -369,12 +369,12 @@ impl ConfigBuilder {
         if self.max_event_bytes < 1024 {
             return Err("--max-event-bytes must be at least 1024".to_string());
         }
-        if self.heartbeat_interval < Duration::from_millis(10) || self.heartbeat_misses == 0 {
-            return Err(
-                "--heartbeat-interval must be at least 10ms and --heartbeat-misses at least 1"
-                    .to_string(),
-            );
-        }
+        let sessions = SessionSettings::new(
+            self.window,
+            self.max_event_bytes,
+            self.heartbeat_interval,
+            self.heartbeat_misses,
+        )?;
         Ok(Config {
             kafka: KafkaConfig {
                 brokers: brokers.join(","),
@@ -386,13 +386,7 @@ impl ConfigBuilder {
                 client_id: format!("smesh-master-{}", self.id),
             },
             id: self.id,
-            sessions: SessionSettings {
-                window: self.window,
-                max_event_bytes: self.max_event_bytes,
-                heartbeat_interval: self.heartbeat_interval,
-                heartbeat_misses: self.heartbeat_misses,
-                hello_timeout: Duration::from_secs(10),
-            },
+            sessions,
             report_path: self.health_report,
             probe_timeout: self.probe_timeout,
         })

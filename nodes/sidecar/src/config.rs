@@ -248,21 +248,15 @@ impl ConfigBuilder {
         if self.window == 0 || self.max_pending_events == 0 {
             return Err("--window and --max-pending-events must be at least 1".to_string());
         }
-        if self.heartbeat_interval < Duration::from_millis(10) || self.heartbeat_misses == 0 {
-            return Err(
-                "--heartbeat-interval must be at least 10ms and --heartbeat-misses at least 1"
-                    .to_string(),
-            );
-        }
+        let sessions = SessionSettings::new(
+            self.window,
+            self.max_event_bytes,
+            self.heartbeat_interval,
+            self.heartbeat_misses,
+        )?;
         Ok(Config {
             id: self.id.clone(),
-            sessions: SessionSettings {
-                window: self.window,
-                max_event_bytes: self.max_event_bytes,
-                heartbeat_interval: self.heartbeat_interval,
-                heartbeat_misses: self.heartbeat_misses,
-                hello_timeout: Duration::from_secs(10),
-            },
+            sessions,
             upstream: UpstreamSettings {
                 link: LinkSettings {
                     hello: Hello {
