@@ -118,20 +118,14 @@ async fn probe_target(
     master_id: String,
     timeout: Duration,
 ) -> Vec<HealthCheckRow> {
-    let now = now_unix_nanos();
-    let Some(commands) = target.commands else {
+    let Some(commands) = target.commands.clone() else {
         let mut rows = Vec::new();
         if target.check_sidecar {
-            rows.push(HealthCheckRow {
-                at_unix_nanos: now,
-                checker_id: master_id,
-                tier: Tier::Sidecar as i32,
-                peer_id: target.sidecar_id.clone(),
-                address: target.address,
-                status: PeerStatus::Down as i32,
-                rtt_us: 0,
-                detail: "not connected".to_string(),
-            });
+            rows.push(sidecar_row(
+                &master_id,
+                &target,
+                Err("not connected".to_string()),
+            ));
         }
         rows.extend(unanswered_clients(
             &target.sidecar_id,
@@ -145,28 +139,10 @@ async fn probe_target(
         if !target.check_sidecar {
             return None;
         }
-        Some(match session::probe(&commands, timeout).await {
-            Some(rtt) => HealthCheckRow {
-                at_unix_nanos: now_unix_nanos(),
-                checker_id: master_id.clone(),
-                tier: Tier::Sidecar as i32,
-                peer_id: target.sidecar_id.clone(),
-                address: target.address.clone(),
-                status: PeerStatus::Up as i32,
-                rtt_us: u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1),
-                detail: String::new(),
-            },
-            None => HealthCheckRow {
-                at_unix_nanos: now_unix_nanos(),
-                checker_id: master_id.clone(),
-                tier: Tier::Sidecar as i32,
-                peer_id: target.sidecar_id.clone(),
-                address: target.address.clone(),
-                status: PeerStatus::Down as i32,
-                rtt_us: 0,
-                detail: format!("no answer within {timeout:?}"),
-            },
-        })
+        let rtt = session::probe(&commands, timeout)
+            .await
+            .ok_or_else(|| format!("no answer within {timeout:?}"));
+        Some(sidecar_row(&master_id, &target, rtt))
     };
     let clients_probe = async {
         let (answer, response) = oneshot::channel();
@@ -213,6 +189,32 @@ async fn probe_target(
     };
     let (sidecar_row, client_rows) = tokio::join!(sidecar_probe, clients_probe);
     sidecar_row.into_iter().chain(client_rows).collect()
+}
+
+/// The row of `target`'s sidecar: up with its round trip, or down and why.
+fn sidecar_row(
+    master_id: &str,
+    target: &CheckTarget,
+    probed: Result<Duration, String>,
+) -> HealthCheckRow {
+    let (status, rtt_us, detail) = match probed {
+        Ok(rtt) => (
+            PeerStatus::Up,
+            u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1),
+            String::new(),
+        ),
+        Err(why) => (PeerStatus::Down, 0, why),
+    };
+    HealthCheckRow {
+        at_unix_nanos: now_unix_nanos(),
+        checker_id: master_id.to_string(),
+        tier: Tier::Sidecar as i32,
+        peer_id: target.sidecar_id.clone(),
+        address: target.address.clone(),
+        status: status as i32,
+        rtt_us,
+        detail,
+    }
 }
 
 fn unanswered_clients(
