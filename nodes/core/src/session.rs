@@ -18,7 +18,7 @@
 //! every batch before it, resolved; a settlement that fails ends the stream
 //! (the peer sends everything unacknowledged again, here or elsewhere).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,9 +186,10 @@ pub trait Handler: Send + 'static {
         Ok(())
     }
 
-    /// Waits until one more batch can be forwarded. The session stops
-    /// reading from the peer meanwhile (HTTP/2 flow control pushes back) but
-    /// keeps pinging and acknowledging.
+    /// Waits until one more batch can be forwarded. Batches read meanwhile
+    /// wait in the session (at most the window's worth of events: the peer
+    /// can send no more), and the session keeps reading the peer's pongs
+    /// and reports, pinging and acknowledging.
     fn reserve(&mut self) -> impl Future<Output = Result<(), Status>> + Send {
         async { Ok(()) }
     }
@@ -318,7 +319,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             pending: FuturesOrdered::new(),
             in_flight: 0,
             next_seq: 1,
-            waiting: None,
+            waiting: VecDeque::new(),
             events_forwarded: 0,
             batches_forwarded: 0,
             last_seen_unix_nanos: now_unix_nanos(),
@@ -351,8 +352,9 @@ struct Session<T: Tier> {
     /// Events taken and not yet acknowledged.
     in_flight: usize,
     next_seq: u64,
-    /// A batch read from the peer that the handler has no room for yet.
-    waiting: Option<Batch>,
+    /// Batches read from the peer that the handler has no room for yet,
+    /// oldest first; bounded by the window.
+    waiting: VecDeque<Batch>,
     events_forwarded: u64,
     batches_forwarded: u64,
     last_seen_unix_nanos: i64,
@@ -394,9 +396,9 @@ impl<T: Tier> Session<T> {
                 Some(settled) = self.pending.next(), if !self.pending.is_empty() => {
                     self.settle(settled).await?;
                 }
-                reserved = self.handler.reserve(), if self.waiting.is_some() => {
+                reserved = self.handler.reserve(), if !self.waiting.is_empty() => {
                     reserved?;
-                    if let Some(batch) = self.waiting.take() {
+                    if let Some(batch) = self.waiting.pop_front() {
                         self.forward(batch).await?;
                     }
                 }
@@ -406,7 +408,7 @@ impl<T: Tier> Session<T> {
                 }
                 _ = ticker.tick() => self.heartbeat_tick().await?,
                 Some(command) = self.commands.recv() => self.command(command).await?,
-                frame = self.inbound.message(), if self.waiting.is_none() && reading => match frame {
+                frame = self.inbound.message(), if reading => match frame {
                     Ok(Some(uplink)) => self.on_frame(uplink, draining).await?,
                     Ok(None) => {
                         reading = false;
@@ -418,7 +420,7 @@ impl<T: Tier> Session<T> {
                     }
                 },
             }
-            if draining && self.waiting.is_none() && self.pending.is_empty() {
+            if draining && self.waiting.is_empty() && self.pending.is_empty() {
                 return Ok(());
             }
         }
@@ -462,6 +464,7 @@ impl<T: Tier> Session<T> {
     }
 
     /// Checks a batch read from the peer; it waits in `waiting` for room.
+    /// Batches read while draining are never taken (see `on_frame`).
     fn accept(&mut self, batch: Batch) -> Result<(), Status> {
         if batch.seq != self.next_seq {
             return Err(Status::invalid_argument(format!(
@@ -482,7 +485,7 @@ impl<T: Tier> Session<T> {
         self.in_flight += n;
         self.events_forwarded += n as u64;
         self.batches_forwarded += 1;
-        self.waiting = Some(batch);
+        self.waiting.push_back(batch);
         Ok(())
     }
 

@@ -203,7 +203,7 @@ async fn a_peer_that_stops_answering_pings_is_down_after_the_allowed_misses() {
 }
 
 #[tokio::test]
-async fn a_full_handler_stops_reading_but_keeps_pinging() {
+async fn a_full_handler_holds_batches_and_keeps_the_peer_alive() {
     let mut quick = settings();
     quick.heartbeat_interval = Duration::from_millis(100);
     let mut upstream = Upstream::start("S1", quick).await;
@@ -214,18 +214,10 @@ async fn a_full_handler_stops_reading_but_keeps_pinging() {
     peer.send(batch(1, events("c1", 1, 1))).await;
     peer.send(batch(2, events("c1", 2, 1))).await;
     let first = upstream.batch().await;
-    // Batch 2 waits for room while pings go on.
-    let mut pings = 0;
-    while pings < 2 {
-        if let Some(Down::Ping(ping)) = peer.next().await.expect("frame").and_then(|d| d.frame) {
-            pings += 1;
-            peer.send(Up::Pong(Pong {
-                nonce: ping.nonce,
-                sent_unix_nanos: ping.sent_unix_nanos,
-            }))
-            .await;
-        }
-    }
+    // Batch 2 waits for room far longer than the allowed misses (3 x 100 ms)
+    // while the peer answers every ping: it must stay up.
+    let idle = tokio::time::timeout(Duration::from_millis(1000), ack_after_pings(&mut peer)).await;
+    assert!(idle.is_err(), "nothing to acknowledge yet: {idle:?}");
     assert!(
         upstream.forwarded.try_recv().is_err(),
         "batch 2 must wait for room"
@@ -235,6 +227,15 @@ async fn a_full_handler_stops_reading_but_keeps_pinging() {
     upstream.room.add_permits(1);
     let second = upstream.batch().await;
     assert_eq!(second.batch.seq, 2);
+    let _ = second.settle.send(Ok(Vec::new()));
+    assert_eq!(next_ack(&mut peer).await.through, 2);
+    let view = upstream
+        .seen(|seen| match seen {
+            Seen::Heartbeat(view) => Some(view),
+            _ => None,
+        })
+        .await;
+    assert_eq!(view.status, PeerStatus::Up, "{view:?}");
 }
 
 #[tokio::test]
