@@ -159,12 +159,26 @@ async fn a_master_is_not_serving_until_its_broker_is_up_and_then_delivers_what_w
     );
 }
 
+/// Runs a binary that should refuse to start; after 20 s it is killed (a
+/// node that starts where it should have refused fails the test, it does
+/// not hang it).
 fn run_to_exit(binary: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let output = std::process::Command::new(nodes::binary(binary))
+    let mut child = std::process::Command::new(nodes::binary(binary))
         .args(args)
         .current_dir(dir)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run binary");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect output");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -235,6 +249,118 @@ fn malformed_peer_lists_and_flags_exit_64_with_one_line_naming_the_problem() {
     );
     assert_eq!((code, stderr.lines().count()), (64, 1), "{stderr}");
     assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
+#[test]
+fn durations_rates_and_unsafe_kafka_overrides_are_refused_before_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = dir.path().join("clientCon.csv");
+    std::fs::write(&clients, "S1;127.0.0.1:9000;\n").expect("write");
+    let masters = dir.path().join("sidecarCon.csv");
+    std::fs::write(&masters, "M1;127.0.0.1:9010;\n").expect("write");
+    let client = |flags: &[&str]| {
+        let mut args = vec!["--sidecars", clients.to_str().expect("utf8")];
+        args.extend_from_slice(flags);
+        run_to_exit("smesh-client", dir.path(), &args)
+    };
+    let sidecar = |flags: &[&str]| {
+        let mut args = vec!["--masters", masters.to_str().expect("utf8")];
+        args.extend_from_slice(flags);
+        run_to_exit("smesh-sidecar", dir.path(), &args)
+    };
+    let master = |flags: &[&str]| run_to_exit("smesh-master", dir.path(), flags);
+    let cases: Vec<(&str, (i32, String), &str)> = vec![
+        (
+            "client --report-interval 0s",
+            client(&["--report-interval", "0s"]),
+            "--report-interval",
+        ),
+        (
+            "client --heartbeat-timeout 0s",
+            client(&["--heartbeat-timeout", "0s"]),
+            "--heartbeat-timeout",
+        ),
+        (
+            "client --connect-timeout 0s",
+            client(&["--connect-timeout", "0s"]),
+            "--connect-timeout",
+        ),
+        (
+            "http every=0s",
+            client(&["--source", "http:url=http://127.0.0.1:1/x,every=0s"]),
+            "every",
+        ),
+        (
+            "http timeout=0s",
+            client(&["--source", "http:url=http://127.0.0.1:1/x,timeout=0s"]),
+            "timeout",
+        ),
+        (
+            "sensor rate=1e-30",
+            client(&["--source", "sensor:rate=1e-30"]),
+            "rate",
+        ),
+        (
+            "file poll=0s",
+            client(&["--source", "file:path=x.txt,poll=0s"]),
+            "poll",
+        ),
+        (
+            "sidecar --heartbeat-timeout 0s",
+            sidecar(&["--heartbeat-timeout", "0s"]),
+            "--heartbeat-timeout",
+        ),
+        (
+            "sidecar --connect-timeout 0s",
+            sidecar(&["--connect-timeout", "0s"]),
+            "--connect-timeout",
+        ),
+        (
+            "sidecar --not-ready-failover-after 0s",
+            sidecar(&["--not-ready-failover-after", "0s"]),
+            "--not-ready-failover-after",
+        ),
+        (
+            "master --delivery-timeout 0s",
+            master(&["--delivery-timeout", "0s"]),
+            "--delivery-timeout",
+        ),
+        (
+            "master --probe-timeout 0s",
+            master(&["--probe-timeout", "0s"]),
+            "--probe-timeout",
+        ),
+        (
+            "master --kafka-unavailable-after 0s",
+            master(&["--kafka-unavailable-after", "0s"]),
+            "--kafka-unavailable-after",
+        ),
+        (
+            "enable.idempotence=false",
+            master(&["--kafka-config", "enable.idempotence=false"]),
+            "enable.idempotence",
+        ),
+        ("acks=1", master(&["--kafka-config", "acks=1"]), "acks"),
+        (
+            "max.in.flight=50",
+            master(&["--kafka-config", "max.in.flight.requests.per.connection=50"]),
+            "max.in.flight",
+        ),
+        (
+            "retries=0",
+            master(&["--kafka-config", "retries=0"]),
+            "retries",
+        ),
+        (
+            "message.timeout.ms",
+            master(&["--kafka-config", "message.timeout.ms=1"]),
+            "--delivery-timeout",
+        ),
+    ];
+    for (case, (code, stderr), needle) in cases {
+        assert_eq!((code, stderr.lines().count()), (64, 1), "{case}: {stderr}");
+        assert!(stderr.contains(needle), "{case}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

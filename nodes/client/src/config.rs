@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, duration_text, parse_duration};
+use smesh_core::cli::{LogArgs, check_duration, duration_text, parse_duration};
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
 
@@ -365,6 +365,9 @@ impl ConfigBuilder {
         if self.max_event_bytes < 256 {
             return Err("--max-event-bytes must be at least 256".to_string());
         }
+        check_duration("--heartbeat-timeout", self.heartbeat_timeout)?;
+        check_duration("--connect-timeout", self.connect_timeout)?;
+        check_duration("--report-interval", self.report_interval)?;
         let mut keys = std::collections::HashSet::new();
         for source in &sources {
             if let Some(key) = source.origin_key() {

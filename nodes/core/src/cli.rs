@@ -39,6 +39,22 @@ where
     }
 }
 
+/// The shortest duration a timer flag takes: below it a node would spin or
+/// flap (and tokio refuses an interval of zero).
+pub const MIN_DURATION: Duration = Duration::from_millis(10);
+
+/// Refuses a timer flag shorter than [`MIN_DURATION`], naming the flag.
+pub fn check_duration(flag: &str, value: Duration) -> Result<(), String> {
+    if value < MIN_DURATION {
+        return Err(format!(
+            "{flag} must be at least {} (got {})",
+            duration_text(MIN_DURATION),
+            duration_text(value)
+        ));
+    }
+    Ok(())
+}
+
 /// A duration as flags write it (`5s`, `500ms`), for defaults shown in
 /// `--help` that come from typed constants.
 pub fn duration_text(duration: Duration) -> String {

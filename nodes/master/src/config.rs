@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, duration_text, parse_duration};
+use smesh_core::cli::{LogArgs, check_duration, duration_text, parse_duration};
 
 use crate::Config;
 use crate::kafka::KafkaConfig;
@@ -174,6 +174,41 @@ impl Compression {
         }
     }
 }
+
+/// librdkafka settings smesh's delivery guarantees rest on, and why an
+/// override is refused.
+const GUARDED_KAFKA_SETTINGS: &[(&str, &str)] = &[
+    (
+        "enable.idempotence",
+        "without it retries can reorder and duplicate a client's events",
+    ),
+    (
+        "acks",
+        "an event counts as delivered only once every in-sync replica has it",
+    ),
+    (
+        "request.required.acks",
+        "an event counts as delivered only once every in-sync replica has it",
+    ),
+    (
+        "max.in.flight",
+        "more requests in flight than idempotence allows can reorder events",
+    ),
+    (
+        "max.in.flight.requests.per.connection",
+        "more requests in flight than idempotence allows can reorder events",
+    ),
+    (
+        "retries",
+        "a delivery that is not retried is lost to the sidecar's resend",
+    ),
+    (
+        "message.send.max.retries",
+        "a delivery that is not retried is lost to the sidecar's resend",
+    ),
+    ("message.timeout.ms", "use --delivery-timeout"),
+    ("delivery.timeout.ms", "use --delivery-timeout"),
+];
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -368,6 +403,22 @@ impl ConfigBuilder {
         }
         if self.max_event_bytes < 1024 {
             return Err("--max-event-bytes must be at least 1024".to_string());
+        }
+        check_duration("--delivery-timeout", self.delivery_timeout)?;
+        check_duration("--kafka-unavailable-after", self.kafka_unavailable_after)?;
+        check_duration("--probe-timeout", self.probe_timeout)?;
+        if let Some((key, value)) = self
+            .kafka_config
+            .iter()
+            .find(|(key, _)| GUARDED_KAFKA_SETTINGS.iter().any(|(k, _)| k == key))
+        {
+            let why = GUARDED_KAFKA_SETTINGS
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("", |(_, why)| *why);
+            return Err(format!(
+                "--kafka-config {key}={value}: smesh sets {key} itself; {why}"
+            ));
         }
         let sessions = SessionSettings::new(
             self.window,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use smesh_core::backoff::Backoff;
-use smesh_core::cli::{LogArgs, duration_text, parse_duration};
+use smesh_core::cli::{LogArgs, check_duration, duration_text, parse_duration};
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
 use smesh_core::session::SessionSettings;
@@ -248,6 +248,9 @@ impl ConfigBuilder {
         if self.window == 0 || self.max_pending_events == 0 {
             return Err("--window and --max-pending-events must be at least 1".to_string());
         }
+        check_duration("--heartbeat-timeout", self.heartbeat_timeout)?;
+        check_duration("--connect-timeout", self.connect_timeout)?;
+        check_duration("--not-ready-failover-after", self.not_ready_failover_after)?;
         let sessions = SessionSettings::new(
             self.window,
             self.max_event_bytes,

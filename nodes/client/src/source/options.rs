@@ -214,7 +214,14 @@ pub(super) fn parsed<T: FromStr>(value: &str) -> Result<T, String> {
 
 /// Reads a duration such as `250ms` or `10s`.
 pub(super) fn duration(value: &str) -> Result<Duration, String> {
-    smesh_core::cli::parse_duration(value).map_err(|err| format!(": {err}"))
+    let duration = smesh_core::cli::parse_duration(value).map_err(|err| format!(": {err}"))?;
+    if duration < smesh_core::cli::MIN_DURATION {
+        return Err(format!(
+            " (at least {})",
+            smesh_core::cli::duration_text(smesh_core::cli::MIN_DURATION)
+        ));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ use tracing::debug;
 use super::options::{Options, SourceOption, event_type, parsed, text};
 use super::{Reading, Source, SourceContext, SourceKind};
 
+/// The slowest sensor: one reading every 1000 s (a rate near zero would
+/// mean a period no timer can hold).
+const MIN_RATE: f64 = 0.001;
+
 pub const DEFAULT_TYPE: &str = "dev.smesh.sensor.reading";
 
 /// `sensor` in `--source`.
@@ -70,8 +74,10 @@ impl SensorSpec {
         let rate = options.value("rate", |text| match text {
             "max" => Ok(None),
             text => match text.parse::<f64>() {
-                Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(Some(rate)),
-                _ => Err(" (readings per second, or max)".to_string()),
+                Ok(rate) if (MIN_RATE..=f64::MAX).contains(&rate) => Ok(Some(rate)),
+                _ => Err(format!(
+                    " (readings per second, at least {MIN_RATE}, or max)"
+                )),
             },
         })?;
         let sensors = options.value("sensors", parsed::<u32>)?;
