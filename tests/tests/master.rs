@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use smesh_core::peers::Peer;
 use smesh_master::Master;
+use smesh_proto::admin::GetStatusRequest;
+use smesh_proto::admin::admin_client::AdminClient;
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Ack, Hello, NodeKind, Pong, Uplink};
@@ -117,4 +119,92 @@ async fn a_batch_is_acknowledged_only_after_kafka_acknowledged_it() {
         .expect("the master stops")
         .expect("master task")
         .expect("a clean stop");
+}
+
+/// The master's totals, through its admin API.
+async fn totals(admin_port: u16) -> Option<smesh_proto::admin::Totals> {
+    let mut admin = AdminClient::connect(format!("http://127.0.0.1:{admin_port}"))
+        .await
+        .ok()?;
+    let status = admin.get_status(GetStatusRequest {}).await.ok()?;
+    status.into_inner().master?.totals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_kafka_settles_after_their_stream_ended_are_remembered() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("late-settle");
+    let config = smesh_master::Config::builder("M1")
+        .kafka_brokers(kafka.bootstrap())
+        .topic(&topic)
+        .health_report(dir.path().join("healthCheckReport.csv"))
+        .build()
+        .expect("a valid configuration");
+    let master = Master::new(config).expect("producer");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_port = admin.local_addr().expect("address").port();
+    let token = CancellationToken::new();
+    let _running = tokio::spawn(master.run(listener, Some(admin), token.clone()));
+    let peer = Peer {
+        id: "M1".to_string(),
+        host: "127.0.0.1".to_string(),
+        port,
+    };
+    let hello = || {
+        Up::Hello(Hello {
+            node_id: "S1".to_string(),
+            kind: NodeKind::Sidecar as i32,
+            version: "test".to_string(),
+            incarnation: "1".to_string(),
+        })
+    };
+    let mut first = RawPeer::open(&peer, Some(hello())).await.expect("stream");
+    first.send(batch(1, events("c1", 1, 5))).await;
+    ack_within(&mut first, Duration::from_secs(60))
+        .await
+        .expect("batch 1 acknowledged while Kafka runs");
+
+    // Batch 2 reaches the producer while the broker is frozen; then the
+    // stream breaks (as when a sidecar dies) before Kafka could answer.
+    kafka.freeze();
+    first.send(batch(2, events("c1", 6, 5))).await;
+    eventually(
+        "batch 2 handed to the producer",
+        Duration::from_secs(30),
+        || async { totals(admin_port).await.filter(|t| t.events_in == 10) },
+    )
+    .await;
+    first.send(batch(9, events("c1", 99, 1))).await;
+    let broken = first.next().await;
+    assert!(broken.is_err(), "the stream ends with an error: {broken:?}");
+    kafka.thaw();
+    let records = read_topic(&kafka.bootstrap(), &topic, 10, Duration::from_secs(60));
+    assert_eq!(records.len(), 10, "Kafka has every event once");
+    eventually(
+        "Kafka's late acks recorded",
+        Duration::from_secs(30),
+        || async { totals(admin_port).await.filter(|t| t.published == 10) },
+    )
+    .await;
+
+    // The sidecar resends batch 2 on a new stream: acknowledged, not published again.
+    let mut second = RawPeer::open(&peer, Some(hello())).await.expect("stream");
+    second.send(batch(1, events("c1", 6, 5))).await;
+    let ack = ack_within(&mut second, Duration::from_secs(60))
+        .await
+        .expect("the resend acknowledged");
+    assert_eq!(ack.through, 1);
+    let totals = totals(admin_port).await.expect("totals");
+    assert_eq!(totals.duplicates, 5, "{totals:?}");
+    let records = read_topic(&kafka.bootstrap(), &topic, 10, Duration::from_secs(10));
+    let sent: Vec<Vec<u8>> = (1..=10)
+        .map(|i| format!("reading {i}").into_bytes())
+        .collect();
+    let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), sent)]));
+    verdict.assert_complete("late settlements");
+    assert_eq!(verdict.duplicates, 0, "{verdict:?}");
+    token.cancel();
 }

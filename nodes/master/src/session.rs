@@ -6,7 +6,9 @@
 //! arrives; its settlement waits for Kafka's delivery report of every event
 //! in it, so the cumulative ack for batch `n` goes out only when batches
 //! `1..=n` are all settled. Events refused for good (too large, invalid)
-//! come back as rejected. A delivery that fails for a transient reason
+//! come back as rejected. Kafka's answers are awaited on a task per batch,
+//! which records them in the resend memory even when the stream ended
+//! first. A delivery that fails for a transient reason
 //! (Kafka unreachable past the delivery timeout) ends the stream: the
 //! sidecar then resends everything unacknowledged, here or to another
 //! master.
@@ -19,7 +21,7 @@ use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settleme
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::{HeartbeatSample, KafkaStatus, Tier as PeerTier};
 use smesh_proto::mesh::{Batch, Rejected, Report};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::warn;
 
@@ -158,7 +160,11 @@ impl Handler for SidecarSession {
         let seq = batch.seq;
         let delivered = Arc::clone(&streams.delivered);
         let counters = Arc::clone(&streams.counters);
-        Ok(Box::pin(async move {
+        // Kafka's answers are awaited and recorded on a task of their own:
+        // if the stream ends first, what Kafka still acknowledges is
+        // remembered, so the sidecar's resend of it is not published again.
+        let (outcome_tx, outcome) = oneshot::channel();
+        tokio::spawn(async move {
             let mut published = Vec::with_capacity(deliveries.len());
             let mut transient = None;
             for (client, sequence, delivery) in deliveries {
@@ -187,12 +193,17 @@ impl Handler for SidecarSession {
             );
             Counters::add(&counters.published, published.len() as u64);
             Counters::add(&counters.failed, rejected.len() as u64);
-            match transient {
+            let _ = outcome_tx.send(match transient {
                 Some(reason) => Err(Status::unavailable(format!(
                     "Kafka did not acknowledge batch {seq}: {reason}"
                 ))),
                 None => Ok(rejected),
-            }
+            });
+        });
+        Ok(Box::pin(async move {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(Status::unavailable("the delivery task stopped")))
         }))
     }
 
