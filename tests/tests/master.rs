@@ -208,3 +208,78 @@ async fn deliveries_kafka_settles_after_their_stream_ended_are_remembered() {
     assert_eq!(verdict.duplicates, 0, "{verdict:?}");
     token.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_skewed_clock_costs_no_client_anything() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("skewed-clock");
+    let config = smesh_master::Config::builder("M1")
+        .kafka_brokers(kafka.bootstrap())
+        .topic(&topic)
+        .health_report(dir.path().join("healthCheckReport.csv"))
+        .build()
+        .expect("a valid configuration");
+    let master = Master::new(config).expect("producer");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let token = CancellationToken::new();
+    let _running = tokio::spawn(master.run(listener, None, token.clone()));
+    let peer = Peer {
+        id: "M1".to_string(),
+        host: "127.0.0.1".to_string(),
+        port,
+    };
+    let hello = Up::Hello(Hello {
+        node_id: "S1".to_string(),
+        kind: NodeKind::Sidecar as i32,
+        version: "test".to_string(),
+        incarnation: "1".to_string(),
+    });
+    let mut sidecar = RawPeer::open(&peer, Some(hello)).await.expect("stream");
+    // Kafka 4 refuses records stamped more than an hour ahead
+    // (log.message.timestamp.after.max.ms); this client's clock is 2 h ahead.
+    let two_hours = 2 * 3600 * 1_000_000_000_i64;
+    let mut skewed = events("skewed", 1, 50);
+    for event in &mut skewed {
+        event.time_unix_nanos += two_hours;
+    }
+    let innocent = events("innocent", 1, 50);
+    // Both clients' events in the same batches, as one sidecar forwards them.
+    for (seq, (a, b)) in skewed.chunks(10).zip(innocent.chunks(10)).enumerate() {
+        let mut mixed = a.to_vec();
+        mixed.extend_from_slice(b);
+        sidecar.send(batch(seq as u64 + 1, mixed)).await;
+    }
+    let mut rejected = Vec::new();
+    let mut through = 0;
+    while through < 5 {
+        let ack = ack_within(&mut sidecar, Duration::from_secs(60))
+            .await
+            .expect("every batch acknowledged");
+        through = ack.through;
+        rejected.extend(ack.rejected);
+    }
+    assert!(rejected.is_empty(), "nothing rejected: {rejected:?}");
+    let records = read_topic(&kafka.bootstrap(), &topic, 100, Duration::from_secs(30));
+    let readings: Vec<Vec<u8>> = (1..=50)
+        .map(|i| format!("reading {i}").into_bytes())
+        .collect();
+    let verdict = judge(
+        &records,
+        &BTreeMap::from([
+            ("skewed".to_string(), readings.clone()),
+            ("innocent".to_string(), readings),
+        ]),
+    );
+    verdict.assert_complete("a skewed clock beside an innocent client");
+    // The event's own time travels in ce_time, untouched.
+    let stamped = records
+        .iter()
+        .find(|r| r.key == "skewed")
+        .and_then(|r| r.header("ce_time"))
+        .and_then(smesh_core::time::parse_rfc3339)
+        .expect("ce_time");
+    assert!(stamped > smesh_core::time::now_unix_nanos() + two_hours / 2);
+    token.cancel();
+}

@@ -45,11 +45,6 @@ pub fn headers(event: &Event) -> Vec<(String, String)> {
     headers
 }
 
-/// Record timestamp (milliseconds): the event's own time when it has one.
-pub fn timestamp_millis(event: &Event) -> Option<i64> {
-    (event.time_unix_nanos > 0).then_some(event.time_unix_nanos / 1_000_000)
-}
-
 /// Record key: the client id, so that one client's events share a partition.
 pub fn key(event: &Event) -> &str {
     &event.client_id
@@ -107,13 +102,11 @@ mod tests {
         e.extensions.clear();
         let names: Vec<String> = headers(&e).into_iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["ce_id", "ce_source", "ce_specversion", "ce_type"]);
-        assert_eq!(timestamp_millis(&e), None);
     }
 
     #[test]
-    fn key_and_timestamp_come_from_client_and_time() {
+    fn the_key_is_the_client_id() {
         let e = event();
         assert_eq!(key(&e), "edge-7");
-        assert_eq!(timestamp_millis(&e), Some(1_795_000_000_123));
     }
 }

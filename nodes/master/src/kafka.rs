@@ -202,13 +202,14 @@ impl KafkaSink {
             });
         });
         let headers = headers.unwrap_or_default();
-        let mut record = FutureRecord::to(&self.topic)
+        // No record timestamp of the event's: a peer's clock is not to be
+        // trusted (Kafka refuses records dated too far ahead, and with them
+        // whatever shares their batch). The record carries the time it was
+        // produced; the event's own time travels in `ce_time`.
+        let record = FutureRecord::to(&self.topic)
             .key(cloudevents::key(event))
             .payload(event.data.as_ref())
             .headers(headers);
-        if let Some(ms) = cloudevents::timestamp_millis(event) {
-            record = record.timestamp(ms);
-        }
         self.producer
             .send_result(record)
             .map_err(|(err, _record)| classify(&err))
