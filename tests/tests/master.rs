@@ -283,3 +283,85 @@ async fn a_peer_with_a_skewed_clock_costs_no_client_anything() {
     assert!(stamped > smesh_core::time::now_unix_nanos() + two_hours / 2);
     token.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_queue_holds_batches_back_but_not_the_heartbeats() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("queue-full");
+    let config = smesh_master::Config::builder("M1")
+        .kafka_brokers(kafka.bootstrap())
+        .topic(&topic)
+        .health_report(dir.path().join("healthCheckReport.csv"))
+        // librdkafka holds at most 10 records.
+        .kafka_config(vec![(
+            "queue.buffering.max.messages".to_string(),
+            "10".to_string(),
+        )])
+        .build()
+        .expect("a valid configuration");
+    let master = Master::new(config).expect("producer");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let token = CancellationToken::new();
+    let _running = tokio::spawn(master.run(listener, None, token.clone()));
+    let peer = Peer {
+        id: "M1".to_string(),
+        host: "127.0.0.1".to_string(),
+        port,
+    };
+    let hello = Up::Hello(Hello {
+        node_id: "S1".to_string(),
+        kind: NodeKind::Sidecar as i32,
+        version: "test".to_string(),
+        incarnation: "1".to_string(),
+    });
+    let mut sidecar = RawPeer::open(&peer, Some(hello)).await.expect("stream");
+    sidecar.send(batch(1, events("c1", 1, 5))).await;
+    ack_within(&mut sidecar, Duration::from_secs(60))
+        .await
+        .expect("batch 1 acknowledged while Kafka runs");
+
+    // Frozen broker: two batches fill the queue, two more must wait.
+    kafka.freeze();
+    for seq in 2..=5 {
+        sidecar.send(batch(seq, events("c1", seq * 5 - 4, 5))).await;
+    }
+    // The master keeps pinging (1 s) though nothing can be taken.
+    let mut pings = 0;
+    let heartbeats = async {
+        while pings < 4 {
+            let frame = sidecar.next().await.expect("the stream stays up");
+            match frame.and_then(|f| f.frame) {
+                Some(Down::Ping(ping)) => {
+                    pings += 1;
+                    let pong = Up::Pong(Pong {
+                        nonce: ping.nonce,
+                        sent_unix_nanos: ping.sent_unix_nanos,
+                    });
+                    let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
+                }
+                Some(Down::Ack(ack)) => panic!("acknowledged while Kafka was frozen: {ack:?}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let pinged = tokio::time::timeout(Duration::from_secs(15), heartbeats).await;
+    kafka.thaw();
+    assert!(pinged.is_ok(), "the master went silent with a full queue");
+    let mut through = 0;
+    while through < 5 {
+        through = ack_within(&mut sidecar, Duration::from_secs(60))
+            .await
+            .expect("every batch acknowledged once Kafka answers")
+            .through;
+    }
+    let records = read_topic(&kafka.bootstrap(), &topic, 25, Duration::from_secs(30));
+    let sent: Vec<Vec<u8>> = (1..=25)
+        .map(|i| format!("reading {i}").into_bytes())
+        .collect();
+    let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), sent)]));
+    verdict.assert_complete("a full producer queue");
+    assert_eq!(verdict.duplicates, 0, "{verdict:?}");
+    token.cancel();
+}

@@ -186,11 +186,11 @@ pub trait Handler: Send + 'static {
         Ok(())
     }
 
-    /// Waits until one more batch can be forwarded. Batches read meanwhile
+    /// Waits until `batch`, the oldest waiting, can be forwarded. Batches read meanwhile
     /// wait in the session (at most the window's worth of events: the peer
     /// can send no more), and the session keeps reading the peer's pongs
     /// and reports, pinging and acknowledging.
-    fn reserve(&mut self) -> impl Future<Output = Result<(), Status>> + Send {
+    fn reserve(&mut self, _batch: &Batch) -> impl Future<Output = Result<(), Status>> + Send {
         async { Ok(()) }
     }
 
@@ -396,7 +396,7 @@ impl<T: Tier> Session<T> {
                 Some(settled) = self.pending.next(), if !self.pending.is_empty() => {
                     self.settle(settled).await?;
                 }
-                reserved = self.handler.reserve(), if !self.waiting.is_empty() => {
+                reserved = reserve_for(&mut self.handler, &self.waiting), if !self.waiting.is_empty() => {
                     reserved?;
                     if let Some(batch) = self.waiting.pop_front() {
                         self.forward(batch).await?;
@@ -568,6 +568,14 @@ impl<T: Tier> Session<T> {
                 self.send(Down::ProbeRequest(request)).await
             }
         }
+    }
+}
+
+/// Waits until the handler can take the oldest waiting batch.
+async fn reserve_for<H: Handler>(handler: &mut H, waiting: &VecDeque<Batch>) -> Result<(), Status> {
+    match waiting.front() {
+        Some(batch) => handler.reserve(batch).await,
+        None => std::future::pending().await,
     }
 }
 

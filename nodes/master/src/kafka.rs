@@ -144,6 +144,8 @@ impl ClientContext for QuietContext {
 pub struct KafkaSink {
     producer: FutureProducer<QuietContext>,
     topic: Arc<str>,
+    /// Most records librdkafka queues (`queue.buffering.max.messages`).
+    max_queued: usize,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -153,6 +155,9 @@ impl std::fmt::Debug for KafkaSink {
             .finish()
     }
 }
+
+/// librdkafka's queue when the operator does not say otherwise.
+const DEFAULT_MAX_QUEUED: usize = 1_000_000;
 
 impl KafkaSink {
     /// Creates the producer (no network I/O yet). Fails on invalid settings.
@@ -171,17 +176,33 @@ impl KafkaSink {
                 config.delivery_timeout.as_millis().to_string(),
             )
             // Flow control lives in the mesh windows; this only has to hold them.
-            .set("queue.buffering.max.messages", "1000000")
+            .set(
+                "queue.buffering.max.messages",
+                DEFAULT_MAX_QUEUED.to_string(),
+            )
             .set("queue.buffering.max.kbytes", "1048576");
+        let mut max_queued = DEFAULT_MAX_QUEUED;
         for (key, value) in &config.overrides {
             client.set(key, value);
+            if key == "queue.buffering.max.messages" {
+                max_queued = value.parse().unwrap_or(max_queued);
+            }
         }
         let producer: FutureProducer<QuietContext> =
             client.create_with_context(QuietContext::default())?;
         Ok(Self {
             producer,
             topic: Arc::from(config.topic.as_str()),
+            max_queued,
         })
+    }
+
+    /// Whether `records` more fit librdkafka's queue now (a batch larger
+    /// than the whole queue fits an empty one). Checked before a batch is
+    /// taken, so a full queue holds batches back instead of failing them.
+    pub fn has_room(&self, records: usize) -> bool {
+        let queued = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        queued == 0 || queued + records <= self.max_queued
     }
 
     /// The topic events go to.

@@ -95,6 +95,15 @@ pub struct SidecarSession {
 }
 
 impl Handler for SidecarSession {
+    /// Waits for room in librdkafka's queue, so a full queue holds batches
+    /// back (the window pushes back on the sidecar) while pings and acks go on.
+    async fn reserve(&mut self, batch: &Batch) -> Result<(), Status> {
+        while !self.streams.sink.has_room(batch.events.len()) {
+            tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+        }
+        Ok(())
+    }
+
     /// Publishes every event of the batch that is new and valid.
     async fn forward(&mut self, batch: Batch) -> Result<Settlement, Status> {
         let streams = &self.streams;

@@ -112,7 +112,7 @@ impl Handler for ClientSession {
         }
     }
 
-    async fn reserve(&mut self) -> Result<(), Status> {
+    async fn reserve(&mut self, _batch: &Batch) -> Result<(), Status> {
         if self.permit.is_none() {
             let permit = self
                 .upstream
@@ -126,7 +126,7 @@ impl Handler for ClientSession {
     }
 
     async fn forward(&mut self, batch: Batch) -> Result<Settlement, Status> {
-        self.reserve().await?;
+        self.reserve(&batch).await?;
         let permit = self.permit.take().ok_or_else(link_gone)?;
         let (settled, settlement) = oneshot::channel();
         permit.send(Forward {

@@ -85,7 +85,7 @@ impl Tier for TestTier {
 }
 
 impl Handler for TestHandler {
-    async fn reserve(&mut self) -> Result<(), Status> {
+    async fn reserve(&mut self, _batch: &Batch) -> Result<(), Status> {
         let permit = self
             .room
             .acquire()
