@@ -22,6 +22,66 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+/// A master running in-process on ephemeral ports (data plane and admin API),
+/// publishing to `topic`.
+struct InProcessMaster {
+    /// Its data-plane address, for raw sidecar streams.
+    peer: Peer,
+    /// Its admin API's port.
+    admin_port: u16,
+    /// Stops it.
+    token: CancellationToken,
+    /// `Master::run`, to see it stop cleanly.
+    task: tokio::task::JoinHandle<Result<(), smesh_master::MasterError>>,
+    /// Holds `healthCheckReport.csv`.
+    _dir: tempfile::TempDir,
+}
+
+impl InProcessMaster {
+    /// Starts master `M1` with `kafka_config` passed to librdkafka.
+    async fn start(bootstrap: String, topic: &str, kafka_config: Vec<(String, String)>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = smesh_master::Config::builder("M1")
+            .kafka_brokers(bootstrap)
+            .topic(topic)
+            .health_report(dir.path().join("healthCheckReport.csv"))
+            .kafka_config(kafka_config)
+            .build()
+            .expect("a valid configuration");
+        let master = Master::new(config).expect("producer");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin_port = admin.local_addr().expect("address").port();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(master.run(listener, Some(admin), token.clone()));
+        Self {
+            peer: Peer {
+                id: "M1".to_string(),
+                host: "127.0.0.1".to_string(),
+                port,
+            },
+            admin_port,
+            token,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// A new raw stream, as sidecar `S1`.
+    async fn sidecar(&self) -> RawPeer {
+        let hello = Up::Hello(Hello {
+            node_id: "S1".to_string(),
+            kind: NodeKind::Sidecar as i32,
+            version: "test".to_string(),
+            incarnation: "1".to_string(),
+        });
+        RawPeer::open(&self.peer, Some(hello))
+            .await
+            .expect("stream")
+    }
+}
+
 /// Frames until an ack, answering pings; `None` if none came within `wait`.
 async fn ack_within(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
     let frames = async {
@@ -48,41 +108,16 @@ async fn ack_within(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_acknowledged_only_after_kafka_acknowledged_it() {
     let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
-    let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic("master-ack");
-    let report = dir.path().join("healthCheckReport.csv");
-    let config = smesh_master::Config::builder("M1")
-        .kafka_brokers(kafka.bootstrap())
-        .topic(&topic)
-        .health_report(report)
-        .build()
-        .expect("a valid configuration");
-    let master = Master::new(config).expect("producer");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let admin_port = admin.local_addr().expect("address").port();
-    let token = CancellationToken::new();
-    let running = tokio::spawn(master.run(listener, Some(admin), token.clone()));
+    let master = InProcessMaster::start(kafka.bootstrap(), &topic, Vec::new()).await;
     // The admin API names itself in grpc.health.v1.
     let admin_health = eventually("the admin API's health", Duration::from_secs(10), || {
-        health_of_service(admin_port, smesh_proto::ADMIN_SERVICE)
+        health_of_service(master.admin_port, smesh_proto::ADMIN_SERVICE)
     })
     .await;
     assert_eq!(admin_health, ServingStatus::Serving);
 
-    let peer = Peer {
-        id: "M1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    };
-    let hello = Up::Hello(Hello {
-        node_id: "S1".to_string(),
-        kind: NodeKind::Sidecar as i32,
-        version: "test".to_string(),
-        incarnation: "1".to_string(),
-    });
-    let mut sidecar = RawPeer::open(&peer, Some(hello)).await.expect("stream");
+    let mut sidecar = master.sidecar().await;
     sidecar.send(batch(1, events("c1", 1, 5))).await;
     let first = ack_within(&mut sidecar, Duration::from_secs(60))
         .await
@@ -112,9 +147,9 @@ async fn a_batch_is_acknowledged_only_after_kafka_acknowledged_it() {
     verdict.assert_complete("acks after a frozen broker");
     assert_eq!(verdict.duplicates, 0, "{verdict:?}");
 
-    token.cancel();
+    master.token.cancel();
     drop(sidecar);
-    tokio::time::timeout(Duration::from_secs(30), running)
+    tokio::time::timeout(Duration::from_secs(30), master.task)
         .await
         .expect("the master stops")
         .expect("master task")
@@ -133,35 +168,10 @@ async fn totals(admin_port: u16) -> Option<smesh_proto::admin::Totals> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_kafka_settles_after_their_stream_ended_are_remembered() {
     let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
-    let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic("late-settle");
-    let config = smesh_master::Config::builder("M1")
-        .kafka_brokers(kafka.bootstrap())
-        .topic(&topic)
-        .health_report(dir.path().join("healthCheckReport.csv"))
-        .build()
-        .expect("a valid configuration");
-    let master = Master::new(config).expect("producer");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let admin_port = admin.local_addr().expect("address").port();
-    let token = CancellationToken::new();
-    let _running = tokio::spawn(master.run(listener, Some(admin), token.clone()));
-    let peer = Peer {
-        id: "M1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    };
-    let hello = || {
-        Up::Hello(Hello {
-            node_id: "S1".to_string(),
-            kind: NodeKind::Sidecar as i32,
-            version: "test".to_string(),
-            incarnation: "1".to_string(),
-        })
-    };
-    let mut first = RawPeer::open(&peer, Some(hello())).await.expect("stream");
+    let master = InProcessMaster::start(kafka.bootstrap(), &topic, Vec::new()).await;
+    let admin_port = master.admin_port;
+    let mut first = master.sidecar().await;
     first.send(batch(1, events("c1", 1, 5))).await;
     ack_within(&mut first, Duration::from_secs(60))
         .await
@@ -191,7 +201,7 @@ async fn deliveries_kafka_settles_after_their_stream_ended_are_remembered() {
     .await;
 
     // The sidecar resends batch 2 on a new stream: acknowledged, not published again.
-    let mut second = RawPeer::open(&peer, Some(hello())).await.expect("stream");
+    let mut second = master.sidecar().await;
     second.send(batch(1, events("c1", 6, 5))).await;
     let ack = ack_within(&mut second, Duration::from_secs(60))
         .await
@@ -206,37 +216,15 @@ async fn deliveries_kafka_settles_after_their_stream_ended_are_remembered() {
     let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), sent)]));
     verdict.assert_complete("late settlements");
     assert_eq!(verdict.duplicates, 0, "{verdict:?}");
-    token.cancel();
+    master.token.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_a_skewed_clock_costs_no_client_anything() {
     let kafka = KafkaBroker::shared().expect("Kafka broker");
-    let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic("skewed-clock");
-    let config = smesh_master::Config::builder("M1")
-        .kafka_brokers(kafka.bootstrap())
-        .topic(&topic)
-        .health_report(dir.path().join("healthCheckReport.csv"))
-        .build()
-        .expect("a valid configuration");
-    let master = Master::new(config).expect("producer");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let token = CancellationToken::new();
-    let _running = tokio::spawn(master.run(listener, None, token.clone()));
-    let peer = Peer {
-        id: "M1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    };
-    let hello = Up::Hello(Hello {
-        node_id: "S1".to_string(),
-        kind: NodeKind::Sidecar as i32,
-        version: "test".to_string(),
-        incarnation: "1".to_string(),
-    });
-    let mut sidecar = RawPeer::open(&peer, Some(hello)).await.expect("stream");
+    let master = InProcessMaster::start(kafka.bootstrap(), &topic, Vec::new()).await;
+    let mut sidecar = master.sidecar().await;
     // Kafka 4 refuses records stamped more than an hour ahead
     // (log.message.timestamp.after.max.ms); this client's clock is 2 h ahead.
     let two_hours = 2 * 3600 * 1_000_000_000_i64;
@@ -281,42 +269,17 @@ async fn a_peer_with_a_skewed_clock_costs_no_client_anything() {
         .and_then(smesh_core::time::parse_rfc3339)
         .expect("ce_time");
     assert!(stamped > smesh_core::time::now_unix_nanos() + two_hours / 2);
-    token.cancel();
+    master.token.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_producer_queue_holds_batches_back_but_not_the_heartbeats() {
     let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
-    let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic("queue-full");
-    let config = smesh_master::Config::builder("M1")
-        .kafka_brokers(kafka.bootstrap())
-        .topic(&topic)
-        .health_report(dir.path().join("healthCheckReport.csv"))
-        // librdkafka holds at most 10 records.
-        .kafka_config(vec![(
-            "queue.buffering.max.messages".to_string(),
-            "10".to_string(),
-        )])
-        .build()
-        .expect("a valid configuration");
-    let master = Master::new(config).expect("producer");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let token = CancellationToken::new();
-    let _running = tokio::spawn(master.run(listener, None, token.clone()));
-    let peer = Peer {
-        id: "M1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    };
-    let hello = Up::Hello(Hello {
-        node_id: "S1".to_string(),
-        kind: NodeKind::Sidecar as i32,
-        version: "test".to_string(),
-        incarnation: "1".to_string(),
-    });
-    let mut sidecar = RawPeer::open(&peer, Some(hello)).await.expect("stream");
+    // librdkafka holds at most 10 records.
+    let queue = vec![("queue.buffering.max.messages".to_string(), "10".to_string())];
+    let master = InProcessMaster::start(kafka.bootstrap(), &topic, queue).await;
+    let mut sidecar = master.sidecar().await;
     sidecar.send(batch(1, events("c1", 1, 5))).await;
     ack_within(&mut sidecar, Duration::from_secs(60))
         .await
@@ -363,5 +326,5 @@ async fn a_full_producer_queue_holds_batches_back_but_not_the_heartbeats() {
     let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), sent)]));
     verdict.assert_complete("a full producer queue");
     assert_eq!(verdict.duplicates, 0, "{verdict:?}");
-    token.cancel();
+    master.token.cancel();
 }
