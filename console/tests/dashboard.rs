@@ -54,6 +54,7 @@ fn totals() -> Totals {
         duplicates: 117,
         bytes_in: 412_000_000,
         batches_in: 25_100,
+        producer_replacements: 0,
     }
 }
 

@@ -38,6 +38,29 @@ fn consumer(bootstrap: &str) -> BaseConsumer {
         .expect("create consumer")
 }
 
+/// Creates `topic` with `partitions` partitions and topic-level `configs`
+/// (for a test that needs a broker-side limit), waiting until it exists.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("create admin client");
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new = new.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .expect("CreateTopics answered");
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("creating topic {name}: {code}"));
+    }
+}
+
 /// Reads every record of `topic` that exists now, from the beginning, once
 /// at least `at_least` are there (waiting up to `within` for them).
 pub fn read_topic(bootstrap: &str, topic: &str, at_least: usize, within: Duration) -> Vec<Record> {

@@ -16,7 +16,7 @@ use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Ack, Hello, NodeKind, Pong, Uplink};
 use smesh_testkit::{RawPeer, batch, events};
 use smesh_tests::kafka::KafkaBroker;
-use smesh_tests::records::{judge, read_topic};
+use smesh_tests::records::{create_topic, judge, read_topic};
 use smesh_tests::{eventually, health_of_service, unique_topic};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -326,5 +326,147 @@ async fn a_full_producer_queue_holds_batches_back_but_not_the_heartbeats() {
     let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), sent)]));
     verdict.assert_complete("a full producer queue");
     assert_eq!(verdict.duplicates, 0, "{verdict:?}");
+    master.token.cancel();
+}
+
+/// The next ack on `sidecar`, answering pings; `None` once the stream ended
+/// (or nothing came within `wait`).
+async fn next_ack(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
+    let frames = async {
+        loop {
+            match sidecar.inbound.message().await {
+                Ok(Some(frame)) => match frame.frame {
+                    Some(Down::Ack(ack)) => return Some(ack),
+                    Some(Down::Ping(ping)) => {
+                        let pong = Up::Pong(Pong {
+                            nonce: ping.nonce,
+                            sent_unix_nanos: ping.sent_unix_nanos,
+                        });
+                        let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
+                    }
+                    _ => {}
+                },
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(wait, frames).await.ok().flatten()
+}
+
+/// Plays a sidecar that resends every unacknowledged batch on a new stream
+/// until all of `batches` are acknowledged; returns the events rejected.
+async fn deliver_all(
+    master: &InProcessMaster,
+    batches: Vec<Vec<smesh_proto::mesh::Event>>,
+) -> Vec<String> {
+    let mut pending: std::collections::VecDeque<_> = batches.into();
+    let mut rejected = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} batches never acknowledged",
+            pending.len()
+        );
+        let hello = Up::Hello(Hello {
+            node_id: "S1".to_string(),
+            kind: NodeKind::Sidecar as i32,
+            version: "test".to_string(),
+            incarnation: "1".to_string(),
+        });
+        let Ok(mut stream) = RawPeer::open(&master.peer, Some(hello)).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        for (i, events) in pending.iter().enumerate() {
+            let frame = batch(i as u64 + 1, events.clone());
+            let _ = stream.tx.send(Uplink { frame: Some(frame) }).await;
+        }
+        let mut acked = 0;
+        while let Some(ack) = next_ack(&mut stream, Duration::from_secs(60)).await {
+            rejected.extend(ack.rejected.into_iter().map(|r| r.event_id));
+            for _ in acked..ack.through {
+                pending.pop_front();
+            }
+            acked = ack.through;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rejected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_kafka_refuses_costs_only_the_event_that_fails_alone() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let topic = unique_topic("batch-refused");
+    // The broker refuses record batches over 20000 bytes, so one event of
+    // 30000 bytes sinks the whole produce batch it shares with others.
+    create_topic(
+        &kafka.bootstrap(),
+        &topic,
+        1,
+        &[("max.message.bytes", "20000")],
+    )
+    .await;
+    let master = InProcessMaster::start(kafka.bootstrap(), &topic, Vec::new()).await;
+    let innocent = events("innocent", 1, 30);
+    let mut hostile = events("hostile", 1, 3);
+    // Incompressible, so compression cannot bring it under the limit.
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    hostile[1].data = (0..30_000)
+        .map(|_| {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            noise as u8
+        })
+        .collect::<Vec<u8>>()
+        .into();
+    // Each batch: ten innocent events and one of the hostile client's, as
+    // one sidecar forwards them.
+    let batches: Vec<Vec<_>> = innocent
+        .chunks(10)
+        .zip(&hostile)
+        .map(|(innocent, hostile)| {
+            let mut mixed = innocent.to_vec();
+            mixed.push(hostile.clone());
+            mixed
+        })
+        .collect();
+    let rejected = deliver_all(&master, batches).await;
+    assert_eq!(
+        rejected,
+        vec![hostile[1].id.clone()],
+        "only the event that fails alone is rejected"
+    );
+    let records = read_topic(&kafka.bootstrap(), &topic, 32, Duration::from_secs(30));
+    let readings = |n: u64| -> Vec<Vec<u8>> {
+        (1..=n)
+            .map(|i| format!("reading {i}").into_bytes())
+            .collect()
+    };
+    let mut hostile_readings = readings(3);
+    hostile_readings.remove(1);
+    let verdict = judge(
+        &records,
+        &BTreeMap::from([
+            ("innocent".to_string(), readings(30)),
+            ("hostile".to_string(), hostile_readings),
+        ]),
+    );
+    verdict.assert_complete("a batch Kafka refuses for one event's sake");
+    // The refusal failed the pipelined producer for good (nothing after the
+    // refused batch may be written before it); a new one took its place.
+    let admin_port = master.admin_port;
+    let totals = eventually("a new producer", Duration::from_secs(10), || async {
+        totals(admin_port)
+            .await
+            .filter(|t| t.producer_replacements >= 1)
+    })
+    .await;
+    assert_eq!(totals.failed, 1, "{totals:?}");
     master.token.cancel();
 }

@@ -356,6 +356,11 @@ fn durations_rates_and_unsafe_kafka_overrides_are_refused_before_start() {
             master(&["--kafka-config", "message.timeout.ms=1"]),
             "--delivery-timeout",
         ),
+        (
+            "enable.gapless.guarantee=false",
+            master(&["--kafka-config", "enable.gapless.guarantee=false"]),
+            "enable.gapless.guarantee",
+        ),
     ];
     for (case, (code, stderr), needle) in cases {
         assert_eq!((code, stderr.lines().count()), (64, 1), "{case}: {stderr}");

@@ -88,8 +88,9 @@ pub struct MasterArgs {
     /// the variable), e.g. `security.protocol=SSL`. Applied after smesh's own.
     #[arg(long = "kafka-config", env = "SMESH_KAFKA_CONFIG", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
-    /// How long Kafka may take to acknowledge an event before the sidecar is
-    /// told to resend it (librdkafka `message.timeout.ms`).
+    /// How long Kafka may take to acknowledge a batch before the master ends
+    /// the stream so the sidecar resends it, here or to another master
+    /// (librdkafka itself never gives up on a record).
     #[arg(
         long,
         env = "SMESH_DELIVERY_TIMEOUT",
@@ -206,8 +207,18 @@ const GUARDED_KAFKA_SETTINGS: &[(&str, &str)] = &[
         "message.send.max.retries",
         "a delivery that is not retried is lost to the sidecar's resend",
     ),
-    ("message.timeout.ms", "use --delivery-timeout"),
-    ("delivery.timeout.ms", "use --delivery-timeout"),
+    (
+        "message.timeout.ms",
+        "a record librdkafka gives up on while younger ones are delivered breaks a client's order; the master never lets it (use --delivery-timeout)",
+    ),
+    (
+        "delivery.timeout.ms",
+        "a record librdkafka gives up on while younger ones are delivered breaks a client's order; the master never lets it (use --delivery-timeout)",
+    ),
+    (
+        "enable.gapless.guarantee",
+        "without it, events produced after a refused produce batch are written before that batch's events go again",
+    ),
 ];
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

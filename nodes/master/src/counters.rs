@@ -20,6 +20,8 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Batches received.
     pub batches_in: AtomicU64,
+    /// Producers replaced after failing for good.
+    pub producer_replacements: AtomicU64,
 }
 
 impl Counters {
@@ -37,6 +39,7 @@ impl Counters {
             duplicates: self.duplicates.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             batches_in: self.batches_in.load(Relaxed),
+            producer_replacements: self.producer_replacements.load(Relaxed),
         }
     }
 }

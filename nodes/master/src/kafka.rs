@@ -1,7 +1,7 @@
 //! The master's Kafka side: an idempotent producer and a readiness probe.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -12,11 +12,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use smesh_proto::admin::KafkaStatus;
 use smesh_proto::mesh::Event;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cloudevents;
+use crate::counters::Counters;
 
 /// What the master needs to know to publish.
 #[derive(Clone, Debug)]
@@ -27,8 +28,9 @@ pub struct KafkaConfig {
     pub topic: String,
     /// `compression.type`: none, gzip, snappy, lz4 or zstd.
     pub compression: String,
-    /// How long librdkafka keeps retrying a record before giving up
-    /// (`message.timeout.ms`); the sidecar then resends it.
+    /// How long a batch may wait for Kafka's acknowledgement before the
+    /// master ends its stream, so the sidecar resends it (here or to another
+    /// master). librdkafka itself never gives up on a record.
     pub delivery_timeout: Duration,
     /// Kafka counts as unavailable after this long without a successful probe.
     pub unavailable_after: Duration,
@@ -139,10 +141,33 @@ impl ClientContext for QuietContext {
     }
 }
 
-/// The idempotent producer every stream of this master shares.
+/// The librdkafka producer type the master uses.
+type SinkProducer = FutureProducer<QuietContext>;
+
+/// The producers every stream of this master shares.
+///
+/// Two producers, both idempotent, neither ever expiring a record on its own
+/// (`message.timeout.ms` = 0): librdkafka expiring the oldest queued record
+/// of a client while a younger one is still delivered is how a stall used
+/// to reorder a client's events.
+///
+/// - The pipelined producer carries the traffic. It runs with
+///   `enable.gapless.guarantee`: when Kafka refuses a produce batch for good,
+///   nothing produced after it is written either; the producer fails for
+///   good instead, and is replaced (see [`watch_readiness`]).
+/// - The one-at-a-time producer (`batch.num.messages` = 1) carries the
+///   events of a refused produce batch again, each alone, so only an event
+///   Kafka refuses on its own is ever rejected.
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer<QuietContext>,
+    /// The pipelined producer; replaced when it has failed for good.
+    current: Arc<RwLock<SinkProducer>>,
+    /// Produces one record per request.
+    alone: SinkProducer,
+    /// The pipelined producer's settings, to build its replacement.
+    settings: Arc<ClientConfig>,
+    /// Wakes the readiness task when the producer failed for good.
+    failed: Arc<Notify>,
     topic: Arc<str>,
     /// Most records librdkafka queues (`queue.buffering.max.messages`).
     max_queued: usize,
@@ -160,7 +185,7 @@ impl std::fmt::Debug for KafkaSink {
 const DEFAULT_MAX_QUEUED: usize = 1_000_000;
 
 impl KafkaSink {
-    /// Creates the producer (no network I/O yet). Fails on invalid settings.
+    /// Creates the producers (no network I/O yet). Fails on invalid settings.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let mut client = ClientConfig::new();
         client
@@ -171,10 +196,9 @@ impl KafkaSink {
             .set("acks", "all")
             .set("compression.type", &config.compression)
             .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                config.delivery_timeout.as_millis().to_string(),
-            )
+            // Never expire a record: a stall holds the queue (the mesh
+            // windows push back) instead of punching holes into it.
+            .set("message.timeout.ms", "0")
             // Flow control lives in the mesh windows; this only has to hold them.
             .set(
                 "queue.buffering.max.messages",
@@ -188,20 +212,75 @@ impl KafkaSink {
                 max_queued = value.parse().unwrap_or(max_queued);
             }
         }
-        let producer: FutureProducer<QuietContext> =
-            client.create_with_context(QuietContext::default())?;
+        let mut alone = client.clone();
+        alone.set("linger.ms", "0").set("batch.num.messages", "1");
+        client.set("enable.gapless.guarantee", "true");
+        let producer: SinkProducer = client.create_with_context(QuietContext::default())?;
+        let alone: SinkProducer = alone.create_with_context(QuietContext::default())?;
         Ok(Self {
-            producer,
+            current: Arc::new(RwLock::new(producer)),
+            alone,
+            settings: Arc::new(client),
+            failed: Arc::new(Notify::new()),
             topic: Arc::from(config.topic.as_str()),
             max_queued,
         })
+    }
+
+    /// The pipelined producer as it is now.
+    fn producer(&self) -> SinkProducer {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Why the pipelined producer failed for good, if it has.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer()
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
+    /// Puts a new pipelined producer in place of one that failed for good.
+    /// Returns the old one, to be dropped off the runtime's threads
+    /// (dropping purges and waits for librdkafka's threads).
+    pub fn replace(&self) -> Result<impl Send + 'static, KafkaError> {
+        let fresh: SinkProducer = self.settings.create_with_context(QuietContext::default())?;
+        let mut current = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Ok(std::mem::replace(&mut *current, fresh))
+    }
+
+    /// Resolves when a stream saw the pipelined producer fail for good.
+    pub async fn failed(&self) {
+        self.failed.notified().await;
+    }
+
+    /// Classifies an error of the pipelined producer, and wakes the
+    /// readiness task if it may mean the producer is gone for good (a fatal
+    /// error, or a refused produce batch, which the gap-less guarantee
+    /// turns into one); that task looks and replaces it.
+    pub fn classify(&self, err: &KafkaError) -> PublishError {
+        let classified = classify(err);
+        let fatal = matches!(
+            err.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::GaplessGuarantee)
+        );
+        if fatal || matches!(classified, PublishError::Permanent(_)) {
+            self.failed.notify_one();
+        }
+        classified
     }
 
     /// Whether `records` more fit librdkafka's queue now (a batch larger
     /// than the whole queue fits an empty one). Checked before a batch is
     /// taken, so a full queue holds batches back instead of failing them.
     pub fn has_room(&self, records: usize) -> bool {
-        let queued = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        let queued = usize::try_from(self.producer().in_flight_count()).unwrap_or(0);
         queued == 0 || queued + records <= self.max_queued
     }
 
@@ -210,9 +289,28 @@ impl KafkaSink {
         &self.topic
     }
 
-    /// Hands one event to the producer; the future resolves when Kafka
-    /// acknowledged (or finally refused) it.
+    /// Hands one event to the pipelined producer; the future resolves when
+    /// Kafka acknowledged (or finally refused) it.
     pub fn publish(&self, event: &Event) -> Result<DeliveryFuture, PublishError> {
+        let producer = match self.current.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        producer
+            .send_result(self.record(event))
+            .map_err(|(err, _record)| self.classify(&err))
+    }
+
+    /// Hands one event to the one-at-a-time producer: a refusal of its
+    /// request is a refusal of this event alone.
+    pub fn publish_alone(&self, event: &Event) -> Result<DeliveryFuture, PublishError> {
+        self.alone
+            .send_result(self.record(event))
+            .map_err(|(err, _record)| classify(&err))
+    }
+
+    /// The Kafka record of `event`: key, CloudEvents headers, data.
+    fn record<'a>(&'a self, event: &'a Event) -> FutureRecord<'a, str, [u8]> {
         let mut headers = Some(OwnedHeaders::new_with_capacity(8 + event.extensions.len()));
         cloudevents::for_each_header(event, |key, value| {
             headers = headers.take().map(|h| {
@@ -227,25 +325,23 @@ impl KafkaSink {
         // trusted (Kafka refuses records dated too far ahead, and with them
         // whatever shares their batch). The record carries the time it was
         // produced; the event's own time travels in `ce_time`.
-        let record = FutureRecord::to(&self.topic)
+        FutureRecord::to(&self.topic)
             .key(cloudevents::key(event))
             .payload(event.data.as_ref())
-            .headers(headers);
-        self.producer
-            .send_result(record)
-            .map_err(|(err, _record)| classify(&err))
+            .headers(headers)
     }
 
     /// Waits (blocking) for everything queued to be delivered or to time out.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.alone.flush(timeout)?;
+        self.producer().flush(timeout)
     }
 
     /// Asks the cluster for the topic's metadata (blocking, bounded by `timeout`).
     /// Returns the number of brokers and partitions on success.
     pub fn probe(&self, timeout: Duration) -> Result<(usize, usize), KafkaError> {
         let metadata = self
-            .producer
+            .producer()
             .client()
             .fetch_metadata(Some(&self.topic), timeout)?;
         let partitions = metadata
@@ -261,10 +357,14 @@ impl KafkaSink {
 ///
 /// Ready after the first successful probe; not ready again once probes have
 /// failed for `unavailable_after`. State changes are logged, not every probe.
+/// A producer that failed for good makes the master not ready at once and
+/// is replaced by a new one; streams whose batches it held have failed, so
+/// their sidecars resend them.
 pub async fn watch_readiness(
     sink: KafkaSink,
     config: KafkaConfig,
     status: watch::Sender<KafkaStatus>,
+    counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
     let probe_timeout = Duration::from_secs(2);
@@ -272,6 +372,24 @@ pub async fn watch_readiness(
     let mut logged_failure = false;
     loop {
         let started = Instant::now();
+        if let Some(reason) = sink.fatal_error() {
+            error!(%reason, "the Kafka producer failed for good; NOT_SERVING until a new one is up");
+            status.send_modify(|current| {
+                current.ready = false;
+                current.detail =
+                    format!("the Kafka producer failed for good ({reason}); starting a new one");
+                current.since_unix_nanos = smesh_core::time::now_unix_nanos();
+            });
+            match sink.replace() {
+                Ok(old) => {
+                    let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+                    Counters::add(&counters.producer_replacements, 1);
+                    info!("a new Kafka producer is in place");
+                }
+                Err(err) => error!(%err, "cannot create a new Kafka producer"),
+            }
+            last_ok = None;
+        }
         let probe_sink = sink.clone();
         let outcome = tokio::task::spawn_blocking(move || probe_sink.probe(probe_timeout)).await;
         let now = Instant::now();
@@ -324,6 +442,7 @@ pub async fn watch_readiness(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+            () = sink.failed() => {}
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod kafka;
 pub mod registry;
 pub mod report;
 pub mod session;
+pub mod suspects;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ use crate::dedupe::Delivered;
 use crate::kafka::{KafkaConfig, KafkaSink};
 use crate::registry::{MasterIdentity, Registry};
 use crate::session::SidecarStreams;
+use crate::suspects::Suspects;
 
 /// A validated master configuration.
 #[derive(Clone, Debug)]
@@ -165,6 +167,7 @@ impl Master {
             sink.clone(),
             config.kafka.clone(),
             kafka_tx,
+            Arc::clone(&counters),
             shutdown.clone(),
         ));
         tasks.spawn(registry.run(shutdown.clone()));
@@ -186,7 +189,9 @@ impl Master {
                 heartbeats: handle.heartbeats.clone(),
                 counters,
                 delivered: Arc::new(Delivered::default()),
+                suspects: Arc::new(Suspects::default()),
                 max_event_bytes: config.sessions.max_event_bytes,
+                delivery_timeout: config.kafka.delivery_timeout,
             },
             config.sessions.clone(),
             shutdown.clone(),

@@ -21,7 +21,7 @@ use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settleme
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::{HeartbeatSample, KafkaStatus, Tier as PeerTier};
 use smesh_proto::mesh::{Batch, Rejected, Report};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::warn;
 
@@ -29,6 +29,7 @@ use crate::counters::Counters;
 use crate::dedupe::Delivered;
 use crate::kafka::{KafkaSink, PublishError, classify};
 use crate::registry::{ConnId, RegistryEvent};
+use crate::suspects::Suspects;
 
 /// How long to wait before offering an event again when librdkafka's queue
 /// is full.
@@ -52,8 +53,12 @@ pub struct SidecarStreams {
     pub counters: Arc<Counters>,
     /// Resends already published through this master.
     pub delivered: Arc<Delivered>,
+    /// Events of produce batches Kafka refused, to produce alone next time.
+    pub suspects: Arc<Suspects>,
     /// Largest event published.
     pub max_event_bytes: usize,
+    /// How long a batch may wait for Kafka before the stream ends.
+    pub delivery_timeout: Duration,
 }
 
 impl Tier for SidecarStreams {
@@ -81,6 +86,8 @@ impl Tier for SidecarStreams {
             conn: caller.conn,
             peer: caller.hello.node_id.clone(),
             streams: self.clone(),
+            unsettled: Arc::new(Semaphore::new(MAX_UNSETTLED as usize)),
+            after_careful: false,
         })
     }
 }
@@ -92,14 +99,57 @@ pub struct SidecarSession {
     /// The sidecar's id.
     peer: String,
     streams: SidecarStreams,
+    /// One permit per batch not settled yet, to wait for all of them.
+    unsettled: Arc<Semaphore>,
+    /// Whether the last batch forwarded went the careful way: the next one
+    /// waits for it to settle.
+    after_careful: bool,
+}
+
+/// Batches of one stream that may be unsettled at once: more than any window.
+const MAX_UNSETTLED: u32 = 1 << 20;
+
+impl SidecarSession {
+    /// Whether `batch` holds an event of a produce batch Kafka refused.
+    fn careful(&self, batch: &Batch) -> bool {
+        self.streams.suspects.any(
+            batch
+                .events
+                .iter()
+                .map(|e| (e.client_id.as_str(), e.sequence)),
+        )
+    }
+
+    /// Waits until every batch this stream forwarded so far has settled.
+    async fn settled(&self) -> Result<(), Status> {
+        self.unsettled
+            .acquire_many(MAX_UNSETTLED)
+            .await
+            .map(drop)
+            .map_err(|_| Status::internal("the stream's settlement gate closed"))
+    }
+
+    /// A permit held until a batch settles.
+    async fn unsettled_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.unsettled)
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::internal("the stream's settlement gate closed"))
+    }
 }
 
 impl Handler for SidecarSession {
     /// Waits for room in librdkafka's queue, so a full queue holds batches
-    /// back (the window pushes back on the sidecar) while pings and acks go on.
+    /// back (the window pushes back on the sidecar) while pings and acks go
+    /// on. A batch produced one event at a time, and the batch after it,
+    /// also wait here until every earlier batch of the stream has settled:
+    /// a client's events reach Kafka in order across the two producers.
     async fn reserve(&mut self, batch: &Batch) -> Result<(), Status> {
         while !self.streams.sink.has_room(batch.events.len()) {
             tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+        }
+        if self.after_careful || self.careful(batch) {
+            self.settled().await?;
         }
         Ok(())
     }
@@ -114,105 +164,31 @@ impl Handler for SidecarSession {
         let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
         Counters::add(&counters.bytes_in, bytes as u64);
 
-        let seen = streams.delivered.published(
-            batch
-                .events
-                .iter()
-                .map(|e| (e.client_id.as_str(), e.sequence)),
-        );
-        // Per event only a sequence and an index into `clients` are kept
-        // (batches come from one client): no string copies on the hot path.
-        let mut clients: Vec<String> = Vec::with_capacity(1);
-        let mut deliveries = Vec::with_capacity(n);
-        let mut rejected = Vec::new();
-        let mut duplicates = 0u64;
-        for (event, seen) in batch.events.iter().zip(seen) {
-            if seen {
-                duplicates += 1;
-                continue;
-            }
-            if let Err(invalid) = event::validate(event, streams.max_event_bytes) {
-                warn!(peer = %self.peer, event = %event.id, reason = %invalid, "rejecting event");
-                rejected.push(Rejected {
-                    event_id: event.id.clone(),
-                    reason: invalid.to_string(),
-                });
-                continue;
-            }
-            loop {
-                match streams.sink.publish(event) {
-                    Ok(delivery) => {
-                        if clients.last() != Some(&event.client_id) {
-                            clients.push(event.client_id.clone());
-                        }
-                        deliveries.push((clients.len() - 1, event.sequence, delivery));
-                        break;
-                    }
-                    Err(PublishError::QueueFull) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
-                    Err(PublishError::Permanent(reason)) => {
-                        warn!(peer = %self.peer, event = %event.id, %reason, "rejecting event");
-                        rejected.push(Rejected {
-                            event_id: event.id.clone(),
-                            reason,
-                        });
-                        break;
-                    }
-                    Err(PublishError::Transient(reason)) => {
-                        return Err(Status::unavailable(format!(
-                            "cannot publish to Kafka: {reason}"
-                        )));
-                    }
-                }
-            }
+        let careful = self.careful(&batch);
+        if careful || self.after_careful {
+            // Normally passed in `reserve` already; a suspect may have
+            // appeared in between.
+            self.settled().await?;
         }
-        Counters::add(&counters.duplicates, duplicates);
+        self.after_careful = careful;
+        let permit = self.unsettled_permit().await?;
         let seq = batch.seq;
-        let delivered = Arc::clone(&streams.delivered);
-        let counters = Arc::clone(&streams.counters);
-        // Kafka's answers are awaited and recorded on a task of their own:
-        // if the stream ends first, what Kafka still acknowledges is
-        // remembered, so the sidecar's resend of it is not published again.
-        let (outcome_tx, outcome) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut published = Vec::with_capacity(deliveries.len());
-            let mut transient = None;
-            for (client, sequence, delivery) in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => published.push((client, sequence)),
-                    Ok(Err((err, message))) => match classify(&err) {
-                        PublishError::Permanent(reason) => rejected.push(Rejected {
-                            event_id: header(&message, "ce_id").unwrap_or_default(),
-                            reason,
-                        }),
-                        other => {
-                            transient.get_or_insert_with(|| other.to_string());
-                        }
-                    },
-                    Err(_canceled) => {
-                        transient.get_or_insert_with(|| "the producer went away".to_string());
-                    }
-                }
-            }
-            // What Kafka has is recorded even when the batch as a whole
-            // failed: its resend is then acknowledged without publishing.
-            delivered.record(
-                published
-                    .iter()
-                    .filter_map(|(c, s)| clients.get(*c).map(|c| (c.as_str(), *s))),
-            );
-            Counters::add(&counters.published, published.len() as u64);
-            Counters::add(&counters.failed, rejected.len() as u64);
-            let _ = outcome_tx.send(match transient {
-                Some(reason) => Err(Status::unavailable(format!(
-                    "Kafka did not acknowledge batch {seq}: {reason}"
-                ))),
-                None => Ok(rejected),
-            });
-        });
+        let outcome = if careful {
+            warn!(peer = %self.peer, batch = seq, "Kafka refused a produce batch holding events of this batch; producing them one at a time");
+            self.forward_alone(batch, permit)
+        } else {
+            self.forward_pipelined(batch, permit).await?
+        };
+        let timeout = self.streams.delivery_timeout;
         Ok(Box::pin(async move {
-            outcome
-                .await
-                .unwrap_or_else(|_| Err(Status::unavailable("the delivery task stopped")))
+            match tokio::time::timeout(timeout, outcome).await {
+                Ok(settled) => settled
+                    .unwrap_or_else(|_| Err(Status::unavailable("the delivery task stopped"))),
+                Err(_) => Err(Status::unavailable(format!(
+                    "Kafka did not acknowledge batch {seq} within {}; resend it",
+                    smesh_core::cli::duration_text(timeout)
+                ))),
+            }
         }))
     }
 
@@ -260,13 +236,194 @@ impl Handler for SidecarSession {
     }
 }
 
-/// A record header's value as text (for the id of a refused record).
-fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    use rdkafka::message::{Headers, Message};
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+/// What a batch's delivery task answers: the events rejected, or why the
+/// batch failed.
+type Outcome = oneshot::Receiver<Result<Vec<Rejected>, Status>>;
+
+impl SidecarSession {
+    /// The normal path: every event handed to the pipelined producer now,
+    /// Kafka's answers awaited on a task of their own.
+    async fn forward_pipelined(
+        &mut self,
+        batch: Batch,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Outcome, Status> {
+        let streams = &self.streams;
+        let seen = streams.delivered.published(
+            batch
+                .events
+                .iter()
+                .map(|e| (e.client_id.as_str(), e.sequence)),
+        );
+        // Per event only a sequence and an index into `clients` are kept
+        // (batches come from one client): no string copies on the hot path.
+        let mut clients: Vec<String> = Vec::with_capacity(1);
+        let mut deliveries = Vec::with_capacity(batch.events.len());
+        let mut rejected = Vec::new();
+        let mut duplicates = 0u64;
+        for (event, seen) in batch.events.iter().zip(seen) {
+            if seen {
+                duplicates += 1;
+                continue;
+            }
+            if let Err(invalid) = event::validate(event, streams.max_event_bytes) {
+                warn!(peer = %self.peer, event = %event.id, reason = %invalid, "rejecting event");
+                rejected.push(Rejected {
+                    event_id: event.id.clone(),
+                    reason: invalid.to_string(),
+                });
+                continue;
+            }
+            loop {
+                match streams.sink.publish(event) {
+                    Ok(delivery) => {
+                        if clients.last() != Some(&event.client_id) {
+                            clients.push(event.client_id.clone());
+                        }
+                        deliveries.push((clients.len() - 1, event.sequence, delivery));
+                        break;
+                    }
+                    Err(PublishError::QueueFull) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
+                    // Refused before it was queued: about this event alone.
+                    Err(PublishError::Permanent(reason)) => {
+                        warn!(peer = %self.peer, event = %event.id, %reason, "rejecting event");
+                        rejected.push(Rejected {
+                            event_id: event.id.clone(),
+                            reason,
+                        });
+                        break;
+                    }
+                    Err(PublishError::Transient(reason)) => {
+                        return Err(Status::unavailable(format!(
+                            "cannot publish to Kafka: {reason}"
+                        )));
+                    }
+                }
+            }
+        }
+        Counters::add(&streams.counters.duplicates, duplicates);
+        let seq = batch.seq;
+        let sink = streams.sink.clone();
+        let delivered = Arc::clone(&streams.delivered);
+        let suspects = Arc::clone(&streams.suspects);
+        let counters = Arc::clone(&streams.counters);
+        // Kafka's answers are awaited and recorded on a task of their own:
+        // if the stream ends first, what Kafka still acknowledges is
+        // remembered, so the sidecar's resend of it is not published again.
+        let (outcome_tx, outcome) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut published = Vec::with_capacity(deliveries.len());
+            let mut failed = None;
+            for (client, sequence, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => published.push((client, sequence)),
+                    Ok(Err((err, _message))) => match sink.classify(&err) {
+                        // The whole produce batch was refused, and with it
+                        // events of other clients maybe: none is rejected
+                        // now; each goes again alone.
+                        PublishError::Permanent(reason) => {
+                            if let Some(client) = clients.get(client) {
+                                suspects.insert(client, sequence);
+                            }
+                            failed.get_or_insert_with(|| {
+                                format!("Kafka refused a produce batch ({reason}); its events go again one at a time")
+                            });
+                        }
+                        other => {
+                            failed.get_or_insert_with(|| other.to_string());
+                        }
+                    },
+                    Err(_canceled) => {
+                        failed.get_or_insert_with(|| "the producer went away".to_string());
+                    }
+                }
+            }
+            // What Kafka has is recorded even when the batch as a whole
+            // failed: its resend is then acknowledged without publishing.
+            delivered.record(
+                published
+                    .iter()
+                    .filter_map(|(c, s)| clients.get(*c).map(|c| (c.as_str(), *s))),
+            );
+            Counters::add(&counters.published, published.len() as u64);
+            Counters::add(&counters.failed, rejected.len() as u64);
+            drop(permit);
+            let _ = outcome_tx.send(match failed {
+                Some(reason) => Err(Status::unavailable(format!(
+                    "Kafka did not acknowledge batch {seq}: {reason}"
+                ))),
+                None => Ok(rejected),
+            });
+        });
+        Ok(outcome)
+    }
+
+    /// The careful path, for a batch that holds events of a refused produce
+    /// batch: one event per request, each awaited before the next, so a
+    /// refusal is about that event alone and rejects only it. Stops at the
+    /// first transient failure: nothing after it is produced.
+    fn forward_alone(&mut self, batch: Batch, permit: OwnedSemaphorePermit) -> Outcome {
+        let streams = self.streams.clone();
+        let peer = self.peer.clone();
+        let seq = batch.seq;
+        let (outcome_tx, outcome) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut rejected = Vec::new();
+            let mut failed = None;
+            for event in &batch.events {
+                let key = (event.client_id.as_str(), event.sequence);
+                if streams.delivered.published(std::iter::once(key)) == [true] {
+                    Counters::add(&streams.counters.duplicates, 1);
+                    continue;
+                }
+                let refused = match event::validate(event, streams.max_event_bytes) {
+                    Err(invalid) => Some(invalid.to_string()),
+                    Ok(()) => match streams.sink.publish_alone(event) {
+                        Ok(delivery) => match delivery.await {
+                            Ok(Ok(_)) => None,
+                            Ok(Err((err, _message))) => match classify(&err) {
+                                PublishError::Permanent(reason) => Some(reason),
+                                other => {
+                                    failed = Some(other.to_string());
+                                    break;
+                                }
+                            },
+                            Err(_canceled) => {
+                                failed = Some("the producer went away".to_string());
+                                break;
+                            }
+                        },
+                        Err(PublishError::Permanent(reason)) => Some(reason),
+                        Err(other) => {
+                            failed = Some(other.to_string());
+                            break;
+                        }
+                    },
+                };
+                streams.suspects.clear(key.0, key.1);
+                match refused {
+                    None => {
+                        streams.delivered.record(std::iter::once(key));
+                        Counters::add(&streams.counters.published, 1);
+                    }
+                    Some(reason) => {
+                        warn!(peer = %peer, event = %event.id, %reason, "Kafka refuses this event on its own; rejecting it");
+                        Counters::add(&streams.counters.failed, 1);
+                        rejected.push(Rejected {
+                            event_id: event.id.clone(),
+                            reason,
+                        });
+                    }
+                }
+            }
+            drop(permit);
+            let _ = outcome_tx.send(match failed {
+                Some(reason) => Err(Status::unavailable(format!(
+                    "Kafka did not acknowledge batch {seq}: {reason}"
+                ))),
+                None => Ok(rejected),
+            });
+        });
+        outcome
+    }
 }
