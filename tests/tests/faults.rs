@@ -615,3 +615,58 @@ async fn a_full_spool_holds_sources_back_by_default_and_drops_only_when_asked() 
         "every drop is counted and logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_freezes_longer_than_the_delivery_timeout_keep_every_clients_order() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("long-freeze");
+    // Kafka stalls three times as long as the master waits for a batch.
+    let timeout = Duration::from_secs(2);
+    let freeze = Duration::from_secs(6);
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .args(["--delivery-timeout", "2s"])
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let mut feeders = Vec::new();
+    let mut clients = Vec::new();
+    for name in ["c1", "c2"] {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        // 200 lines a second for about 25 s: through both freezes.
+        feeders.push((
+            name,
+            Feeder::start(&input, name, 5000, 20, Duration::from_millis(100)),
+        ));
+        let client = nodes::client(
+            dir.path(),
+            name,
+            &[("S1", sidecar.port)],
+            &[nodes::file_source(&input, true)],
+        )
+        .spawn()
+        .await;
+        clients.push(client);
+    }
+    for client in &clients {
+        client
+            .wait_logged("first acknowledgement from sidecar", DELIVERY)
+            .await;
+    }
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        kafka.freeze();
+        tokio::time::sleep(freeze).await;
+        kafka.thaw();
+    }
+    assert!(freeze > timeout * 2);
+    let mut sent = BTreeMap::new();
+    for (name, mut feeder) in feeders {
+        feeder.finish();
+        sent.insert(name.to_string(), feeder.lines.clone());
+    }
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("two broker freezes longer than the delivery timeout");
+}

@@ -56,10 +56,13 @@ struct Args {
     /// Lines per second written to each client's file.
     #[arg(long, default_value_t = 100)]
     rate: u64,
-    /// Longest broker freeze. Keep it under the masters' --delivery-timeout
-    /// (60 s): longer stalls are a known open problem (issue 9, item 3).
-    #[arg(long, default_value = "20s", value_parser = smesh_core::cli::parse_duration)]
+    /// Longest broker freeze; by default longer than the masters'
+    /// --delivery-timeout, so stalls past it are part of the schedule.
+    #[arg(long, default_value = "30s", value_parser = smesh_core::cli::parse_duration)]
     max_freeze: Duration,
+    /// The masters' --delivery-timeout.
+    #[arg(long, default_value = "10s", value_parser = smesh_core::cli::parse_duration)]
+    delivery_timeout: Duration,
 }
 
 /// One node of the mesh, restartable with the same spec (port, files).
@@ -127,7 +130,10 @@ async fn main() -> ExitCode {
     let mut masters = Vec::new();
     for i in 1..=args.masters {
         let id = format!("M{i}");
-        let spec = nodes::master(dir.path(), &id, &bootstrap, &topic, reserve_port());
+        let spec = nodes::master(dir.path(), &id, &bootstrap, &topic, reserve_port()).args([
+            "--delivery-timeout".to_string(),
+            smesh_core::cli::duration_text(args.delivery_timeout),
+        ]);
         masters.push(Node::start(id, spec).await);
     }
     let master_list: Vec<(String, u16)> = masters
