@@ -10,7 +10,8 @@
 //!
 //! - rotated (renamed away, a new file at the path): the old file is read to
 //!   its end (through the open handle while running; found again by inode in
-//!   the same directory after a restart), then the new one from the start;
+//!   the same directory after a restart) until it has given nothing new for
+//!   [`ROTATED_QUIET`], then the new one from the start;
 //! - truncated (the same inode, shorter or with other first bytes, as
 //!   copytruncate leaves it): read again from the start, with a warning;
 //! - a line longer than `--max-event-bytes` is never held: it goes to a
@@ -22,6 +23,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use smesh_core::time::now_unix_nanos;
@@ -387,6 +389,16 @@ fn payload(
     }
 }
 
+/// How long a rotated file must have given nothing new before the source
+/// moves on to the new file at the path: its writer may still append to it
+/// for a moment (until it reopens its log, e.g. on logrotate's signal).
+pub const ROTATED_QUIET: Duration = Duration::from_secs(1);
+
+/// Whether a rotated file, quiet since `rotated`, is done with.
+fn finished(rotated: Option<Instant>) -> bool {
+    rotated.is_some_and(|quiet_since| quiet_since.elapsed() >= ROTATED_QUIET)
+}
+
 /// Lines read at a time off the runtime, at most.
 const CHUNK_LINES: usize = 1024;
 /// Bytes of lines held at a time, at most (oversized lines count their size
@@ -406,8 +418,9 @@ async fn run(spec: FileSpec, context: SourceContext) {
         context.files.get(&*key).copied(),
     );
     let mut follower: Option<Follower> = None;
-    // The open file is no longer at the path: read it to its end, then switch.
-    let mut rotated = false;
+    // The open file is no longer at the path: since when it has given
+    // nothing new. Read until it has been quiet for ROTATED_QUIET, then switch.
+    let mut rotated: Option<Instant> = None;
     let mut csv = CsvLine::default();
     let mut warned_missing = false;
     loop {
@@ -430,7 +443,7 @@ async fn run(spec: FileSpec, context: SourceContext) {
             match opening {
                 Ok((f, was_rotated)) => {
                     resume = (f.position, Some(f.identity));
-                    rotated = was_rotated;
+                    rotated = was_rotated.then(Instant::now);
                     follower = Some(f);
                     warned_missing = false;
                 }
@@ -449,7 +462,7 @@ async fn run(spec: FileSpec, context: SourceContext) {
         // Read what is there, in chunks, off the async runtime.
         let mut read_any = false;
         if let Some(mut f) = follower.take() {
-            let eof_is_end = !spec.follow || rotated;
+            let eof_is_end = !spec.follow || finished(rotated);
             let chunk = tokio::task::spawn_blocking(move || {
                 let mut lines = Vec::new();
                 let mut bytes = 0;
@@ -494,7 +507,7 @@ async fn run(spec: FileSpec, context: SourceContext) {
             if truncated {
                 warn!(path = %spec.path.display(), position = f.position, "file was truncated; reading it again from the start");
                 resume = (0, None);
-                rotated = false;
+                rotated = None;
                 continue;
             }
             if let Some(err) = error {
@@ -550,13 +563,24 @@ async fn run(spec: FileSpec, context: SourceContext) {
             }
         }
         if read_any {
+            if rotated.is_some() {
+                rotated = Some(Instant::now());
+            }
             continue;
         }
-        if rotated && follower.is_some() {
-            info!(path = %spec.path.display(), position = resume.0, "finished the rotated file; reading the new one from the start");
-            rotated = false;
-            follower = None;
-            resume = (0, None);
+        if rotated.is_some() && follower.is_some() {
+            if !spec.follow || finished(rotated) {
+                info!(path = %spec.path.display(), position = resume.0, "finished the rotated file; reading the new one from the start");
+                rotated = None;
+                follower = None;
+                resume = (0, None);
+                continue;
+            }
+            // Its writer may not have moved to the new file yet.
+            tokio::select! {
+                () = context.shutdown.cancelled() => return,
+                () = tokio::time::sleep(spec.poll) => {}
+            }
             continue;
         }
         if !spec.follow && follower.is_some() {
@@ -575,7 +599,7 @@ async fn run(spec: FileSpec, context: SourceContext) {
                 Ok(Change::None) => follower = Some(f),
                 Ok(Change::Rotated) => {
                     info!(path = %spec.path.display(), position = f.position, "file was rotated; finishing the old one first");
-                    rotated = true;
+                    rotated = Some(Instant::now());
                     follower = Some(f);
                     continue;
                 }
@@ -811,11 +835,14 @@ mod tests {
         append(&path, &["one", "two"]);
         let mut run = Run::start(&spec(&path, FileFormat::Lines, true), None);
         assert_eq!(run.take(2).await.0, names(&["one", "two"]));
-        // Written to the old file just before it is renamed away.
+        // Written to the old file just before it is renamed away, and by a
+        // writer that has not reopened its log yet well after the new file
+        // appeared (and the source noticed it).
         append(&path, &["three"]);
         std::fs::rename(&path, dir.path().join("in.log.1")).expect("rotate");
-        append(&dir.path().join("in.log.1"), &["four"]);
         append(&path, &["five", "six"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        append(&dir.path().join("in.log.1"), &["four"]);
         assert_eq!(
             run.take(4).await.0,
             names(&["three", "four", "five", "six"])
