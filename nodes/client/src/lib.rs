@@ -6,6 +6,8 @@
 //! - [`source`]: sensor, http, file and stdin sources.
 //! - [`spool`]: `safeData.csv`, the durable spool, and its recovery.
 //! - [`csv_line`]: splitting CSV lines with a parser built once.
+//! - [`oversized`]: readings larger than `--max-event-bytes`, kept on disk
+//!   on their way to the rejected file.
 //! - [`state`]: sequence numbers that survive restarts, delivered positions.
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
 //! - [`stats`]: `--stats-file`, what a client says about its run when it stops.
@@ -20,6 +22,7 @@ mod blocking;
 pub mod config;
 pub mod counters;
 pub mod csv_line;
+pub mod oversized;
 pub mod pipeline;
 pub mod source;
 pub mod spool;
@@ -39,6 +42,7 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use counters::Counters;
 
+use crate::oversized::SpillDir;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::source::SourceContext;
 use crate::spool::Spool;
@@ -95,6 +99,8 @@ impl Client {
             let (mut state, loaded) = StateFile::load(&state_path(&spool_path), &client_id);
             let acked = state.state().acked_through;
             let (spool, recovery) = Spool::open(&spool_path, &client_id, acked)?;
+            // Oversized readings a previous run did not finish are read again.
+            SpillDir::beside(&spool_path).remove_leftovers();
             if let Some(max) = recovery.max_sequence {
                 state.continue_after(max);
             }
@@ -128,6 +134,9 @@ impl Client {
             *entry = (*entry).max(*position);
         }
 
+        let files = state.state().files.clone();
+        let spill = SpillDir::beside(&config.spool_file);
+
         let tasks = TaskTracker::new();
         // Small: readings waiting here are not yet in the spool.
         let (readings_tx, readings) = mpsc::channel(READINGS_QUEUE);
@@ -137,6 +146,9 @@ impl Client {
                 client_id: config.id.clone(),
                 readings: readings_tx,
                 positions,
+                files,
+                max_event_bytes: config.max_event_bytes,
+                spill,
                 shutdown: shutdown.clone(),
             },
             &tasks,

@@ -36,8 +36,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, SpoolFull, SpoolMode};
 use crate::counters::Counters;
+use crate::oversized::{Oversized, SkipLog};
 use crate::source::Reading;
-use crate::spool::{Origin, Spool, encode_row};
+use crate::spool::{Origin, RejectedFile, RowEncoder, Spool, encode_row};
 use crate::state::StateFile;
 use crate::stats::{Stats, Timings};
 
@@ -112,6 +113,10 @@ pub struct Pipeline {
     dropped_unlogged: u64,
     /// First read, last ack and ack latencies, for `--stats-file`.
     timings: Timings,
+    /// Encodes the start of oversized readings' rejected rows.
+    encoder: RowEncoder,
+    /// Keeps the warning about oversized readings to one per interval.
+    oversized_log: SkipLog,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -150,6 +155,8 @@ impl Pipeline {
             memory_only: false,
             dropped_unlogged: 0,
             timings: Timings::default(),
+            encoder: RowEncoder::default(),
+            oversized_log: SkipLog::default(),
         }
     }
 
@@ -310,6 +317,11 @@ impl Pipeline {
             client_id: self.config.id.clone(),
             sequence,
         };
+        if let Some(oversized) = reading.oversized {
+            return self
+                .reject_oversized(event, reading.origin, oversized)
+                .await;
+        }
         if let Err(invalid) = event::validate(&event, self.config.max_event_bytes) {
             warn!(event = %event.id, source = %event.source, reason = %invalid, rejected = %self.spool_rejected_path(), "event can never be delivered; moved to the rejected file");
             let row = encode_row(&event, reading.origin.as_ref());
@@ -347,6 +359,44 @@ impl Pipeline {
             self.cursor = end;
         }
         Ok(())
+    }
+
+    /// A reading the source did not hold (larger than `--max-event-bytes`):
+    /// its row is streamed from the spill file into the rejected file on the
+    /// blocking pool, and awaited like any rejected row.
+    async fn reject_oversized(
+        &mut self,
+        event: Event,
+        origin: Option<Origin>,
+        oversized: Arc<Oversized>,
+    ) -> Result<(), PipelineError> {
+        let size = event::encoded_len(&event)
+            .saturating_add(usize::try_from(oversized.size).unwrap_or(usize::MAX));
+        let reason = event::InvalidEvent::TooLarge {
+            id: event.id.clone(),
+            size,
+            max: self.config.max_event_bytes,
+        }
+        .to_string();
+        if let Some(unlogged) = self.oversized_log.tick() {
+            warn!(event = %event.id, source = %event.source, position = origin.as_ref().map(|o| o.position), size, reason = %reason, also_since_last_log = unlogged, rejected = %self.spool_rejected_path(), "reading larger than --max-event-bytes can never be delivered; moved to the rejected file (this warning at most every 10s)");
+        }
+        let head = self
+            .encoder
+            .encode_head(&event, origin.as_ref(), oversized.encoding())
+            .to_vec();
+        Counters::bump(&self.counters.rejected, 1);
+        let rejected = self.spool.rejected();
+        let mut file =
+            std::mem::replace(rejected, RejectedFile::new(rejected.path().to_path_buf()));
+        let (file, written) = tokio::task::spawn_blocking(move || {
+            let written = oversized.write_rejected(&mut file, &reason, &head);
+            (file, written)
+        })
+        .await
+        .map_err(|e| self.spool_error(std::io::Error::other(e)))?;
+        *self.spool.rejected() = file;
+        written.map_err(|e| self.spool_error(e))
     }
 
     fn spool_rejected_path(&mut self) -> String {
@@ -481,7 +531,11 @@ impl Pipeline {
                 }
                 self.state.acknowledged(item.sequence);
                 if let Some(origin) = &item.origin {
-                    self.state.delivered_position(&origin.key, origin.position);
+                    self.state.delivered_position(
+                        &origin.key,
+                        origin.position,
+                        origin.file.as_ref(),
+                    );
                 }
                 if let Some((_, end)) = item.row {
                     settled_end = Some(end);

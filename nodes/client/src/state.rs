@@ -8,6 +8,9 @@
 //!   spool rows at or below it are dropped on open.
 //! - `positions`: how far each source was read *and* delivered, so a file
 //!   source resumes where it left off.
+//! - `files`: which file each position is in (device, inode, fingerprint),
+//!   so a file rotated or truncated meanwhile is not resumed at another
+//!   file's offset. Absent in older state files, whose positions still read.
 //!
 //! Written atomically (temporary file, fsync, rename). The state is
 //! serialized in memory by the caller's task; writing and renaming the file
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::blocking;
+use crate::source::FileIdentity;
 
 /// Sequence numbers reserved per write of the state file.
 pub const RESERVE_BLOCK: u64 = 100_000;
@@ -35,6 +39,11 @@ pub struct State {
     pub acked_through: u64,
     /// Per file source, the byte offset after the last line delivered.
     pub positions: HashMap<String, u64>,
+    /// Per file source, the file its position is in (older state files
+    /// have none: their positions are plain offsets in whatever file is at
+    /// the path).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub files: HashMap<String, FileIdentity>,
 }
 
 /// The state file and the sequence allocator it backs.
@@ -126,8 +135,31 @@ impl StateFile {
         }
     }
 
-    /// The file source `key` has delivered everything before `position`.
-    pub fn delivered_position(&mut self, key: &str, position: u64) {
+    /// The file source `key` has delivered everything before `position` in
+    /// `file` (`None`: a position read back from the spool, in the file the
+    /// state already names). Acknowledgements come in reading order, so a
+    /// position in another file than the recorded one is the newer: the
+    /// source moved on to a new file after a rotation, whose offsets start
+    /// again at zero.
+    pub fn delivered_position(&mut self, key: &str, position: u64, file: Option<&FileIdentity>) {
+        if let Some(file) = file {
+            let same = self
+                .state
+                .files
+                .get(key)
+                .is_some_and(|known| (known.dev, known.ino) == (file.dev, file.ino));
+            if self.state.files.get(key) != Some(file) {
+                self.state.files.insert(key.to_string(), *file);
+                self.dirty = true;
+            }
+            if !same {
+                if self.state.positions.get(key) != Some(&position) {
+                    self.state.positions.insert(key.to_string(), position);
+                    self.dirty = true;
+                }
+                return;
+            }
+        }
         match self.state.positions.get_mut(key) {
             Some(p) if *p >= position => {}
             Some(p) => {
@@ -208,12 +240,43 @@ mod tests {
         let (mut state, _) = StateFile::load(&path, "c1");
         state.acknowledged(41);
         state.acknowledged(7);
-        state.delivered_position("file:/in", 100);
-        state.delivered_position("file:/in", 50);
+        state.delivered_position("file:/in", 100, None);
+        state.delivered_position("file:/in", 50, None);
         state.save_if_dirty().await.expect("save");
         let (state, _) = StateFile::load(&path, "c1");
         assert_eq!(state.state().acked_through, 41);
         assert_eq!(state.state().positions.get("file:/in"), Some(&100));
+    }
+
+    #[tokio::test]
+    async fn a_position_in_a_new_file_replaces_the_old_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let file = |ino, fingerprint_len| FileIdentity {
+            dev: 1,
+            ino,
+            fingerprint_len,
+            fingerprint: 7,
+        };
+        let (mut state, _) = StateFile::load(&path, "c1");
+        state.delivered_position("file:/in", 500, Some(&file(10, 100)));
+        state.delivered_position("file:/in", 400, Some(&file(10, 1024)));
+        assert_eq!(state.state().positions.get("file:/in"), Some(&500));
+        assert_eq!(state.state().files.get("file:/in"), Some(&file(10, 1024)));
+        // Rotated: the new file's offsets start again.
+        state.delivered_position("file:/in", 30, Some(&file(11, 30)));
+        state.save().await.expect("save");
+        let (state, _) = StateFile::load(&path, "c1");
+        assert_eq!(state.state().positions.get("file:/in"), Some(&30));
+        assert_eq!(state.state().files.get("file:/in"), Some(&file(11, 30)));
+    }
+
+    #[test]
+    fn a_state_file_without_identities_still_reads() {
+        let old = r#"{"client_id":"c1","reserved_until":100001,"acked_through":40,"positions":{"file:/in":1234}}"#;
+        let state: State = serde_json::from_str(old).expect("an old state file reads");
+        assert_eq!(state.positions.get("file:/in"), Some(&1234));
+        assert!(state.files.is_empty());
     }
 
     #[tokio::test]

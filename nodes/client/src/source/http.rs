@@ -5,6 +5,9 @@
 //! document is sent instead of the whole; when that part is an array, each
 //! element becomes one event. A failed poll is logged and tried again at the
 //! next interval.
+//!
+//! A body larger than `--max-event-bytes` is not held in memory: it goes
+//! whole to the rejected file through a spill file ([`crate::oversized`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::options::{Options, SourceOption, duration, event_type, text};
 use super::{Reading, Source, SourceContext, SourceKind};
+use crate::oversized::{Oversized, Spill, SpillDir};
 
 pub const DEFAULT_TYPE: &str = "dev.smesh.http.document";
 
@@ -107,6 +111,53 @@ pub fn documents(body: &[u8], pointer: Option<&str>) -> Result<Vec<Document>, St
     }
 }
 
+/// A response body, read without holding more than `--max-event-bytes`.
+enum Body {
+    /// Small enough to become events.
+    Whole(Vec<u8>),
+    /// Larger: on disk, bound for the rejected file whole.
+    Oversized(Oversized),
+}
+
+/// What one poll gave.
+enum Polled {
+    /// The events of the document.
+    Documents(Vec<Document>),
+    /// A body larger than `--max-event-bytes`.
+    Oversized(Oversized),
+}
+
+/// Reads the body piece by piece; past `max` bytes it goes to a spill file.
+async fn read_body(
+    mut response: reqwest::Response,
+    max: usize,
+    spill_dir: &SpillDir,
+) -> Result<Body, String> {
+    let spill_error = |err: std::io::Error| format!("cannot set aside a large response: {err}");
+    let mut body = Vec::new();
+    let mut spill: Option<Spill> = None;
+    while let Some(piece) = response.chunk().await.map_err(|e| e.to_string())? {
+        if let Some(spill) = spill.as_mut() {
+            spill.write(&piece).map_err(spill_error)?;
+        } else if body.len() + piece.len() > max {
+            let mut started = spill_dir.create().map_err(spill_error)?;
+            started.write(&body).map_err(spill_error)?;
+            started.write(&piece).map_err(spill_error)?;
+            body = Vec::new();
+            spill = Some(started);
+        } else {
+            body.extend_from_slice(&piece);
+        }
+    }
+    match spill {
+        Some(spill) => spill
+            .finish_body()
+            .map(Body::Oversized)
+            .map_err(spill_error),
+        None => Ok(Body::Whole(body)),
+    }
+}
+
 async fn run(spec: HttpSpec, context: SourceContext) {
     let client = match reqwest::Client::builder()
         .timeout(spec.timeout)
@@ -139,15 +190,36 @@ async fn run(spec: HttpSpec, context: SourceContext) {
             if !status.is_success() {
                 return Err(format!("HTTP {status}"));
             }
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            documents(&body, spec.pointer.as_deref())
+            match read_body(response, context.max_event_bytes, &context.spill).await? {
+                Body::Whole(body) => {
+                    documents(&body, spec.pointer.as_deref()).map(Polled::Documents)
+                }
+                Body::Oversized(oversized) => Ok(Polled::Oversized(oversized)),
+            }
         };
         let documents = tokio::select! {
             () = context.shutdown.cancelled() => return,
             fetched = fetched => fetched,
         };
         match documents {
-            Ok(documents) => {
+            Ok(Polled::Oversized(oversized)) => {
+                // Rejected (and logged) by the pipeline, with its size.
+                debug!(url = %spec.url, size = oversized.size, "response larger than --max-event-bytes");
+                let reading = Reading {
+                    source: Arc::clone(&source),
+                    kind: Arc::clone(&kind),
+                    content_type: Arc::clone(&content_type),
+                    subject: None,
+                    data: Bytes::new(),
+                    time_unix_nanos: now_unix_nanos(),
+                    origin: None,
+                    oversized: Some(Arc::new(oversized)),
+                };
+                if context.readings.send(reading).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Polled::Documents(documents)) => {
                 debug!(url = %spec.url, events = documents.len(), "polled");
                 let now = now_unix_nanos();
                 for (subject, data) in documents {
@@ -159,6 +231,7 @@ async fn run(spec: HttpSpec, context: SourceContext) {
                         data: Bytes::from(data),
                         time_unix_nanos: now,
                         origin: None,
+                        oversized: None,
                     };
                     if context.readings.send(reading).await.is_err() {
                         return;

@@ -15,6 +15,8 @@
 
 mod file;
 mod http;
+mod identity;
+mod lines;
 mod options;
 mod sensor;
 mod stdin;
@@ -27,7 +29,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::oversized::{Oversized, SpillDir};
 use crate::spool::Origin;
+pub use identity::FileIdentity;
 use options::{Options, SourceOption};
 
 /// Every kind of source `--source` knows, in the order error messages list
@@ -52,6 +56,10 @@ pub struct Reading {
     pub time_unix_nanos: i64,
     /// Where to resume after a restart (file sources).
     pub origin: Option<Origin>,
+    /// Set when the reading is larger than `--max-event-bytes`: its data is
+    /// then not in `data` (which is empty) but in a spill file, bound for
+    /// the rejected file.
+    pub oversized: Option<Arc<Oversized>>,
 }
 
 /// A parsed `--source`, ready to start.
@@ -141,6 +149,13 @@ pub struct SourceContext {
     pub readings: mpsc::Sender<Reading>,
     /// Resume positions by origin key.
     pub positions: HashMap<String, u64>,
+    /// Which file each resume position is in, by origin key (file sources;
+    /// missing in state files written before identities were kept).
+    pub files: HashMap<String, FileIdentity>,
+    /// `--max-event-bytes`: sources hold no larger reading in memory.
+    pub max_event_bytes: usize,
+    /// Where larger readings wait for the rejected file.
+    pub spill: SpillDir,
     /// Tells sources to stop reading.
     pub shutdown: CancellationToken,
 }

@@ -174,6 +174,7 @@ async fn run(spec: SensorSpec, context: SourceContext) {
                 data: Bytes::from(data),
                 time_unix_nanos: now,
                 origin: None,
+                oversized: None,
             };
             tokio::select! {
                 () = context.shutdown.cancelled() => return,

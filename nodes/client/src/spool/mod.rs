@@ -46,7 +46,9 @@ use crate::blocking;
 pub use recovery::Recovery;
 use recovery::recover;
 pub use rejected::{RejectedFile, rejected_path};
-pub use row::{HEADER, Origin, RowDecoder, RowEncoder, RowError, decode_row, encode_row};
+pub use row::{
+    Encoding, HEADER, Origin, RowDecoder, RowEncoder, RowError, decode_row, encode_row, is_text,
+};
 
 /// Rewrite the file once the acknowledged prefix is at least this large and
 /// larger than the unacknowledged rest.
@@ -451,6 +453,7 @@ mod tests {
         Origin {
             key: Arc::from("file:/tmp/in.jsonl"),
             position,
+            file: None,
         }
     }
 

@@ -26,6 +26,7 @@ use smesh_core::time::parse_rfc3339;
 use smesh_proto::mesh::Event;
 
 use crate::csv_line::CsvLine;
+use crate::source::FileIdentity;
 
 /// The header row; also how a spool file is recognised.
 pub const HEADER: &str = "sequence,id,time,source,type,datacontenttype,subject,extensions,origin,position,encoding,data,crc32";
@@ -39,6 +40,10 @@ pub struct Origin {
     pub key: Arc<str>,
     /// Byte offset just past the event's line.
     pub position: u64,
+    /// Which file `position` is in (file sources), so that a rotated or
+    /// truncated file is not resumed at another file's offset. Not part of
+    /// the row: a row read back from the spool has none.
+    pub file: Option<FileIdentity>,
 }
 
 /// Why a row could not be decoded.
@@ -96,15 +101,39 @@ impl RowEncoder {
         use std::fmt::Write as _;
         self.data.clear();
         let encoding = match std::str::from_utf8(&event.data) {
-            Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => {
+            Ok(text) if is_text(text) => {
                 self.data.push_str(text);
-                "utf8"
+                Encoding::Utf8
             }
             _ => {
                 BASE64.encode_string(&event.data, &mut self.data);
-                "base64"
+                Encoding::Base64
             }
         };
+        self.head(event, origin, encoding);
+        let row = &mut self.row;
+        push_field(row, &self.data);
+        let crc = crc32fast::hash(row);
+        let _ = writeln!(Buffer(row), ",{crc:08x}");
+        row
+    }
+
+    /// Encodes a row up to its data column: everything before the data,
+    /// the comma before it included. For data too large to hold, which is
+    /// written after it in pieces (quoted, or base64) and followed by
+    /// `,crc32` over all that precedes it; the slice lives until the next call.
+    pub fn encode_head(
+        &mut self,
+        event: &Event,
+        origin: Option<&Origin>,
+        encoding: Encoding,
+    ) -> &[u8] {
+        self.head(event, origin, encoding);
+        &self.row
+    }
+
+    fn head(&mut self, event: &Event, origin: Option<&Origin>, encoding: Encoding) {
+        use std::fmt::Write as _;
         let row = &mut self.row;
         row.clear();
         let _ = write!(Buffer(row), "{},", event.sequence);
@@ -141,13 +170,33 @@ impl RowEncoder {
             row.push(b',');
         }
         row.push(b',');
-        row.extend_from_slice(encoding.as_bytes());
+        row.extend_from_slice(encoding.name().as_bytes());
         row.push(b',');
-        push_field(row, &self.data);
-        let crc = crc32fast::hash(row);
-        let _ = writeln!(Buffer(row), ",{crc:08x}");
-        row
     }
+}
+
+/// How a row holds its event's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// As it is: UTF-8 text without control characters (tabs allowed).
+    Utf8,
+    /// Base64, for anything else.
+    Base64,
+}
+
+impl Encoding {
+    /// The `encoding` column's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf8",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
+/// Whether `text` may stand in a row as it is ([`Encoding::Utf8`]).
+pub fn is_text(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// `fmt::Write` into a byte buffer.
@@ -229,6 +278,7 @@ impl RowDecoder {
                 position: position
                     .parse()
                     .map_err(|_| bad("position is not a number"))?,
+                file: None,
             }),
         };
         let data = match field(10) {
@@ -311,6 +361,7 @@ mod tests {
             let origin = Origin {
                 key: Arc::from(text(&mut rng).as_str()),
                 position: seq,
+                file: None,
             };
             let origin = (!origin.key.is_empty()).then_some(origin);
             let row = encode_row(&e, origin.as_ref());
