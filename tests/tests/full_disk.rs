@@ -70,6 +70,25 @@ async fn start_mesh(
     (master, sidecar)
 }
 
+/// Waits until `process` logs `needle` (true) or exits (false).
+async fn logged_or_exited(process: &mut Process, needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + DELIVERY;
+    loop {
+        if !process.log_events(needle).is_empty() {
+            return true;
+        }
+        if !process.is_running() {
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} neither logged {needle:?} nor exited",
+            process.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn stats(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("stats file")).expect("stats JSON")
 }
@@ -93,8 +112,14 @@ async fn a_spool_that_fills_its_filesystem_keeps_the_client_running_and_loses_no
     let mut dropping = spec.args(["--on-spool-full", "drop"]).spawn().await;
 
     // No mesh: both spools fill their filesystems.
-    hold.wait_logged(FULL, DELIVERY).await;
-    dropping.wait_logged(FULL, DELIVERY).await;
+    for client in [&mut hold, &mut dropping] {
+        assert!(
+            logged_or_exited(client, FULL).await,
+            "{} exited when its filesystem filled:\n{}",
+            client.name,
+            client.log_tail(5)
+        );
+    }
     dropping
         .wait_logged("spool full: events dropped", DELIVERY)
         .await;
@@ -184,7 +209,8 @@ async fn a_client_restarted_on_a_full_disk_with_a_torn_row_opens_its_spool_and_d
 
     let (spec, _) = client_on(&fs, dir.path(), "torn", sidecar_port, &input);
     let mut first = spec.clone().spawn().await;
-    first.wait_logged(FULL, DELIVERY).await;
+    // (Filled, whether or not this client survives it.)
+    logged_or_exited(&mut first, FULL).await;
     first.kill();
 
     // Tear the last row in half, as a crash mid-append would, then take
@@ -206,7 +232,11 @@ async fn a_client_restarted_on_a_full_disk_with_a_torn_row_opens_its_spool_and_d
     );
 
     let mut second = spec.spawn().await;
-    second.wait_logged("recovered the spool", DELIVERY).await;
+    assert!(
+        logged_or_exited(&mut second, "recovered the spool").await,
+        "the client could not open its spool on a full disk:\n{}",
+        second.log_tail(5)
+    );
     let recovered = second.log_events("recovered the spool");
     assert!(
         recovered[0]["fields"]["torn_bytes"].as_u64() > Some(0),
