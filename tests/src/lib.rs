@@ -7,6 +7,7 @@
 //! - [`nodes`]: builders that start `smesh-master`, `smesh-sidecar` and
 //!   `smesh-client` processes and kill them for real.
 //! - [`records`]: reads a topic and checks delivery (lost, duplicated, out of order).
+//! - [`smallfs`]: a small filesystem that fills, for full-disk tests.
 //! - [`tmux`]: a real terminal for the dashboard.
 //! - [`eventually`]: waits for a condition instead of sleeping.
 //!
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod kafka;
 pub mod nodes;
 pub mod records;
+pub mod smallfs;
 pub mod tmux;
 
 use std::future::Future;

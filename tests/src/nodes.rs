@@ -173,6 +173,8 @@ pub struct NodeSpec {
     stdin: Option<PathBuf>,
     /// Wait for this log message (with an `address` field) before returning.
     ready_message: Option<&'static str>,
+    /// A command the binary is started through (e.g. `nsenter …`), if any.
+    wrapper: Vec<String>,
 }
 
 impl NodeSpec {
@@ -183,6 +185,23 @@ impl NodeSpec {
 
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets `flag` to `value`, replacing the value it had.
+    pub fn with_flag(mut self, flag: &str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        match self.args.iter().position(|a| a == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value,
+            _ => self.args.extend([flag.to_string(), value]),
+        }
+        self
+    }
+
+    /// Starts the binary through `command` (which must exec it), e.g. to
+    /// run it in another mount namespace ([`crate::smallfs::SmallFs::enter`]).
+    pub fn wrapped(mut self, command: Vec<String>) -> Self {
+        self.wrapper = command;
         self
     }
 
@@ -210,7 +229,15 @@ impl NodeSpec {
             None => Stdio::null(),
         };
         let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let child = Command::new(binary(self.binary))
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary(self.binary));
+                command
+            }
+            None => Command::new(binary(self.binary)),
+        };
+        let child = command
             .args(&self.args)
             .args(["--log-format", "json", "--log", "info,smesh_core=debug"])
             .current_dir(&self.dir)
@@ -297,6 +324,7 @@ pub fn master(dir: &Path, id: &str, kafka: &str, topic: &str, port: u16) -> Node
         ],
         stdin: None,
         ready_message: Some("master listening"),
+        wrapper: Vec::new(),
     }
 }
 
@@ -319,6 +347,7 @@ pub fn sidecar(dir: &Path, id: &str, masters: &[(&str, u16)], port: u16) -> Node
         ],
         stdin: None,
         ready_message: Some("sidecar listening"),
+        wrapper: Vec::new(),
     }
 }
 
@@ -347,6 +376,7 @@ pub fn client(dir: &Path, id: &str, sidecars: &[(&str, u16)], sources: &[String]
         args,
         stdin: None,
         ready_message: None,
+        wrapper: Vec::new(),
     }
 }
 

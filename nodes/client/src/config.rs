@@ -33,8 +33,9 @@ pub mod defaults {
     pub const SPOOL_FILE: &str = "files/safeData.csv";
     /// `--spool-max-bytes` (1GiB).
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
-    /// `--on-spool-full`: sources wait rather than lose readings.
-    pub const ON_SPOOL_FULL: SpoolFull = SpoolFull::Block;
+    /// `--on-spool-full`: sources wait rather than lose readings (nothing
+    /// read is lost; a file source simply resumes later).
+    pub const ON_SPOOL_FULL: SpoolFull = SpoolFull::Hold;
     /// `--window`: the mesh-wide default.
     pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW;
     /// `--batch-max`.
@@ -64,11 +65,15 @@ pub enum SpoolMode {
     OnFailure,
 }
 
-/// What happens when the spool reaches `--spool-max-bytes`.
+/// What happens to new readings while the spool cannot take them: it
+/// reached `--spool-max-bytes`, or its filesystem is full. Either way the
+/// client goes on delivering what the spool holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SpoolFull {
-    /// Sources wait until there is room again (nothing is lost).
-    Block,
+    /// Sources wait until there is room again (nothing is lost). `block`
+    /// is accepted as its earlier name.
+    #[value(alias = "block")]
+    Hold,
     /// New events are dropped, counted and logged.
     Drop,
 }

@@ -21,26 +21,59 @@
 //! Waiting for the disk (fdatasync, state saves, reclaiming spool rows) runs
 //! on the blocking pool; the task awaits each piece where it used to do it in
 //! line, so the order of writes, syncs, sends and saves is what it was.
+//!
+//! # A full filesystem
+//!
+//! A write that fails because the filesystem is full (`spool::is_full`)
+//! never stops the client. The pipeline enters the *spool full* state
+//! ([`DiskFull`]): it keeps sending what is completely in the spool file and
+//! settling acks; readings that would have to be spooled are held back
+//! (`--on-spool-full hold`: the one taken waits here, the sources wait on
+//! the channel) or dropped and counted (`drop`); writes are retried with
+//! backoff. Acknowledged rows are reclaimed by truncation, which frees
+//! space, so a mesh that comes back ends the state by itself. A state save
+//! that fails is retried; when it fails for lack of space, the spool's
+//! acknowledged rows are reclaimed first to make room and the save follows
+//! at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use smesh_core::backoff::Backoff;
 use smesh_core::event::{self, SPEC_VERSION};
 use smesh_core::link::{Link, LinkEvent};
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Event, Rejected, Report};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, SpoolFull, SpoolMode};
 use crate::counters::Counters;
 use crate::oversized::{Oversized, SkipLog};
 use crate::source::Reading;
-use crate::spool::{Origin, RejectedFile, RowEncoder, Spool, encode_row};
+use crate::spool::{Origin, RejectedFile, RowEncoder, Spool, encode_row, is_full};
 use crate::state::StateFile;
-use crate::stats::{Stats, Timings};
+use crate::stats::{SpoolFullStats, Stats, Timings};
+
+/// Least time between two "spool full" warnings.
+const FULL_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// The spool's filesystem has no room: what the pipeline does meanwhile.
+#[derive(Debug)]
+struct DiskFull {
+    /// When it started.
+    since: Instant,
+    /// When to try writing again.
+    retry_at: tokio::time::Instant,
+    /// Delays between tries: 100 ms doubling to 5 s.
+    backoff: Backoff,
+    /// Readings dropped meanwhile (`--on-spool-full drop`).
+    dropped: u64,
+    /// Whether this episode was announced (warnings are rate-limited).
+    warned: bool,
+}
 
 /// Why the pipeline stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +120,7 @@ enum Step {
     Link(LinkEvent),
     Reading(Option<Reading>),
     Maintain,
+    RetryDisk,
     Report,
     Stop,
     DrainTimeout,
@@ -117,6 +151,15 @@ pub struct Pipeline {
     encoder: RowEncoder,
     /// Keeps the warning about oversized readings to one per interval.
     oversized_log: SkipLog,
+    /// Set while the spool's filesystem has no room.
+    full: Option<DiskFull>,
+    /// A reading taken while the spool had no room, waiting for it
+    /// (`--on-spool-full hold`); while it waits, no reading is taken.
+    held: Option<Reading>,
+    /// When "spool full" was last logged as a warning.
+    full_warned_at: Option<Instant>,
+    /// Spool-full episodes and their time, for `--stats-file`.
+    full_stats: SpoolFullStats,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -157,6 +200,10 @@ impl Pipeline {
             timings: Timings::default(),
             encoder: RowEncoder::default(),
             oversized_log: SkipLog::default(),
+            full: None,
+            held: None,
+            full_warned_at: None,
+            full_stats: SpoolFullStats::default(),
         }
     }
 
@@ -180,9 +227,115 @@ impl Pipeline {
     }
 
     fn can_accept(&self) -> bool {
-        !(self.must_spool()
-            && self.spool.live_bytes() >= self.config.spool_max_bytes
-            && self.config.on_spool_full == SpoolFull::Block)
+        if self.held.is_some() {
+            return false;
+        }
+        if !self.must_spool() {
+            return true;
+        }
+        if self.full.is_some() {
+            // Dropping takes readings to count them.
+            return self.config.on_spool_full == SpoolFull::Drop;
+        }
+        !(self.spool.live_bytes() >= self.config.spool_max_bytes
+            && self.config.on_spool_full == SpoolFull::Hold)
+    }
+
+    /// A write failed. A full filesystem starts (or prolongs) the spool-full
+    /// state and is retried with backoff; anything else stops the client.
+    fn write_failed(
+        &mut self,
+        err: std::io::Error,
+        what: &'static str,
+    ) -> Result<(), PipelineError> {
+        if !is_full(&err) {
+            return Err(self.spool_error(err));
+        }
+        let unwritten = self.spool.unwritten_bytes();
+        match &mut self.full {
+            Some(full) => {
+                full.retry_at = tokio::time::Instant::now() + full.backoff.next_delay();
+                debug!(%err, what, unwritten_bytes = unwritten, "spool still full");
+            }
+            None => {
+                let mut backoff = Backoff::default();
+                let retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                let warn_now = self
+                    .full_warned_at
+                    .is_none_or(|at| at.elapsed() >= FULL_WARN_EVERY);
+                if warn_now {
+                    self.full_warned_at = Some(Instant::now());
+                    warn!(
+                        path = %self.spool.path().display(),
+                        %err,
+                        what,
+                        on_spool_full = ?self.config.on_spool_full,
+                        unwritten_bytes = unwritten,
+                        spooled = self.spool.live_rows(),
+                        "spool full: the filesystem has no room; still delivering from the spool, retrying writes with backoff"
+                    );
+                } else {
+                    debug!(%err, what, "spool full again");
+                }
+                self.full_stats.episodes += 1;
+                self.full = Some(DiskFull {
+                    since: Instant::now(),
+                    retry_at,
+                    backoff,
+                    dropped: 0,
+                    warned: warn_now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A reading that has to wait for room: held, or dropped and counted.
+    fn hold_or_drop(&mut self, reading: Reading) {
+        match self.config.on_spool_full {
+            SpoolFull::Hold => self.held = Some(reading),
+            SpoolFull::Drop => {
+                Counters::bump(&self.counters.dropped, 1);
+                self.dropped_unlogged += 1;
+                if let Some(full) = &mut self.full {
+                    full.dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Tries the writes that failed; ends the spool-full state when they
+    /// work, and takes the held reading.
+    async fn retry_disk(&mut self) -> Result<(), PipelineError> {
+        self.spool
+            .rejected()
+            .retry()
+            .map_err(|e| self.spool_error(e))?;
+        if let Err(err) = self.spool.sync().await {
+            return self.write_failed(err, "writing the spool");
+        }
+        // Also the probe: a new file of the state's size fits again.
+        if let Err(err) = self.state.save().await {
+            return self.write_failed(err, "saving the state file");
+        }
+        if let Some(full) = self.full.take() {
+            let lasted = full.since.elapsed();
+            self.full_stats.seconds += lasted.as_secs_f64();
+            let log = if full.warned {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::DEBUG
+            };
+            if log == tracing::Level::INFO {
+                info!(lasted = ?lasted, dropped = full.dropped, "spool writable again; taking readings again");
+            } else {
+                debug!(lasted = ?lasted, dropped = full.dropped, "spool writable again");
+            }
+        }
+        if let Some(reading) = self.held.take() {
+            self.accept(reading).await?;
+        }
+        Ok(())
     }
 
     /// Everything read has been delivered (or rejected) and nothing more will come.
@@ -208,12 +361,14 @@ impl Pipeline {
                 break;
             }
             let accept = !self.sources_done && self.can_accept();
+            let retry_at = self.full.as_ref().map(|f| f.retry_at);
             let step = {
                 tokio::select! {
                     biased;
                     event = self.link.next() => Step::Link(event),
                     reading = self.readings.recv(), if accept => Step::Reading(reading),
                     _ = maintenance.tick() => Step::Maintain,
+                    () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => Step::RetryDisk,
                     _ = report.tick() => Step::Report,
                     () = shutdown.cancelled(), if !stopping => Step::Stop,
                     () = tokio::time::sleep_until(drain_deadline), if stopping => Step::DrainTimeout,
@@ -238,6 +393,7 @@ impl Pipeline {
                     info!("all sources finished; delivering what is left");
                 }
                 Step::Maintain => self.maintain().await?,
+                Step::RetryDisk => self.retry_disk().await?,
                 Step::Report => self.report().await,
                 Step::Stop => {
                     stopping = true;
@@ -255,10 +411,17 @@ impl Pipeline {
                     break;
                 }
             }
-            if self.config.spool_mode == SpoolMode::Always {
-                // Write-ahead, grouped: what this step appended reaches the
-                // disk before any of it is sent, connected or not.
-                self.spool.sync().await.map_err(|e| self.spool_error(e))?;
+            if self.full.is_none() {
+                let written = if self.config.spool_mode == SpoolMode::Always {
+                    // Write-ahead, grouped: what this step appended reaches
+                    // the disk before any of it is sent, connected or not.
+                    self.spool.sync().await
+                } else {
+                    self.spool.flush_if_large()
+                };
+                if let Err(err) = written {
+                    self.write_failed(err, "writing the spool")?;
+                }
             }
             // A failed send is reported by the link's next event.
             let _ = self.pump(stopping).await;
@@ -274,19 +437,60 @@ impl Pipeline {
     }
 
     /// Makes everything durable before exit.
+    ///
+    /// On a full filesystem: the state is saved if it fits (else the last
+    /// acknowledgements are sent again after a restart, and no row is
+    /// reclaimed); rows that cannot reach the spool file even after its
+    /// acknowledged rows were reclaimed are lost, said loudly, and the
+    /// client stops with an error.
     async fn close(mut self) -> Result<(), PipelineError> {
-        self.spill()?;
-        self.spool.sync().await.map_err(|e| self.spool_error(e))?;
-        self.state.save().await.map_err(|e| self.spool_error(e))?;
-        self.spool
-            .maintain()
-            .await
-            .map_err(|e| self.spool_error(e))?;
+        self.spill();
+        if let Some(reading) = self.held.take() {
+            warn!(source = %reading.source, "a reading held back for lack of spool space is not kept (the source reads it again only if it is a file)");
+        }
+        let mut unwritten = match self.spool.sync().await {
+            Ok(()) => None,
+            Err(err) if is_full(&err) => Some(err),
+            Err(err) => return Err(self.spool_error(err)),
+        };
+        let saved = match self.state.save().await {
+            Ok(()) => true,
+            Err(err) if is_full(&err) => {
+                warn!(%err, "cannot save the state file: the filesystem is full; acknowledgements since the last save will be sent again after a restart");
+                false
+            }
+            Err(err) => return Err(self.spool_error(err)),
+        };
+        if saved {
+            match self.spool.maintain().await {
+                Ok(()) => {}
+                Err(err) if is_full(&err) => {}
+                Err(err) => return Err(self.spool_error(err)),
+            }
+            if unwritten.is_some() {
+                // Reclaiming may have made room.
+                unwritten = match self.spool.sync().await {
+                    Ok(()) => None,
+                    Err(err) if is_full(&err) => Some(err),
+                    Err(err) => return Err(self.spool_error(err)),
+                };
+            }
+        }
+        if let Some(full) = self.full.take() {
+            self.full_stats.seconds += full.since.elapsed().as_secs_f64();
+            self.full_stats.at_exit = true;
+        }
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
             Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings)
+                .spool_full(self.full_stats.clone())
                 .write(path)
                 .await;
+        }
+        if let Some(err) = unwritten {
+            let bytes = self.spool.unwritten_bytes();
+            error!(%err, bytes, "spool full at exit: events that never reached the spool file are lost");
+            return Err(self.spool_error(err));
         }
         info!(
             spooled = backlog.rows,
@@ -297,11 +501,19 @@ impl Pipeline {
     }
 
     async fn accept(&mut self, reading: Reading) -> Result<(), PipelineError> {
-        let sequence = self
-            .state
-            .next_sequence()
-            .await
-            .map_err(|e| self.spool_error(e))?;
+        if self.full.is_some() && self.must_spool() {
+            // Before it gets a number: a dropped reading leaves no gap.
+            self.hold_or_drop(reading);
+            return Ok(());
+        }
+        let sequence = match self.state.next_sequence().await {
+            Ok(sequence) => sequence,
+            Err(err) => {
+                self.write_failed(err, "reserving sequence numbers in the state file")?;
+                self.hold_or_drop(reading);
+                return Ok(());
+            }
+        };
         Counters::bump(&self.counters.read, 1);
         self.timings.read(reading.time_unix_nanos);
         let event = Event {
@@ -344,11 +556,8 @@ impl Pipeline {
             self.dropped_unlogged += 1;
             return Ok(());
         }
-        self.spill()?;
-        let (start, end) = self
-            .spool
-            .append(&event, reading.origin.as_ref())
-            .map_err(|e| self.spool_error(e))?;
+        self.spill();
+        let (start, end) = self.spool.append(&event, reading.origin.as_ref());
         Counters::bump(&self.counters.spooled, 1);
         if self.cursor == start && self.fresh.len() < self.fresh_cap() {
             self.fresh.push_back(Item {
@@ -396,7 +605,14 @@ impl Pipeline {
         .await
         .map_err(|e| self.spool_error(std::io::Error::other(e)))?;
         *self.spool.rejected() = file;
-        written.map_err(|e| self.spool_error(e))
+        match written {
+            // Too large to wait in memory like other rejected rows.
+            Err(err) if is_full(&err) => {
+                error!(event = %event.id, size, %err, rejected = %self.spool_rejected_path(), "a reading larger than --max-event-bytes arrived while the filesystem is full; it cannot be kept and is lost");
+                Ok(())
+            }
+            written => written.map_err(|e| self.spool_error(e)),
+        }
     }
 
     fn spool_rejected_path(&mut self) -> String {
@@ -413,37 +629,24 @@ impl Pipeline {
 
     /// Appends every event held only in memory to the spool, oldest first.
     /// They are newer than every spool row, so the file stays in order.
-    fn spill(&mut self) -> Result<(), PipelineError> {
+    /// Cannot fail: rows wait in the spool's buffer until the file takes them.
+    fn spill(&mut self) {
         if !self.memory_only {
-            return Ok(());
+            return;
         }
         let at_end = self.cursor >= self.spool.end();
         let mut spilled = 0u64;
         for batch in &mut self.inflight {
             for item in &mut batch.items {
                 if let Some(event) = item.event.take() {
-                    let row =
-                        self.spool
-                            .append(&event, item.origin.as_ref())
-                            .map_err(|source| PipelineError::Spool {
-                                path: self.spool.path().display().to_string(),
-                                source,
-                            })?;
-                    item.row = Some(row);
+                    item.row = Some(self.spool.append(&event, item.origin.as_ref()));
                     spilled += 1;
                 }
             }
         }
         for item in &mut self.fresh {
             if item.row.is_none() {
-                let row = self
-                    .spool
-                    .append(&item.event, item.origin.as_ref())
-                    .map_err(|source| PipelineError::Spool {
-                        path: self.spool.path().display().to_string(),
-                        source,
-                    })?;
-                item.row = Some(row);
+                item.row = Some(self.spool.append(&item.event, item.origin.as_ref()));
                 spilled += 1;
             }
         }
@@ -455,7 +658,6 @@ impl Pipeline {
             }
             debug!(spilled, "events held in memory written to the spool");
         }
-        Ok(())
     }
 
     async fn on_link(&mut self, event: LinkEvent) -> Result<(), PipelineError> {
@@ -475,7 +677,7 @@ impl Pipeline {
                 switching_to,
             } => {
                 warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
-                self.unsend()?;
+                self.unsend();
             }
             LinkEvent::Acked {
                 batches, rejected, ..
@@ -492,14 +694,13 @@ impl Pipeline {
     /// The stream is gone: everything sent on it is unacknowledged. Events
     /// held only in memory go to the spool; then everything is read again
     /// from the spool, oldest first, on the next stream.
-    fn unsend(&mut self) -> Result<(), PipelineError> {
+    fn unsend(&mut self) {
         Counters::bump(&self.counters.resent, self.inflight_events as u64);
-        self.spill()?;
+        self.spill();
         self.inflight.clear();
         self.inflight_events = 0;
         self.fresh.clear();
         self.cursor = self.spool.head();
-        Ok(())
     }
 
     /// The oldest `batches` batches sent are settled end to end.
@@ -558,8 +759,8 @@ impl Pipeline {
         let Some((start, _)) = row else {
             return Vec::new();
         };
-        match self.spool.read(start, 1, usize::MAX) {
-            Ok(rows) => rows
+        match self.spool.read(start, u64::MAX, 1, usize::MAX) {
+            Ok((rows, _)) => rows
                 .first()
                 .map(|r| encode_row(&r.event, r.origin.as_ref()))
                 .unwrap_or_default(),
@@ -578,7 +779,20 @@ impl Pipeline {
             let mut events = Vec::with_capacity(room.min(64));
             let mut items = Vec::with_capacity(room.min(64));
             let mut bytes = 0usize;
+            // Always mode sends only rows already synced (write-ahead); on a
+            // full filesystem some appended rows wait for the file.
+            let sendable = match self.config.spool_mode {
+                SpoolMode::Always => self.spool.synced_end(),
+                SpoolMode::OnFailure => u64::MAX,
+            };
             while events.len() < room && bytes < self.config.batch_max_bytes {
+                if self
+                    .fresh
+                    .front()
+                    .is_some_and(|item| item.row.is_some_and(|(_, end)| end > sendable))
+                {
+                    break;
+                }
                 if let Some(item) = self.fresh.pop_front() {
                     bytes += item.event.data.len();
                     let keep = item.row.is_none().then(|| item.event.clone());
@@ -596,17 +810,19 @@ impl Pipeline {
                 if stopping || self.cursor >= self.spool.end() {
                     break;
                 }
-                let rows = self
+                let (rows, next) = self
                     .spool
                     .read(
                         self.cursor,
+                        sendable,
                         room - events.len(),
                         self.config.batch_max_bytes - bytes,
                     )
                     .map_err(|e| format!("cannot read the spool: {e}"))?;
                 if rows.is_empty() {
-                    // Only undecodable rows were left; they went to the rejected file.
-                    self.cursor = self.spool.end();
+                    // Past undecodable rows (now in the rejected file) and
+                    // blank lines; rows not yet in the file wait.
+                    self.cursor = self.cursor.max(next);
                     break;
                 }
                 for row in rows {
@@ -623,6 +839,7 @@ impl Pipeline {
                     });
                     events.push(row.event);
                 }
+                self.cursor = self.cursor.max(next);
             }
             if events.is_empty() {
                 return Ok(());
@@ -656,6 +873,21 @@ impl Pipeline {
             );
             self.dropped_unlogged = 0;
         }
+        let warn_now = self
+            .full_warned_at
+            .is_none_or(|at| at.elapsed() >= FULL_WARN_EVERY);
+        if let Some(full) = self.full.as_ref().filter(|_| warn_now) {
+            self.full_warned_at = Some(Instant::now());
+            warn!(
+                path = %self.spool.path().display(),
+                since = ?full.since.elapsed(),
+                dropped = full.dropped,
+                holding = self.held.is_some(),
+                unwritten_bytes = self.spool.unwritten_bytes(),
+                spooled = self.spool.live_rows(),
+                "spool full: the filesystem still has no room"
+            );
+        }
         if !self.link.is_up() {
             return;
         }
@@ -669,14 +901,33 @@ impl Pipeline {
     }
 
     async fn maintain(&mut self) -> Result<(), PipelineError> {
-        if self.config.spool_mode == SpoolMode::OnFailure {
-            self.spool.sync().await.map_err(|e| self.spool_error(e))?;
-        }
-        // Acknowledgements reach the state file before their rows are reclaimed.
-        self.state
-            .save_if_dirty()
-            .await
+        self.spool
+            .rejected()
+            .retry()
             .map_err(|e| self.spool_error(e))?;
-        self.spool.maintain().await.map_err(|e| self.spool_error(e))
+        if self.config.spool_mode == SpoolMode::OnFailure && self.full.is_none() {
+            if let Err(err) = self.spool.sync().await {
+                self.write_failed(err, "writing the spool")?;
+            }
+        }
+        // Acknowledgements reach the state file before their rows are
+        // reclaimed; except when the state cannot be saved for lack of the
+        // space those rows hold: then they are reclaimed to make room and
+        // the state is saved right after (a crash in between re-reads, from
+        // a file source, what was delivered since the last save).
+        match self.state.save_if_dirty().await {
+            Ok(()) => self.spool.maintain().await.map_err(|e| self.spool_error(e)),
+            Err(err) => {
+                self.write_failed(err, "saving the state file")?;
+                self.spool
+                    .maintain()
+                    .await
+                    .map_err(|e| self.spool_error(e))?;
+                if let Err(err) = self.state.save_if_dirty().await {
+                    self.write_failed(err, "saving the state file")?;
+                }
+                Ok(())
+            }
+        }
     }
 }

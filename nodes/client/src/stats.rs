@@ -88,6 +88,19 @@ pub struct Stats {
     pub last_ack_unix_nanos: i64,
     /// From a reading's time at its source to its end-to-end acknowledgement.
     pub ack_latency_us: LatencySummary,
+    /// Times the spool's filesystem was full during the run.
+    pub spool_full: SpoolFullStats,
+}
+
+/// When the spool's filesystem had no room (see `pipeline`'s full state).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SpoolFullStats {
+    /// How often a write found the filesystem full.
+    pub episodes: u64,
+    /// Seconds spent full, all episodes together.
+    pub seconds: f64,
+    /// Still full when the client stopped.
+    pub at_exit: bool,
 }
 
 impl Stats {
@@ -104,7 +117,13 @@ impl Stats {
                 .as_ref()
                 .map(LatencySummary::from)
                 .unwrap_or_default(),
+            spool_full: SpoolFullStats::default(),
         }
+    }
+
+    /// With what the run saw of a full filesystem.
+    pub fn spool_full(self, spool_full: SpoolFullStats) -> Self {
+        Self { spool_full, ..self }
     }
 
     /// Writes the stats to `path` as JSON (off the runtime's threads). A
@@ -219,7 +238,8 @@ mod tests {
             "last_ack_unix_nanos": 1_002_000_000,
             "ack_latency_us": {
                 "count": 1, "p50": 2000, "p90": 2000, "p99": 2000, "p999": 2000, "max": 2000
-            }
+            },
+            "spool_full": { "episodes": 0, "seconds": 0.0, "at_exit": false }
         });
         assert_eq!(written, expected);
     }

@@ -3,25 +3,33 @@
 //! On open, a torn last row (the process died mid-append) is cut off, rows
 //! that do not decode are moved to `safeData.rejected.csv` with the reason,
 //! and rows already acknowledged (by sequence number, from the client's
-//! state file) are dropped. A damaged spool never stops the client. What
-//! was found is reported as a [`Recovery`], which also tells the client
+//! state file) are passed over. A damaged spool never stops the client.
+//! What was found is reported as a [`Recovery`], which also tells the client
 //! where its sequence numbers and file sources continue.
+//!
+//! All of it is done in place, so it works on a full filesystem: the torn
+//! row is cut by truncating the file, rows set aside are overwritten with
+//! blanks (same length, so no new space), and acknowledged rows at the
+//! front stay where they are as the spool's dead prefix, reclaimed later
+//! like any acknowledged row. Only a file that is not a spool at all (a
+//! foreign header) with rows worth keeping is copied.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use tracing::warn;
 
-use super::{HEADER, RejectedFile, RowDecoder, write_fresh};
+use super::{HEADER, RejectedFile, RowDecoder, is_blank, write_fresh};
 
 /// What opening the spool found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
     /// Unacknowledged rows kept.
     pub live_rows: u64,
-    /// Rows dropped because the state file says they were acknowledged.
+    /// Rows passed over because the state file says they were acknowledged.
     pub acknowledged_rows: u64,
     /// Rows moved to the rejected file.
     pub quarantined_rows: u64,
@@ -35,22 +43,29 @@ pub struct Recovery {
     pub header_rewritten: bool,
 }
 
-/// Scans the file once, decides what to keep, and rewrites it if anything
-/// must go.
+/// Scans the file once and repairs it in place. Returns what was found and
+/// the physical offset of the first unacknowledged row (the spool's head).
 pub(super) fn recover(
     path: &Path,
     client_id: &str,
     acked_through: u64,
     rejected: &mut RejectedFile,
-) -> io::Result<Recovery> {
+) -> io::Result<(Recovery, u64)> {
+    let header_len = HEADER.len() as u64 + 1;
     let mut recovery = Recovery::default();
     let mut decoder = RowDecoder::default();
-    let mut reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, &file);
     let mut line = Vec::with_capacity(1024);
     let mut offset = 0u64;
-    // Byte ranges of rows to keep, contiguous runs merged.
+    // Byte ranges of rows to keep, contiguous runs merged (for a copy).
     let mut keep: Vec<(u64, u64)> = Vec::new();
-    let mut dropped_any = false;
+    // Rows to overwrite with blanks: set aside, or acknowledged behind a live row.
+    let mut blank: Vec<(u64, u64)> = Vec::new();
+    // Where the first live row starts.
+    let mut head = None;
+    // Where a torn last row starts.
+    let mut torn_at = None;
     let mut first = true;
     loop {
         line.clear();
@@ -62,7 +77,7 @@ pub(super) fn recover(
         offset = end;
         if line.last() != Some(&b'\n') {
             recovery.torn_bytes = n;
-            dropped_any = true;
+            torn_at = Some(start);
             warn!(path = %path.display(), bytes = n, "spool ends in a torn row (the client died mid-append); cutting it off");
             break;
         }
@@ -73,13 +88,11 @@ pub(super) fn recover(
                 continue;
             }
             recovery.header_rewritten = true;
-            dropped_any = true;
             if body.is_empty() {
                 continue;
             }
         }
-        if body.is_empty() {
-            dropped_any = true;
+        if is_blank(body) {
             continue;
         }
         match decoder.decode(body, client_id) {
@@ -98,10 +111,13 @@ pub(super) fn recover(
                 }
                 if event.sequence <= acked_through {
                     recovery.acknowledged_rows += 1;
-                    dropped_any = true;
+                    if head.is_some() {
+                        blank.push((start, end));
+                    }
                     continue;
                 }
                 recovery.live_rows += 1;
+                head.get_or_insert(start);
                 match keep.last_mut() {
                     Some(range) if range.1 == start => range.1 = end,
                     _ => keep.push((start, end)),
@@ -109,17 +125,55 @@ pub(super) fn recover(
             }
             Err(err) => {
                 recovery.quarantined_rows += 1;
-                dropped_any = true;
                 warn!(path = %path.display(), offset = start, %err, rejected = %rejected.path().display(), "spool row cannot be decoded; moving it to the rejected file");
                 rejected.write(&format!("undecodable spool row: {err}"), &line)?;
+                blank.push((start, end));
             }
         }
     }
-    if dropped_any {
-        // The old file stays readable until the new one replaces it.
+    drop(reader);
+    if recovery.header_rewritten && recovery.live_rows > 0 {
+        // Not our header, yet rows of ours: the one case that copies.
         write_fresh(path, &keep, Some(path))?;
+        return Ok((recovery, header_len));
     }
-    Ok(recovery)
+    if recovery.header_rewritten || torn_at == Some(0) || offset == 0 {
+        // Nothing worth keeping, or no complete header: start the file
+        // over. Truncating first frees the space the header needs.
+        file.set_len(0)?;
+        let mut header = HEADER.as_bytes().to_vec();
+        header.push(b'\n');
+        file.write_all_at(&header, 0)?;
+        file.sync_all()?;
+        return Ok((recovery, header_len));
+    }
+    let mut end = torn_at.unwrap_or(offset);
+    let mut repaired = torn_at.is_some();
+    for &(start, stop) in &blank {
+        if stop <= end {
+            file.write_all_at(&vec![b' '; (stop - start - 1) as usize], start)?;
+            repaired = true;
+        }
+    }
+    if recovery.live_rows == 0 && end > header_len {
+        // Everything is acknowledged or set aside.
+        end = header_len;
+    }
+    if end < file.metadata()?.len() {
+        file.set_len(end)?;
+        repaired = true;
+    }
+    if repaired {
+        file.sync_all()?;
+    }
+    Ok((recovery, head.unwrap_or(end).min(end)))
+}
+
+/// The file's inode, to tell in tests that a repair happened in place.
+#[cfg(test)]
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -154,7 +208,9 @@ mod tests {
         assert_eq!(recovery.live_rows, 4);
         assert_eq!(recovery.quarantined_rows, 2);
         assert_eq!(recovery.torn_bytes, (torn.len() / 2) as u64);
-        let rows = spool.read(spool.head(), 100, usize::MAX).expect("read");
+        let (rows, _) = spool
+            .read(spool.head(), u64::MAX, 100, usize::MAX)
+            .expect("read");
         assert_eq!(
             rows.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
@@ -163,6 +219,98 @@ mod tests {
         assert!(rejected.starts_with("time,reason,row\n"));
         assert!(rejected.contains("this is not a spool row"));
         assert!(rejected.contains("unbalanced,quote"));
+        drop(spool);
+
+        // Set aside once: a second open finds blanks, not garbage.
+        let (_, again) = Spool::open(&path, "c1", 0).expect("reopen");
+        assert_eq!(again.quarantined_rows, 0);
+        assert_eq!(again.live_rows, 4);
+        let rejected_again = std::fs::read_to_string(rejected_path(&path)).expect("rejected file");
+        assert_eq!(rejected_again, rejected);
+    }
+
+    /// Recovery must work on a full filesystem: it may cut and overwrite
+    /// the file, never copy it (a copy needs as much free space as the
+    /// spool holds).
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_in_place_without_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        append_all(&mut spool, 1..=3).await;
+        drop(spool);
+        let whole = std::fs::read(&path).expect("read");
+        let torn = encode_row(&event(4, b"torn"), None);
+        let mut damaged = whole.clone();
+        damaged.extend_from_slice(&torn[..torn.len() - 5]);
+        // Rows 1 and 2 were acknowledged, row 3 was not.
+        std::fs::write(&path, &damaged).expect("write");
+        let before = inode(&path);
+
+        let (mut spool, recovery) = Spool::open(&path, "c1", 2).expect("recover");
+        assert_eq!(recovery.torn_bytes, (torn.len() - 5) as u64);
+        assert_eq!(recovery.acknowledged_rows, 2);
+        assert_eq!(recovery.live_rows, 1);
+        assert_eq!(inode(&path), before, "the same file, repaired in place");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            whole,
+            "only the torn row was cut; the acknowledged rows wait to be reclaimed"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("safeData.csv")],
+            "no copy, no temporary file"
+        );
+        let (rows, _) = spool
+            .read(spool.head(), u64::MAX, 10, usize::MAX)
+            .expect("read");
+        assert_eq!(
+            rows.iter().map(|r| r.event.sequence).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert_eq!(spool.backlog().rows, 1);
+    }
+
+    #[tokio::test]
+    async fn a_spool_of_acknowledged_rows_is_truncated_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        let (mut spool, _) = Spool::open(&path, "c1", 0).expect("open");
+        append_all(&mut spool, 1..=3).await;
+        drop(spool);
+        let mut text = std::fs::read(&path).expect("read");
+        text.extend_from_slice(b"sequence,id");
+        std::fs::write(&path, &text).expect("write");
+        let before = inode(&path);
+        let (spool, recovery) = Spool::open(&path, "c1", 3).expect("recover");
+        assert_eq!(recovery.acknowledged_rows, 3);
+        assert_eq!(spool.live_rows(), 0);
+        assert_eq!(inode(&path), before);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{HEADER}\n")
+        );
+    }
+
+    #[test]
+    fn a_torn_header_starts_the_file_over_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.csv");
+        std::fs::write(&path, &HEADER.as_bytes()[..10]).expect("write");
+        let before = inode(&path);
+        let (spool, recovery) = Spool::open(&path, "c1", 0).expect("recover");
+        assert_eq!(recovery.torn_bytes, 10);
+        assert_eq!(spool.live_rows(), 0);
+        assert_eq!(inode(&path), before);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{HEADER}\n")
+        );
     }
 
     #[test]

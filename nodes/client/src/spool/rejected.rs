@@ -4,12 +4,24 @@
 //! event was rejected, why (invalid, e.g. too large; refused upstream; its
 //! spool row no longer decodes), and its spool row. Each row is synced on
 //! its own, since a rejected event exists nowhere else.
+//!
+//! On a full filesystem rows wait in memory (up to [`WAITING_MAX_BYTES`],
+//! oldest first) and are written, whole and in order, at the next write or
+//! [`RejectedFile::retry`]; rows beyond that bound are counted and logged
+//! as lost, never a reason to stop the client.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use smesh_core::time::{now_unix_nanos, rfc3339_millis};
+use tracing::{error, warn};
+
+use super::is_full;
+
+/// Most bytes of rejected rows held in memory while the file cannot take them.
+pub const WAITING_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// `safeData.rejected.csv`: events that can never be delivered, with why.
 #[derive(Debug)]
@@ -18,13 +30,28 @@ pub struct RejectedFile {
     path: PathBuf,
     /// Opened at the first rejection, so a client that rejects nothing
     /// leaves no file behind.
-    writer: Option<csv::Writer<File>>,
+    file: Option<File>,
+    /// Encoded CSV records not yet (completely) in the file, oldest first.
+    waiting: VecDeque<Vec<u8>>,
+    /// Bytes of the first waiting record already in the file.
+    written: usize,
+    /// Bytes in `waiting`.
+    waiting_bytes: usize,
+    /// Rows given up because too many waited.
+    lost: u64,
 }
 
 impl RejectedFile {
     /// The rejected file at `path`; nothing is created until a row is written.
     pub fn new(path: PathBuf) -> Self {
-        Self { path, writer: None }
+        Self {
+            path,
+            file: None,
+            waiting: VecDeque::new(),
+            written: 0,
+            waiting_bytes: 0,
+            lost: 0,
+        }
     }
 
     /// Where the file is.
@@ -32,62 +59,135 @@ impl RejectedFile {
         &self.path
     }
 
-    fn writer(&mut self) -> io::Result<&mut csv::Writer<File>> {
-        if self.writer.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            let empty = file.metadata()?.len() == 0;
-            let mut writer = csv::Writer::from_writer(file);
-            if empty {
-                writer.write_record(["time", "reason", "row"])?;
-            }
-            self.writer = Some(writer);
+    /// Rows waiting for room in the file.
+    pub fn waiting_rows(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Appends a row and syncs it: rejected events exist nowhere else. On a
+    /// full filesystem the row waits in memory and `Ok` is returned; only
+    /// other I/O errors are.
+    pub fn write(&mut self, reason: &str, row: &[u8]) -> io::Result<()> {
+        let row = row.strip_suffix(b"\n").unwrap_or(row);
+        let record = encode([
+            rfc3339_millis(now_unix_nanos()).as_bytes(),
+            reason.as_bytes(),
+            row,
+        ])?;
+        if self.waiting_bytes + record.len() > WAITING_MAX_BYTES {
+            self.lost += 1;
+            error!(path = %self.path.display(), lost = self.lost, "rejected file: the filesystem is full and too many rows wait; this one is lost");
+            return self.retry();
         }
-        self.writer
-            .as_mut()
-            .ok_or_else(|| io::Error::other("rejected file not open"))
+        self.waiting_bytes += record.len();
+        self.waiting.push_back(record);
+        self.retry()
+    }
+
+    /// Writes the rows waiting for room. A full filesystem leaves them
+    /// waiting and is not an error.
+    pub fn retry(&mut self) -> io::Result<()> {
+        match self.write_waiting() {
+            Err(err) if is_full(&err) => {
+                warn!(path = %self.path.display(), waiting = self.waiting.len(), %err, "rejected file: the filesystem is full; rows wait in memory");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Appends a row whose spool row is too large to hold in memory: `row`
     /// is called with a sink and feeds it the spool row in pieces (without
     /// its newline). The row column is quoted as the `csv` crate quotes it,
     /// so the file reads back like any other; synced like [`Self::write`].
+    /// Rows waiting for room go first; if the file cannot take them (or
+    /// this row), the error is returned and a partly written row is cut
+    /// off again, so the file stays whole.
     pub fn write_streamed(
         &mut self,
         reason: &str,
         row: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>,
     ) -> io::Result<()> {
-        use std::io::Write;
-        let writer = self.writer()?;
-        writer.flush()?;
-        let mut out = io::BufWriter::with_capacity(64 * 1024, writer.get_ref());
-        out.write_all(rfc3339_millis(now_unix_nanos()).as_bytes())?;
-        out.write_all(b",")?;
-        write_quoted(&mut out, reason.as_bytes(), needs_quotes(reason.as_bytes()))?;
-        out.write_all(b",\"")?;
-        row(&mut |piece: &[u8]| write_quoted(&mut out, piece, false))?;
-        out.write_all(b"\"\n")?;
-        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_data()
+        self.open()?;
+        self.write_waiting()?;
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("rejected file not open"));
+        };
+        let start = file.metadata()?.len();
+        let streamed = (|| {
+            let mut out = io::BufWriter::with_capacity(64 * 1024, &*file);
+            out.write_all(rfc3339_millis(now_unix_nanos()).as_bytes())?;
+            out.write_all(b",")?;
+            write_quoted(&mut out, reason.as_bytes(), needs_quotes(reason.as_bytes()))?;
+            out.write_all(b",\"")?;
+            row(&mut |piece: &[u8]| write_quoted(&mut out, piece, false))?;
+            out.write_all(b"\"\n")?;
+            out.flush()?;
+            file.sync_data()
+        })();
+        if streamed.is_err() {
+            let _ = file.set_len(start);
+        }
+        streamed
     }
 
-    /// Appends a row and syncs it: rejected events exist nowhere else.
-    pub fn write(&mut self, reason: &str, row: &[u8]) -> io::Result<()> {
-        self.writer()?;
-        let row = row.strip_suffix(b"\n").unwrap_or(row);
-        if let Some(writer) = self.writer.as_mut() {
-            writer.write_record([
-                rfc3339_millis(now_unix_nanos()).as_bytes(),
-                reason.as_bytes(),
-                row,
-            ])?;
-            writer.flush()?;
-            writer.get_ref().sync_data()?;
+    /// Opens (creates) the file, queueing its header if it is new.
+    fn open(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            if file.metadata()?.len() == 0 {
+                self.waiting
+                    .push_front(encode([b"time", b"reason", b"row"])?);
+                self.written = 0;
+            }
+            self.file = Some(file);
         }
         Ok(())
     }
+
+    fn write_waiting(&mut self) -> io::Result<()> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        self.open()?;
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        while let Some(record) = self.waiting.front() {
+            match file.write(&record[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+            if self.written == record.len() {
+                self.waiting_bytes = self.waiting_bytes.saturating_sub(record.len());
+                self.waiting.pop_front();
+                self.written = 0;
+            }
+        }
+        file.sync_data()
+    }
+}
+
+impl Drop for RejectedFile {
+    fn drop(&mut self) {
+        if !self.waiting.is_empty() {
+            error!(path = %self.path.display(), rows = self.waiting.len(), "rejected rows could not be written (the filesystem stayed full) and are lost");
+        }
+    }
+}
+
+/// One CSV record, quoted as the `csv` crate does, newline included.
+fn encode<const N: usize>(fields: [&[u8]; N]) -> io::Result<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(fields)?;
+    writer
+        .into_inner()
+        .map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Whether the `csv` crate would quote `field` (its `QuoteStyle::Necessary`).
