@@ -278,6 +278,7 @@ impl Pipeline {
         let backlog = self.spool.backlog();
         if let Some(path) = &self.config.stats_file {
             Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings)
+                .with_state(&self.state)
                 .write(path)
                 .await;
         }
@@ -297,8 +298,9 @@ impl Pipeline {
             .map_err(|e| self.spool_error(e))?;
         Counters::bump(&self.counters.read, 1);
         self.timings.read(reading.time_unix_nanos);
+        let incarnation = self.state.incarnation();
         let event = Event {
-            id: event::event_id(&self.config.id, sequence),
+            id: event::event_id(&self.config.id, incarnation, sequence),
             source: reading.source.to_string(),
             r#type: reading.kind.to_string(),
             specversion: SPEC_VERSION.to_string(),
@@ -309,6 +311,7 @@ impl Pipeline {
             data: reading.data,
             client_id: self.config.id.clone(),
             sequence,
+            incarnation,
         };
         if let Err(invalid) = event::validate(&event, self.config.max_event_bytes) {
             warn!(event = %event.id, source = %event.source, reason = %invalid, rejected = %self.spool_rejected_path(), "event can never be delivered; moved to the rejected file");
