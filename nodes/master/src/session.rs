@@ -118,11 +118,12 @@ impl Handler for SidecarSession {
             batch
                 .events
                 .iter()
-                .map(|e| (e.client_id.as_str(), e.sequence)),
+                .map(|e| (e.client_id.as_str(), e.incarnation, e.sequence)),
         );
-        // Per event only a sequence and an index into `clients` are kept
-        // (batches come from one client): no string copies on the hot path.
-        let mut clients: Vec<String> = Vec::with_capacity(1);
+        // Per event only a sequence and an index into `clients` (client id
+        // and incarnation) are kept (batches come from one client): no
+        // string copies on the hot path.
+        let mut clients: Vec<(String, u64)> = Vec::with_capacity(1);
         let mut deliveries = Vec::with_capacity(n);
         let mut rejected = Vec::new();
         let mut duplicates = 0u64;
@@ -142,8 +143,11 @@ impl Handler for SidecarSession {
             loop {
                 match streams.sink.publish(event) {
                     Ok(delivery) => {
-                        if clients.last() != Some(&event.client_id) {
-                            clients.push(event.client_id.clone());
+                        if clients
+                            .last()
+                            .is_none_or(|(c, i)| *c != event.client_id || *i != event.incarnation)
+                        {
+                            clients.push((event.client_id.clone(), event.incarnation));
                         }
                         deliveries.push((clients.len() - 1, event.sequence, delivery));
                         break;
@@ -198,7 +202,7 @@ impl Handler for SidecarSession {
             delivered.record(
                 published
                     .iter()
-                    .filter_map(|(c, s)| clients.get(*c).map(|c| (c.as_str(), *s))),
+                    .filter_map(|(c, s)| clients.get(*c).map(|(c, i)| (c.as_str(), *i, *s))),
             );
             Counters::add(&counters.published, published.len() as u64);
             Counters::add(&counters.failed, rejected.len() as u64);
