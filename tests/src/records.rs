@@ -22,9 +22,17 @@ impl Record {
         self.headers.get(name).map(String::as_str)
     }
 
-    /// The sequence number from `ce_id` (`<client>-<sequence>`).
+    /// The sequence number from `ce_id` (`<client>-<incarnation>-<sequence>`,
+    /// or `<client>-<sequence>` for events numbered before incarnations).
     pub fn sequence(&self) -> Option<u64> {
-        self.header("ce_id")?.rsplit_once('-')?.1.parse().ok()
+        let (_, sequence) = smesh_core::event::parse_event_id(&self.key, self.header("ce_id")?)?;
+        Some(sequence)
+    }
+
+    /// The client's numbering incarnation from `ce_id` (0 when it has none).
+    pub fn incarnation(&self) -> Option<u64> {
+        let (incarnation, _) = smesh_core::event::parse_event_id(&self.key, self.header("ce_id")?)?;
+        Some(incarnation)
     }
 }
 
@@ -237,15 +245,32 @@ pub fn judge(records: &[Record], sent: &BTreeMap<String, Vec<Vec<u8>>>) -> Verdi
                 verdict.duplicates += 1;
             }
         }
-        let mut last_sequence = 0u64;
+        // Sequences grow within an incarnation; a client that lost its state
+        // numbers again under a new one, and never goes back to an old one.
+        let mut last: Option<(u64, u64)> = None;
+        let mut left = HashSet::new();
         for record in &firsts {
+            let incarnation = record.incarnation().unwrap_or(0);
             let sequence = record.sequence().unwrap_or(0);
-            if sequence <= last_sequence {
-                verdict.out_of_order.push(format!(
-                    "{client}: sequence {sequence} after {last_sequence}"
-                ));
+            match last {
+                Some((current, last_sequence))
+                    if current == incarnation && sequence <= last_sequence =>
+                {
+                    verdict.out_of_order.push(format!(
+                        "{client}: sequence {sequence} after {last_sequence}"
+                    ));
+                }
+                Some((current, _)) if current != incarnation => {
+                    left.insert(current);
+                    if left.contains(&incarnation) {
+                        verdict.out_of_order.push(format!(
+                            "{client}: incarnation {incarnation:016x} again after {current:016x}"
+                        ));
+                    }
+                }
+                _ => {}
             }
-            last_sequence = sequence;
+            last = Some((incarnation, sequence));
         }
         let expected: HashSet<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let mut got: HashSet<&[u8]> = HashSet::new();
@@ -284,4 +309,54 @@ pub fn judge(records: &[Record], sent: &BTreeMap<String, Vec<Vec<u8>>>) -> Verdi
         ));
     }
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64, id: &str, value: &str) -> Record {
+        Record {
+            partition: 0,
+            offset,
+            key: "c1".to_string(),
+            value: value.as_bytes().to_vec(),
+            headers: HashMap::from([("ce_id".to_string(), id.to_string())]),
+        }
+    }
+
+    #[test]
+    fn a_new_incarnation_numbers_again_but_an_old_one_never_returns() {
+        let (a, b) = ("c1-00000000000000aa", "c1-00000000000000bb");
+        let sent = BTreeMap::from([(
+            "c1".to_string(),
+            ["r1", "r2", "r3", "r4"]
+                .map(|p| p.as_bytes().to_vec())
+                .to_vec(),
+        )]);
+        let restarted = [
+            record(0, &format!("{a}-1"), "r1"),
+            record(1, &format!("{a}-2"), "r2"),
+            record(2, &format!("{b}-1"), "r3"),
+            record(3, &format!("{b}-2"), "r4"),
+        ];
+        let verdict = judge(&restarted, &sent);
+        assert!(verdict.out_of_order.is_empty(), "{verdict:?}");
+        assert!(verdict.lost.is_empty(), "{verdict:?}");
+        let back = [
+            record(0, &format!("{a}-1"), "r1"),
+            record(1, &format!("{b}-1"), "r2"),
+            record(2, &format!("{a}-5"), "r3"),
+            record(3, &format!("{a}-6"), "r4"),
+        ];
+        assert_eq!(judge(&back, &sent).out_of_order.len(), 1);
+        // A reused id hides the second event: reported as lost.
+        let reused = [
+            record(0, "c1-1", "r1"),
+            record(1, "c1-2", "r2"),
+            record(2, "c1-1", "r3"),
+            record(3, "c1-2", "r4"),
+        ];
+        assert_eq!(judge(&reused, &sent).lost.len(), 2);
+    }
 }

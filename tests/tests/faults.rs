@@ -319,6 +319,117 @@ async fn a_client_stopped_with_sigterm_keeps_the_rest_in_its_spool_and_delivers_
     verdict.assert_complete("client stopped and restarted");
 }
 
+/// One client run that reads `lines` new lines from a file of its own and
+/// exits once Kafka has them; returns its stats file.
+async fn run_client_to_the_end(
+    dir: &std::path::Path,
+    sidecar: u16,
+    run: usize,
+    lines: &mut Vec<Vec<u8>>,
+) -> serde_json::Value {
+    let input = dir.join(format!("run{run}.jsonl"));
+    let first = lines.len() as u64;
+    lines.extend(nodes::write_lines(&input, "c1", first..first + 200, 40));
+    let stats = dir.join(format!("run{run}-stats.json"));
+    let mut client = nodes::client(
+        dir,
+        "c1",
+        &[("S1", sidecar)],
+        &[nodes::file_source(&input, false)],
+    )
+    .args(["--stats-file", &stats.display().to_string()])
+    .spawn()
+    .await;
+    let status = client.wait_exit(DELIVERY).await;
+    assert!(status.success(), "run {run} exited with {status}");
+    assert_eq!(spool_rows(dir, "c1"), 0, "run {run} left nothing behind");
+    serde_json::from_slice(&std::fs::read(&stats).expect("stats file")).expect("stats JSON")
+}
+
+/// The `ce_id`s of the records whose payload is one of `payloads`.
+fn ids_of<'a>(
+    records: &'a [smesh_tests::records::Record],
+    payloads: &[Vec<u8>],
+) -> std::collections::HashSet<&'a str> {
+    records
+        .iter()
+        .filter(|r| payloads.contains(&r.value))
+        .filter_map(|r| r.header("ce_id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_or_unreadable_state_file_never_reuses_an_event_id() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("state-lost");
+    let mut master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let master_port = master.port;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master_port)], 0)
+        .spawn()
+        .await;
+    let state = nodes::client_dir(dir.path(), "c1").join("safeData.state");
+    let mut lines = Vec::new();
+
+    // Run 1 delivers everything; its spool ends empty (the normal state).
+    let stats1 = run_client_to_the_end(dir.path(), sidecar.port, 1, &mut lines).await;
+    let run1 = lines.clone();
+
+    // (a) The state file is lost (a re-imaged device) while the master that
+    // published run 1 keeps running: run 2 numbers from 1 again, and the
+    // master must not take its events for resends of run 1's.
+    std::fs::remove_file(&state).expect("delete the state file");
+    let stats2 = run_client_to_the_end(dir.path(), sidecar.port, 2, &mut lines).await;
+    let run2 = lines[run1.len()..].to_vec();
+    let sent = BTreeMap::from([("c1".to_string(), lines.clone())]);
+    let (records, verdict) =
+        read_until_complete(&kafka.bootstrap(), &topic, &sent, Duration::from_secs(30)).await;
+    verdict.assert_complete("state file deleted, master running");
+    let (ids1, ids2) = (ids_of(&records, &run1), ids_of(&records, &run2));
+    assert!(
+        ids1.is_disjoint(&ids2),
+        "run 2 reused ids of run 1: {:?}",
+        ids1.intersection(&ids2).take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(stats1["state"]["loaded"], "fresh", "{stats1}");
+    assert_eq!(stats2["state"]["loaded"], "fresh", "{stats2}");
+    assert_ne!(
+        stats1["state"]["incarnation"],
+        stats2["state"]["incarnation"]
+    );
+
+    // (b) The master restarts (its resend memory is gone), and the state
+    // file is found empty, as a rename lost to a power failure can leave it:
+    // the ids of run 3 are new to consumers that drop duplicates by id.
+    master.kill();
+    let _master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, master_port)
+        .spawn()
+        .await;
+    std::fs::write(&state, b"").expect("empty the state file");
+    let stats3 = run_client_to_the_end(dir.path(), sidecar.port, 3, &mut lines).await;
+    let run3 = lines[run1.len() + run2.len()..].to_vec();
+    let sent = BTreeMap::from([("c1".to_string(), lines.clone())]);
+    let (records, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("state file unreadable, master restarted");
+    let ids3 = ids_of(&records, &run3);
+    assert_eq!(ids3.len(), run3.len(), "one id per event of run 3");
+    assert!(
+        ids3.is_disjoint(&ids1) && ids3.is_disjoint(&ids2),
+        "run 3 reused earlier ids"
+    );
+    assert_eq!(stats3["state"]["loaded"], "unreadable", "{stats3}");
+    let client_log = std::fs::read_to_string(nodes::client_dir(dir.path(), "c1").join("c1.log"))
+        .expect("client log");
+    assert!(
+        client_log
+            .lines()
+            .any(|l| l.contains("\"ERROR\"") && l.contains("client state file unreadable")),
+        "an unreadable state file is an error in the log"
+    );
+}
+
 fn spool_row(seq: u64, payload: &str) -> Vec<u8> {
     let event = Event {
         id: format!("c1-{seq}"),

@@ -71,9 +71,11 @@ async fn three_clients_through_two_sidecars_reach_kafka_exactly_once_and_in_orde
     // CloudEvents binary mode: attributes in headers, data as the value.
     let record = records.iter().find(|r| r.key == "c2").expect("a c2 record");
     let sequence = record.sequence().expect("ce_id carries the sequence");
+    let incarnation = record.incarnation().expect("ce_id carries the incarnation");
+    assert_ne!(incarnation, 0);
     assert_eq!(
         record.header("ce_id"),
-        Some(format!("c2-{sequence}").as_str())
+        Some(format!("c2-{incarnation:016x}-{sequence}").as_str())
     );
     assert_eq!(record.header("ce_specversion"), Some("1.0"));
     assert_eq!(record.header("ce_type"), Some("dev.smesh.file.record"));

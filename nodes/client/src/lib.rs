@@ -8,7 +8,8 @@
 //! - [`csv_line`]: splitting CSV lines with a parser built once.
 //! - [`oversized`]: readings larger than `--max-event-bytes`, kept on disk
 //!   on their way to the rejected file.
-//! - [`state`]: sequence numbers that survive restarts, delivered positions.
+//! - [`state`]: sequence numbers that survive restarts, the incarnation
+//!   event ids carry, delivered positions.
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
 //! - [`stats`]: `--stats-file`, what a client says about its run when it stops.
 //! - [`counters`]: totals reported upstream.
@@ -37,7 +38,7 @@ use smesh_proto::mesh::{Hello, NodeKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::Config;
 pub use counters::Counters;
@@ -96,6 +97,8 @@ impl Client {
         let spool_path = config.spool_file.clone();
         let client_id = config.id.clone();
         let opened = tokio::task::spawn_blocking(move || {
+            // A spool without a state file: the state file was lost.
+            let spool_existed = spool_path.exists();
             let (mut state, loaded) = StateFile::load(&state_path(&spool_path), &client_id);
             let acked = state.state().acked_through;
             let (spool, recovery) = Spool::open(&spool_path, &client_id, acked)?;
@@ -104,20 +107,30 @@ impl Client {
             if let Some(max) = recovery.max_sequence {
                 state.continue_after(max);
             }
-            Ok::<_, std::io::Error>((state, loaded, spool, recovery))
+            Ok::<_, std::io::Error>((state, loaded, spool_existed, spool, recovery))
         })
         .await;
         let open_error = |source| ClientError::Open {
             path: config.spool_file.display().to_string(),
             source,
         };
-        let (state, loaded, spool, recovery) = match opened {
+        let (state, loaded, spool_existed, spool, recovery) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(err)) => return Err(open_error(err)),
             Err(err) => return Err(open_error(std::io::Error::other(err))),
         };
-        if let Loaded::Unreadable(reason) = &loaded {
-            warn!(%reason, "client state file unreadable; sequence numbers continue after the spool's highest");
+        let incarnation = format!("{:016x}", state.incarnation());
+        match &loaded {
+            Loaded::Unreadable(reason) => {
+                error!(%reason, %incarnation, path = %state_path(&config.spool_file).display(), "client state file unreadable (kept as safeData.state.unreadable): event ids continue under a new incarnation, sequence numbers after the spool's highest");
+            }
+            Loaded::Fresh if spool_existed => {
+                warn!(%incarnation, path = %state_path(&config.spool_file).display(), "client state file missing beside an existing spool: event ids continue under a new incarnation");
+            }
+            Loaded::Upgraded => {
+                info!(%incarnation, "client state file from before incarnations: event ids continue under a new incarnation");
+            }
+            Loaded::Fresh | Loaded::Found => {}
         }
         if recovery.live_rows > 0 || recovery.quarantined_rows > 0 || recovery.torn_bytes > 0 {
             info!(
@@ -162,7 +175,7 @@ impl Client {
             not_ready_failover_after: None,
             backoff: Backoff::default(),
         });
-        info!(id = %config.id, sidecars = config.sidecars.len(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
+        info!(id = %config.id, %incarnation, state = loaded.as_str(), sidecars = config.sidecars.len(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
         let pipeline = Pipeline::new(
             Arc::clone(&config),
             Arc::clone(&self.counters),

@@ -484,6 +484,7 @@ impl Pipeline {
         if let Some(path) = &self.config.stats_file {
             Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings)
                 .spool_full(self.full_stats.clone())
+                .with_state(&self.state)
                 .write(path)
                 .await;
         }
@@ -516,8 +517,9 @@ impl Pipeline {
         };
         Counters::bump(&self.counters.read, 1);
         self.timings.read(reading.time_unix_nanos);
+        let incarnation = self.state.incarnation();
         let event = Event {
-            id: event::event_id(&self.config.id, sequence),
+            id: event::event_id(&self.config.id, incarnation, sequence),
             source: reading.source.to_string(),
             r#type: reading.kind.to_string(),
             specversion: SPEC_VERSION.to_string(),
@@ -528,6 +530,7 @@ impl Pipeline {
             data: reading.data,
             client_id: self.config.id.clone(),
             sequence,
+            incarnation,
         };
         if let Some(oversized) = reading.oversized {
             return self

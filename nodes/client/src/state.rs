@@ -1,9 +1,17 @@
 //! The client's state file (`safeData.state` beside the spool): what must
 //! survive a restart besides the spool itself.
 //!
+//! - `incarnation`: which numbering the sequence numbers belong to. Chosen
+//!   afresh (the time and 32 random bits, never 0) whenever the file cannot
+//!   say where the numbering stopped: missing, unreadable, or written before
+//!   incarnations existed. Event ids carry it (`smesh_core::event::event_id`),
+//!   so a client that lost this file and numbers from 1 again never repeats
+//!   an id, and the master never takes its new events for resends.
 //! - `reserved_until`: sequence numbers are handed out from blocks reserved
 //!   here *before* use, so a restarted client never reuses one (event ids
-//!   stay unique across restarts, even after `kill -9`).
+//!   stay unique across restarts, even after `kill -9`). The first number of
+//!   a run always reserves a block, so a new incarnation is on disk before
+//!   any id carries it.
 //! - `acked_through`: the highest sequence number acknowledged end to end;
 //!   spool rows at or below it are dropped on open.
 //! - `positions`: how far each source was read *and* delivered, so a file
@@ -12,15 +20,22 @@
 //!   so a file rotated or truncated meanwhile is not resumed at another
 //!   file's offset. Absent in older state files, whose positions still read.
 //!
-//! Written atomically (temporary file, fsync, rename). The state is
-//! serialized in memory by the caller's task; writing and renaming the file
-//! runs on the blocking pool, awaited before the save counts as done.
+//! Written atomically and durably (temporary file, fsync, rename, fsync of
+//! the directory: a rename lost to a power failure would bring back an older
+//! `reserved_until` under the same incarnation). The state is serialized in
+//! memory by the caller's task; writing and renaming the file runs on the
+//! blocking pool, awaited before the save counts as done.
+//!
+//! An unreadable file is kept beside as `safeData.state.unreadable` for a
+//! look, and reported by the caller (an error in the log, `state` in the
+//! stats file).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smesh_core::event::LEGACY_INCARNATION;
 
 use crate::blocking;
 use crate::source::FileIdentity;
@@ -33,6 +48,14 @@ pub const RESERVE_BLOCK: u64 = 100_000;
 pub struct State {
     /// Whose state this is (a file of another client id is not used).
     pub client_id: String,
+    /// The numbering the sequence numbers belong to, as 16 hex digits (as in
+    /// event ids); 0 (absent) in files written before incarnations existed.
+    #[serde(
+        default,
+        serialize_with = "hex_serialize",
+        deserialize_with = "hex_deserialize"
+    )]
+    pub incarnation: u64,
     /// Sequence numbers below this may have been used.
     pub reserved_until: u64,
     /// The highest sequence acknowledged end to end.
@@ -51,6 +74,8 @@ pub struct State {
 pub struct StateFile {
     path: PathBuf,
     state: State,
+    /// How the file was found when the client started.
+    loaded: Loaded,
     next_sequence: u64,
     dirty: bool,
 }
@@ -58,12 +83,43 @@ pub struct StateFile {
 /// How the state file was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
-    /// No state file yet: numbering starts at 1.
+    /// No state file: a first start, or the file was lost. A new
+    /// incarnation; numbering starts at 1, or after the spool's rows.
     Fresh,
-    /// Read and used.
+    /// Read and used: numbering continues in its incarnation.
     Found,
-    /// Present but unreadable: a warning, and numbering continues after the spool.
+    /// Read, but written before incarnations existed: numbering continues
+    /// where it stopped, under a new incarnation.
+    Upgraded,
+    /// Present but unreadable (kept as `safeData.state.unreadable`): a new
+    /// incarnation, numbering continues after the spool's rows.
     Unreadable(String),
+}
+
+impl Loaded {
+    /// One word for logs and the stats file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Loaded::Fresh => "fresh",
+            Loaded::Found => "found",
+            Loaded::Upgraded => "upgraded",
+            Loaded::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+/// A new incarnation: the Unix time in seconds (for the operator's eyes; a
+/// device's clock may be anything) and 32 random bits. Never 0.
+pub fn new_incarnation() -> u64 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    loop {
+        let incarnation = (seconds & 0xffff_ffff) << 32 | u64::from(rand::random::<u32>());
+        if incarnation != LEGACY_INCARNATION {
+            return incarnation;
+        }
+    }
 }
 
 /// `safeData.csv` → `safeData.state`.
@@ -73,30 +129,53 @@ pub fn state_path(spool: &Path) -> PathBuf {
 
 impl StateFile {
     /// Reads the state file at `path` (a missing or unreadable one starts
-    /// afresh, and says so).
+    /// a new incarnation, and says so).
     pub fn load(path: &Path, client_id: &str) -> (Self, Loaded) {
         let (state, loaded) = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) if state.incarnation == LEGACY_INCARNATION => (state, Loaded::Upgraded),
                 Ok(state) => (state, Loaded::Found),
                 Err(err) => (State::default(), Loaded::Unreadable(err.to_string())),
             },
             Err(err) if err.kind() == io::ErrorKind::NotFound => (State::default(), Loaded::Fresh),
             Err(err) => (State::default(), Loaded::Unreadable(err.to_string())),
         };
+        if matches!(loaded, Loaded::Unreadable(_)) {
+            // Kept for a look; the next save replaces the original.
+            let _ = std::fs::copy(path, path.with_extension("state.unreadable"));
+        }
+        let incarnation = match loaded {
+            Loaded::Found => state.incarnation,
+            _ => new_incarnation(),
+        };
+        // At or past `reserved_until`: the first number reserves a block,
+        // which writes the file, incarnation included, before it is used.
         let next_sequence = state.reserved_until.max(1);
         let state = State {
             client_id: client_id.to_string(),
+            incarnation,
             ..state
         };
         (
             Self {
                 path: path.to_path_buf(),
                 state,
+                loaded: loaded.clone(),
                 next_sequence,
                 dirty: true,
             },
             loaded,
         )
+    }
+
+    /// The numbering this run's sequence numbers belong to.
+    pub fn incarnation(&self) -> u64 {
+        self.state.incarnation
+    }
+
+    /// How the file was found when the client started.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 
     /// The state as last recorded in memory.
@@ -204,9 +283,33 @@ async fn write(path: &Path, state: &State) -> io::Result<()> {
             file.write_all(&json)?;
             file.sync_all()?;
         }
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        sync_parent(&path)
     })
     .await
+}
+
+/// Makes a rename into `path`'s directory durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::File::open(dir).and_then(|dir| dir.sync_all()) {
+        // Some filesystems cannot sync a directory; there is nothing to wait for.
+        Err(err) if err.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        other => other,
+    }
+}
+
+fn hex_serialize<S: Serializer>(incarnation: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{incarnation:016x}"))
+}
+
+fn hex_deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    u64::from_str_radix(&text, 16)
+        .map_err(|err| serde::de::Error::custom(format!("incarnation {text:?}: {err}")))
 }
 
 #[cfg(test)]
@@ -231,6 +334,76 @@ mod tests {
         let next = state.next_sequence().await.expect("seq");
         assert!(next > 3, "restart continued at {next}");
         assert_eq!(next, 1 + RESERVE_BLOCK);
+    }
+
+    #[tokio::test]
+    async fn the_incarnation_is_on_disk_before_its_first_number_is_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let (mut state, _) = StateFile::load(&path, "c1");
+        let incarnation = state.incarnation();
+        assert_ne!(incarnation, LEGACY_INCARNATION);
+        assert_eq!(state.next_sequence().await.expect("seq"), 1);
+        // Killed with -9 right after the first number.
+        drop(state);
+        let (state, loaded) = StateFile::load(&path, "c1");
+        assert_eq!(loaded, Loaded::Found);
+        assert_eq!(state.incarnation(), incarnation, "numbering continues");
+        let text = std::fs::read_to_string(&path).expect("state file");
+        assert!(
+            text.contains(&format!("\"incarnation\": \"{incarnation:016x}\"")),
+            "hex, as in event ids: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_state_file_starts_a_new_incarnation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let (mut state, _) = StateFile::load(&path, "c1");
+        for _ in 0..3 {
+            state.next_sequence().await.expect("seq");
+        }
+        state.acknowledged(3);
+        state.save().await.expect("save");
+        let first = state.incarnation();
+        drop(state);
+
+        // Re-imaged device: the state file is gone, the spool is empty.
+        std::fs::remove_file(&path).expect("delete the state file");
+        let (mut state, loaded) = StateFile::load(&path, "c1");
+        assert_eq!(loaded, Loaded::Fresh);
+        assert_eq!(state.next_sequence().await.expect("seq"), 1, "from 1 again");
+        assert_ne!(state.incarnation(), first, "but never with the same ids");
+        assert_ne!(state.incarnation(), LEGACY_INCARNATION);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_from_before_incarnations_continues_under_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        std::fs::write(
+            &path,
+            r#"{"client_id":"c1","reserved_until":100001,"acked_through":42,"positions":{}}"#,
+        )
+        .expect("write");
+        let (mut state, loaded) = StateFile::load(&path, "c1");
+        assert_eq!(loaded, Loaded::Upgraded);
+        assert_eq!(state.state().acked_through, 42, "progress kept");
+        let incarnation = state.incarnation();
+        assert_ne!(incarnation, LEGACY_INCARNATION);
+        assert_eq!(state.next_sequence().await.expect("seq"), 100_001);
+        drop(state);
+        let (state, loaded) = StateFile::load(&path, "c1");
+        assert_eq!(loaded, Loaded::Found);
+        assert_eq!(state.incarnation(), incarnation);
+    }
+
+    #[test]
+    fn new_incarnations_differ() {
+        let drawn: std::collections::HashSet<u64> = (0..1000).map(|_| new_incarnation()).collect();
+        assert_eq!(drawn.len(), 1000);
+        assert!(!drawn.contains(&LEGACY_INCARNATION));
     }
 
     #[tokio::test]
@@ -283,10 +456,19 @@ mod tests {
     async fn an_unreadable_file_is_reported_and_numbering_follows_the_spool() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("safeData.state");
+        let (mut earlier, _) = StateFile::load(&path, "c1");
+        earlier.next_sequence().await.expect("seq");
+        let earlier = earlier.incarnation();
         std::fs::write(&path, "{ not json").expect("write");
         let (mut state, loaded) = StateFile::load(&path, "c1");
         assert!(matches!(loaded, Loaded::Unreadable(_)));
+        assert_eq!(state.loaded(), &loaded);
+        assert_ne!(state.incarnation(), earlier, "a new incarnation");
         state.continue_after(500);
         assert_eq!(state.next_sequence().await.expect("seq"), 501);
+        assert_eq!(
+            std::fs::read_to_string(path.with_extension("state.unreadable")).expect("kept"),
+            "{ not json"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! `--stats-file`: what a client says about its run when it stops.
 //!
 //! One JSON document: the counters, the backlog left in the spool, when the
-//! first reading was taken and the last ack arrived, and percentiles of the
+//! first reading was taken and the last ack arrived, percentiles of the
 //! ack latency (from a reading's time at its source to its end-to-end
-//! acknowledgement). The benchmark reads it to measure throughput and
+//! acknowledgement), and how the state file was found (an unreadable one
+//! shows here as well as in the log). The benchmark reads it to measure throughput and
 //! latency from outside the process.
 //!
 //! The pipeline feeds a [`Timings`] while it runs; at the end it makes the
@@ -16,6 +17,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::counters::Counters;
+use crate::state::{Loaded, StateFile};
 
 /// Longest ack latency recorded exactly, in microseconds (an hour); longer
 /// ones count as this.
@@ -90,6 +92,8 @@ pub struct Stats {
     pub ack_latency_us: LatencySummary,
     /// Times the spool's filesystem was full during the run.
     pub spool_full: SpoolFullStats,
+    /// How the state file was found, and the numbering this run used.
+    pub state: StateSummary,
 }
 
 /// When the spool's filesystem had no room (see `pipeline`'s full state).
@@ -101,6 +105,19 @@ pub struct SpoolFullStats {
     pub seconds: f64,
     /// Still full when the client stopped.
     pub at_exit: bool,
+}
+
+/// The state file as the run found it.
+#[derive(Debug, Default, Serialize)]
+pub struct StateSummary {
+    /// `found`, `fresh` (none: a first start, or lost), `upgraded` (written
+    /// before incarnations) or `unreadable`.
+    pub loaded: &'static str,
+    /// Why the file was unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The incarnation this run's event ids carry, as in the ids.
+    pub incarnation: String,
 }
 
 impl Stats {
@@ -118,12 +135,26 @@ impl Stats {
                 .map(LatencySummary::from)
                 .unwrap_or_default(),
             spool_full: SpoolFullStats::default(),
+            state: StateSummary::default(),
         }
     }
 
     /// With what the run saw of a full filesystem.
     pub fn spool_full(self, spool_full: SpoolFullStats) -> Self {
         Self { spool_full, ..self }
+    }
+
+    /// Adds how the state file was found and the run's incarnation.
+    pub fn with_state(mut self, state: &StateFile) -> Self {
+        self.state = StateSummary {
+            loaded: state.loaded().as_str(),
+            reason: match state.loaded() {
+                Loaded::Unreadable(reason) => Some(reason.clone()),
+                _ => None,
+            },
+            incarnation: format!("{:016x}", state.incarnation()),
+        };
+        self
     }
 
     /// Writes the stats to `path` as JSON (off the runtime's threads). A
@@ -211,6 +242,31 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn an_unreadable_state_file_shows_in_the_stats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_path = dir.path().join("safeData.state");
+        std::fs::write(&state_path, "{ torn").expect("write");
+        let (state, _) = StateFile::load(&state_path, "c1");
+        let path = dir.path().join("stats.json");
+        Stats::new("c1", &Counters::default(), 0, &Timings::default())
+            .with_state(&state)
+            .write(&path)
+            .await;
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("written")).expect("JSON");
+        assert_eq!(written["state"]["loaded"], "unreadable");
+        assert!(
+            written["state"]["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty())
+        );
+        assert_eq!(
+            written["state"]["incarnation"],
+            format!("{:016x}", state.incarnation())
+        );
+    }
+
+    #[tokio::test]
     async fn the_file_keeps_its_shape() {
         let counters = Counters::default();
         counters.read.store(3, Relaxed);
@@ -239,7 +295,8 @@ mod tests {
             "ack_latency_us": {
                 "count": 1, "p50": 2000, "p90": 2000, "p99": 2000, "p999": 2000, "max": 2000
             },
-            "spool_full": { "episodes": 0, "seconds": 0.0, "at_exit": false }
+            "spool_full": { "episodes": 0, "seconds": 0.0, "at_exit": false },
+            "state": { "loaded": "", "incarnation": "" }
         });
         assert_eq!(written, expected);
     }

@@ -1,4 +1,8 @@
-//! Checks on events that cross a node boundary.
+//! Event ids, and checks on events that cross a node boundary.
+//!
+//! An id names one event of one client for good: [`event_id`] builds it from
+//! the client id, the client's numbering incarnation and the sequence number,
+//! and [`parse_event_id`] takes it apart again.
 //!
 //! Clients check what their sources produce before sending it; masters check
 //! again what arrives, because a peer is not to be trusted with Kafka. An
@@ -24,9 +28,51 @@ const RESERVED: &[&str] = &[
     "data",
 ];
 
-/// The CloudEvents id smesh gives the `sequence`-th event of a client.
-pub fn event_id(client_id: &str, sequence: u64) -> String {
-    format!("{client_id}-{sequence}")
+/// The CloudEvents id smesh gives the `sequence`-th event of a client's
+/// numbering `incarnation`: `<client id>-<incarnation>-<sequence>`, the
+/// incarnation as 16 lower-case hex digits, the sequence in decimal.
+///
+/// A client starts a new incarnation whenever it cannot be sure where its
+/// numbering stopped (its state file is missing or unreadable), so an id is
+/// never given to two events, and a resend of an event carries its id
+/// unchanged. Incarnation 0 stands for events numbered before incarnations
+/// existed; their ids were `<client id>-<sequence>`, and they keep them.
+pub fn event_id(client_id: &str, incarnation: u64, sequence: u64) -> String {
+    if incarnation == LEGACY_INCARNATION {
+        format!("{client_id}-{sequence}")
+    } else {
+        format!("{client_id}-{incarnation:016x}-{sequence}")
+    }
+}
+
+/// The incarnation of events numbered before incarnations existed (ids
+/// `<client id>-<sequence>`), and of events from clients that do not send one.
+pub const LEGACY_INCARNATION: u64 = 0;
+
+/// The incarnation and sequence number in an id made by [`event_id`] for
+/// `client_id`, or `None` if `id` is not one. Legacy ids give incarnation 0.
+pub fn parse_event_id(client_id: &str, id: &str) -> Option<(u64, u64)> {
+    let rest = id.strip_prefix(client_id)?.strip_prefix('-')?;
+    let (numbering, sequence) = match rest.rsplit_once('-') {
+        Some((incarnation, sequence)) => (Some(incarnation), sequence),
+        None => (None, rest),
+    };
+    if sequence.is_empty() || !sequence.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sequence = sequence.parse().ok()?;
+    let incarnation = match numbering {
+        None => LEGACY_INCARNATION,
+        Some(hex)
+            if hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            u64::from_str_radix(hex, 16)
+                .ok()
+                .filter(|i| *i != LEGACY_INCARNATION)?
+        }
+        Some(_) => return None,
+    };
+    Some((incarnation, sequence))
 }
 
 /// Why an event can never be delivered.
@@ -117,6 +163,16 @@ pub fn validate(event: &Event, max_bytes: usize) -> Result<(), InvalidEvent> {
             return Err(bad(name, "contains control characters"));
         }
     }
+    // The master's resend memory goes by (client, incarnation, sequence),
+    // consumers by id: the two must name the same event.
+    if event.incarnation != LEGACY_INCARNATION
+        && parse_event_id(&event.client_id, &event.id) != Some((event.incarnation, event.sequence))
+    {
+        return Err(bad(
+            "id",
+            "does not match the event's client id, incarnation and sequence",
+        ));
+    }
     let size = encoded_len(event);
     if size > max_bytes {
         return Err(InvalidEvent::TooLarge {
@@ -147,12 +203,13 @@ mod tests {
 
     fn event() -> Event {
         Event {
-            id: event_id("c1", 7),
+            id: event_id("c1", 0xab, 7),
             source: "/sensors/t1".into(),
             r#type: "dev.smesh.sensor.reading".into(),
             specversion: SPEC_VERSION.into(),
             client_id: "c1".into(),
             sequence: 7,
+            incarnation: 0xab,
             data: bytes::Bytes::from_static(b"{}"),
             ..Event::default()
         }
@@ -160,8 +217,36 @@ mod tests {
 
     #[test]
     fn a_complete_event_is_valid() {
-        assert_eq!(event().id, "c1-7");
+        assert_eq!(event().id, "c1-00000000000000ab-7");
         assert_eq!(validate(&event(), 1000), Ok(()));
+    }
+
+    #[test]
+    fn ids_carry_the_incarnation_and_parse_back() {
+        let id = event_id("edge-7", 0x0123_4567_89ab_cdef, 42);
+        assert_eq!(id, "edge-7-0123456789abcdef-42");
+        assert_eq!(
+            parse_event_id("edge-7", &id),
+            Some((0x0123_4567_89ab_cdef, 42))
+        );
+        // Two incarnations never share an id, whatever their sequences.
+        assert_ne!(event_id("c1", 1, 5), event_id("c1", 2, 5));
+        // Legacy ids keep their form and parse as incarnation 0.
+        assert_eq!(event_id("edge-7", LEGACY_INCARNATION, 42), "edge-7-42");
+        assert_eq!(parse_event_id("edge-7", "edge-7-42"), Some((0, 42)));
+        // A client id that looks like an incarnation is still told apart.
+        let odd = "dev-0123456789abcdef";
+        assert_eq!(parse_event_id(odd, &format!("{odd}-5")), Some((0, 5)));
+        for foreign in [
+            "c2-5",
+            "c1-",
+            "c1-x",
+            "c1-ABCDEF0123456789-5",
+            "c1-12-5",
+            "c1-0000000000000000-5",
+        ] {
+            assert_eq!(parse_event_id("c1", foreign), None, "{foreign}");
+        }
     }
 
     #[test]
@@ -190,6 +275,23 @@ mod tests {
         assert!(validate(&e, 1000).is_err());
         let mut e = event();
         e.extensions.insert("sensorid".into(), "t1".into());
+        assert_eq!(validate(&e, 1000), Ok(()));
+    }
+
+    #[test]
+    fn an_id_that_names_another_event_is_refused() {
+        let mut e = event();
+        e.sequence = 8;
+        assert!(matches!(
+            validate(&e, 1000),
+            Err(InvalidEvent::BadAttribute { attribute, .. }) if attribute == "id"
+        ));
+        let mut e = event();
+        e.incarnation = 0xac;
+        assert!(validate(&e, 1000).is_err());
+        // Events without an incarnation keep whatever id they have.
+        let mut e = event();
+        e.incarnation = LEGACY_INCARNATION;
         assert_eq!(validate(&e, 1000), Ok(()));
     }
 

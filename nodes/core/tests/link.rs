@@ -85,7 +85,10 @@ async fn a_lost_upstream_fails_over_and_the_owner_resends_on_the_next() {
     link.send_batch(events("c1", 4, 2)).await.expect("sent");
     let again = s2.batch().await;
     assert_eq!(again.batch.seq, 1);
-    assert_eq!(again.batch.events[0].id, "c1-1");
+    assert_eq!(
+        again.batch.events[0].id,
+        smesh_core::event::event_id("c1", smesh_testkit::INCARNATION, 1)
+    );
     let rejected = Rejected {
         event_id: "c1-2".to_string(),
         reason: "no".to_string(),

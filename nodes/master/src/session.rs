@@ -116,7 +116,7 @@ impl SidecarSession {
             batch
                 .events
                 .iter()
-                .map(|e| (e.client_id.as_str(), e.sequence)),
+                .map(|e| (e.client_id.as_str(), e.incarnation, e.sequence)),
         )
     }
 
@@ -253,11 +253,12 @@ impl SidecarSession {
             batch
                 .events
                 .iter()
-                .map(|e| (e.client_id.as_str(), e.sequence)),
+                .map(|e| (e.client_id.as_str(), e.incarnation, e.sequence)),
         );
-        // Per event only a sequence and an index into `clients` are kept
-        // (batches come from one client): no string copies on the hot path.
-        let mut clients: Vec<String> = Vec::with_capacity(1);
+        // Per event only a sequence and an index into `clients` (client id
+        // and incarnation) are kept (batches come from one client): no
+        // string copies on the hot path.
+        let mut clients: Vec<(String, u64)> = Vec::with_capacity(1);
         let mut deliveries = Vec::with_capacity(batch.events.len());
         let mut rejected = Vec::new();
         let mut duplicates = 0u64;
@@ -277,8 +278,11 @@ impl SidecarSession {
             loop {
                 match streams.sink.publish(event) {
                     Ok(delivery) => {
-                        if clients.last() != Some(&event.client_id) {
-                            clients.push(event.client_id.clone());
+                        if clients
+                            .last()
+                            .is_none_or(|(c, i)| *c != event.client_id || *i != event.incarnation)
+                        {
+                            clients.push((event.client_id.clone(), event.incarnation));
                         }
                         deliveries.push((clients.len() - 1, event.sequence, delivery));
                         break;
@@ -322,8 +326,8 @@ impl SidecarSession {
                         // events of other clients maybe: none is rejected
                         // now; each goes again alone.
                         PublishError::Permanent(reason) => {
-                            if let Some(client) = clients.get(client) {
-                                suspects.insert(client, sequence);
+                            if let Some((client, incarnation)) = clients.get(client) {
+                                suspects.insert(client, *incarnation, sequence);
                             }
                             failed.get_or_insert_with(|| {
                                 format!("Kafka refused a produce batch ({reason}); its events go again one at a time")
@@ -343,7 +347,7 @@ impl SidecarSession {
             delivered.record(
                 published
                     .iter()
-                    .filter_map(|(c, s)| clients.get(*c).map(|c| (c.as_str(), *s))),
+                    .filter_map(|(c, s)| clients.get(*c).map(|(c, i)| (c.as_str(), *i, *s))),
             );
             Counters::add(&counters.published, published.len() as u64);
             Counters::add(&counters.failed, rejected.len() as u64);
@@ -371,7 +375,7 @@ impl SidecarSession {
             let mut rejected = Vec::new();
             let mut failed = None;
             for event in &batch.events {
-                let key = (event.client_id.as_str(), event.sequence);
+                let key = (event.client_id.as_str(), event.incarnation, event.sequence);
                 if streams.delivered.published(std::iter::once(key)) == [true] {
                     Counters::add(&streams.counters.duplicates, 1);
                     continue;
@@ -400,7 +404,7 @@ impl SidecarSession {
                         }
                     },
                 };
-                streams.suspects.clear(key.0, key.1);
+                streams.suspects.clear(key.0, key.1, key.2);
                 match refused {
                     None => {
                         streams.delivered.record(std::iter::once(key));

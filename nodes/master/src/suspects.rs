@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Suspects remembered at most.
 const MAX_SUSPECTS: usize = 100_000;
 
-/// (client id, sequence) of events to produce alone next time.
+/// Client id, incarnation and sequence of one event.
+type Key = (String, u64, u64);
+
+/// (client id, incarnation, sequence) of events to produce alone next time.
 #[derive(Debug, Default)]
 pub struct Suspects {
     /// How many there are, so the common case (none) takes no lock.
@@ -30,9 +33,9 @@ pub struct Suspects {
 
 #[derive(Debug, Default)]
 struct Remembered {
-    set: HashSet<(String, u64)>,
+    set: HashSet<Key>,
     /// Insertion order, to forget the oldest.
-    order: VecDeque<(String, u64)>,
+    order: VecDeque<Key>,
 }
 
 impl Suspects {
@@ -44,9 +47,9 @@ impl Suspects {
     }
 
     /// Remembers an event of a refused produce batch.
-    pub fn insert(&self, client: &str, sequence: u64) {
+    pub fn insert(&self, client: &str, incarnation: u64, sequence: u64) {
         let mut inner = self.lock();
-        let key = (client.to_string(), sequence);
+        let key = (client.to_string(), incarnation, sequence);
         if inner.set.insert(key.clone()) {
             inner.order.push_back(key);
         }
@@ -58,25 +61,32 @@ impl Suspects {
         self.len.store(inner.set.len(), Ordering::Relaxed);
     }
 
-    /// Whether any of `events` (client id, sequence) is a suspect.
-    pub fn any<'a>(&self, mut events: impl Iterator<Item = (&'a str, u64)>) -> bool {
+    /// Whether any of `events` (client id, incarnation, sequence) is a suspect.
+    pub fn any<'a>(&self, mut events: impl Iterator<Item = (&'a str, u64, u64)>) -> bool {
         if self.len.load(Ordering::Relaxed) == 0 {
             return false;
         }
         let inner = self.lock();
-        events.any(|(client, sequence)| inner.set.contains(&(client.to_string(), sequence)))
+        events.any(|(client, incarnation, sequence)| {
+            inner
+                .set
+                .contains(&(client.to_string(), incarnation, sequence))
+        })
     }
 
     /// Forgets an event whose fate is known (published or rejected alone).
-    pub fn clear(&self, client: &str, sequence: u64) {
+    pub fn clear(&self, client: &str, incarnation: u64, sequence: u64) {
         if self.len.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut inner = self.lock();
-        if inner.set.remove(&(client.to_string(), sequence)) {
+        if inner
+            .set
+            .remove(&(client.to_string(), incarnation, sequence))
+        {
             inner
                 .order
-                .retain(|(c, s)| !(c == client && *s == sequence));
+                .retain(|(c, i, s)| !(c == client && *i == incarnation && *s == sequence));
         }
         self.len.store(inner.set.len(), Ordering::Relaxed);
     }
@@ -89,22 +99,26 @@ mod tests {
     #[test]
     fn suspects_are_per_client_and_cleared_once_settled() {
         let suspects = Suspects::default();
-        assert!(!suspects.any([("a", 1)].into_iter()));
-        suspects.insert("a", 1);
-        assert!(suspects.any([("b", 1), ("a", 1)].into_iter()));
-        assert!(!suspects.any([("b", 1), ("a", 2)].into_iter()));
-        suspects.clear("a", 1);
-        assert!(!suspects.any([("a", 1)].into_iter()));
+        assert!(!suspects.any([("a", 7, 1)].into_iter()));
+        suspects.insert("a", 7, 1);
+        assert!(suspects.any([("b", 7, 1), ("a", 7, 1)].into_iter()));
+        assert!(!suspects.any([("b", 7, 1), ("a", 7, 2)].into_iter()));
+        assert!(
+            !suspects.any([("a", 8, 1)].into_iter()),
+            "another incarnation"
+        );
+        suspects.clear("a", 7, 1);
+        assert!(!suspects.any([("a", 7, 1)].into_iter()));
     }
 
     #[test]
     fn the_oldest_suspects_are_forgotten_first() {
         let suspects = Suspects::default();
         for seq in 0..=MAX_SUSPECTS as u64 {
-            suspects.insert("a", seq);
+            suspects.insert("a", 1, seq);
         }
-        assert!(!suspects.any([("a", 0)].into_iter()));
-        assert!(suspects.any([("a", 1)].into_iter()));
-        assert!(suspects.any([("a", MAX_SUSPECTS as u64)].into_iter()));
+        assert!(!suspects.any([("a", 1, 0)].into_iter()));
+        assert!(suspects.any([("a", 1, 1)].into_iter()));
+        assert!(suspects.any([("a", 1, MAX_SUSPECTS as u64)].into_iter()));
     }
 }

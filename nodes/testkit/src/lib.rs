@@ -262,12 +262,15 @@ pub fn hello(id: &str) -> Up {
     })
 }
 
-/// `n` valid events of client `client`, sequences from `first`, each with
-/// the data `reading <sequence>`.
+/// The incarnation of the events [`events`] makes.
+pub const INCARNATION: u64 = 0x5e55_1011;
+
+/// `n` valid events of client `client` (incarnation [`INCARNATION`]),
+/// sequences from `first`, each with the data `reading <sequence>`.
 pub fn events(client: &str, first: u64, n: usize) -> Vec<Event> {
     (0..n as u64)
         .map(|i| Event {
-            id: smesh_core::event::event_id(client, first + i),
+            id: smesh_core::event::event_id(client, INCARNATION, first + i),
             source: format!("test/{client}"),
             r#type: "dev.smesh.test".to_string(),
             specversion: smesh_core::event::SPEC_VERSION.to_string(),
@@ -275,6 +278,7 @@ pub fn events(client: &str, first: u64, n: usize) -> Vec<Event> {
             datacontenttype: "text/plain".to_string(),
             client_id: client.to_string(),
             sequence: first + i,
+            incarnation: INCARNATION,
             data: format!("reading {}", first + i).into_bytes().into(),
             ..Event::default()
         })

@@ -14,6 +14,10 @@
 //!   where in it the event was read (files resume from there after a crash).
 //! - `crc32` covers the rest of the row: a torn or garbled row is recognised,
 //!   never half-trusted.
+//! - The event's incarnation has no column: it is part of the `id`
+//!   (`smesh_core::event::event_id`), read back from there. Rows written
+//!   before incarnations existed have ids without one: incarnation 0, the
+//!   same format, nothing to migrate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use smesh_core::event::SPEC_VERSION;
+use smesh_core::event::{LEGACY_INCARNATION, SPEC_VERSION, parse_event_id};
 use smesh_core::time::parse_rfc3339;
 use smesh_proto::mesh::Event;
 
@@ -261,6 +265,12 @@ impl RowDecoder {
         let sequence: u64 = field(0)
             .parse()
             .map_err(|_| bad("sequence is not a number"))?;
+        // The id names the incarnation; an id of another form (edited, or a
+        // client id changed since) is sent as it is, as incarnation 0.
+        let incarnation = match parse_event_id(client_id, field(1)) {
+            Some((incarnation, seq)) if seq == sequence => incarnation,
+            _ => LEGACY_INCARNATION,
+        };
         let time_unix_nanos = match field(2) {
             "" => 0,
             text => parse_rfc3339(text).ok_or_else(|| bad("time is not RFC 3339"))?,
@@ -302,6 +312,7 @@ impl RowDecoder {
             data,
             client_id: client_id.to_string(),
             sequence,
+            incarnation,
         };
         if event.id.is_empty() {
             return Err(bad("id is empty"));
@@ -368,6 +379,24 @@ mod tests {
             let (back, o) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
             assert_eq!((back, o), (e, origin));
         }
+    }
+
+    #[test]
+    fn the_incarnation_comes_back_from_the_id_and_old_rows_still_decode() {
+        let mut e = event(7, b"x");
+        e.incarnation = 0x0123_4567_89ab_cdef;
+        e.id = smesh_core::event::event_id("c1", e.incarnation, 7);
+        let row = encode_row(&e, None);
+        let (back, _) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
+        assert_eq!(back.incarnation, 0x0123_4567_89ab_cdef);
+        assert_eq!(back, e);
+        // A row written before incarnations existed (id `c1-7`).
+        let old = encode_row(&event(7, b"x"), None);
+        let (back, _) = decode_row(&old[..old.len() - 1], "c1").expect("old row decodes");
+        assert_eq!(
+            (back.id.as_str(), back.incarnation),
+            ("c1-7", LEGACY_INCARNATION)
+        );
     }
 
     #[test]
