@@ -40,12 +40,33 @@ struct InProcessMaster {
 impl InProcessMaster {
     /// Starts master `M1` with `kafka_config` passed to librdkafka.
     async fn start(bootstrap: String, topic: &str, kafka_config: Vec<(String, String)>) -> Self {
+        Self::start_with(
+            bootstrap,
+            topic,
+            kafka_config,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// Starts master `M1` with `kafka_config`, `--delivery-timeout` and
+    /// `--kafka-unavailable-after`.
+    async fn start_with(
+        bootstrap: String,
+        topic: &str,
+        kafka_config: Vec<(String, String)>,
+        delivery_timeout: Duration,
+        unavailable_after: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = smesh_master::Config::builder("M1")
             .kafka_brokers(bootstrap)
             .topic(topic)
             .health_report(dir.path().join("healthCheckReport.csv"))
             .kafka_config(kafka_config)
+            .delivery_timeout(delivery_timeout)
+            .kafka_unavailable_after(unavailable_after)
             .build()
             .expect("a valid configuration");
         let master = Master::new(config).expect("producer");
@@ -468,5 +489,93 @@ async fn a_batch_kafka_refuses_costs_only_the_event_that_fails_alone() {
     })
     .await;
     assert_eq!(totals.failed, 1, "{totals:?}");
+    master.token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_batch_ends_its_stream_only_while_kafka_counts_as_reachable() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let timeout = Duration::from_secs(2);
+
+    // Kafka counts as reachable for a minute after its last answer: a batch
+    // stuck for the delivery timeout ends the stream, for a resend.
+    let topic = unique_topic("stuck-reachable");
+    let master = InProcessMaster::start_with(
+        kafka.bootstrap(),
+        &topic,
+        Vec::new(),
+        timeout,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut sidecar = master.sidecar().await;
+    sidecar.send(batch(1, events("c1", 1, 5))).await;
+    ack_within(&mut sidecar, Duration::from_secs(60))
+        .await
+        .expect("batch 1 acknowledged while Kafka runs");
+    kafka.freeze();
+    sidecar.send(batch(2, events("c1", 6, 5))).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match sidecar.inbound.message().await {
+                Ok(Some(frame)) => match frame.frame {
+                    Some(Down::Ack(ack)) => {
+                        return Err(format!("acknowledged while frozen: {ack:?}"));
+                    }
+                    Some(Down::Ping(ping)) => {
+                        let pong = Up::Pong(Pong {
+                            nonce: ping.nonce,
+                            sent_unix_nanos: ping.sent_unix_nanos,
+                        });
+                        let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
+                    }
+                    _ => {}
+                },
+                Ok(None) => return Err("the stream ended without a reason".to_string()),
+                Err(status) => return Ok(status),
+            }
+        }
+    })
+    .await;
+    kafka.thaw();
+    let ended = ended
+        .expect("the stream ends once the delivery timeout passed")
+        .expect("an error status");
+    assert!(ended.message().contains("within 2s"), "{}", ended.message());
+    master.token.cancel();
+
+    // Kafka counts as unreachable after a second: the master is NOT_SERVING
+    // and keeps the stream (a resend would only duplicate what librdkafka
+    // still holds); the batch is acknowledged once Kafka answers.
+    // (Its probe takes up to 2 s to fail: the delivery timeout is longer.)
+    let timeout = Duration::from_secs(5);
+    let topic = unique_topic("stuck-unreachable");
+    let master = InProcessMaster::start_with(
+        kafka.bootstrap(),
+        &topic,
+        Vec::new(),
+        timeout,
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut sidecar = master.sidecar().await;
+    sidecar.send(batch(1, events("c1", 1, 5))).await;
+    ack_within(&mut sidecar, Duration::from_secs(60))
+        .await
+        .expect("batch 1 acknowledged while Kafka runs");
+    kafka.freeze();
+    sidecar.send(batch(2, events("c1", 6, 5))).await;
+    // Three delivery timeouts: the stream stays up (ack_within fails the
+    // test if it ends) and nothing is acknowledged.
+    let early = ack_within(&mut sidecar, timeout * 3).await;
+    kafka.thaw();
+    assert!(
+        early.is_none(),
+        "acknowledged while Kafka was frozen: {early:?}"
+    );
+    let second = ack_within(&mut sidecar, Duration::from_secs(60))
+        .await
+        .expect("batch 2 acknowledged once Kafka answers again");
+    assert_eq!(second.through, 2);
     master.token.cancel();
 }

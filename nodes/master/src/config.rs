@@ -88,9 +88,10 @@ pub struct MasterArgs {
     /// the variable), e.g. `security.protocol=SSL`. Applied after smesh's own.
     #[arg(long = "kafka-config", env = "SMESH_KAFKA_CONFIG", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
-    /// How long Kafka may take to acknowledge a batch before the master ends
-    /// the stream so the sidecar resends it, here or to another master
-    /// (librdkafka itself never gives up on a record).
+    /// How long Kafka may take to acknowledge a batch, while it answers the
+    /// master's probes, before the master ends the stream so the sidecar
+    /// resends it, here or to another master (librdkafka itself never gives
+    /// up on a record).
     #[arg(
         long,
         env = "SMESH_DELIVERY_TIMEOUT",

@@ -28,9 +28,10 @@ pub struct KafkaConfig {
     pub topic: String,
     /// `compression.type`: none, gzip, snappy, lz4 or zstd.
     pub compression: String,
-    /// How long a batch may wait for Kafka's acknowledgement before the
-    /// master ends its stream, so the sidecar resends it (here or to another
-    /// master). librdkafka itself never gives up on a record.
+    /// How long a batch may wait for Kafka's acknowledgement, while Kafka
+    /// answers the readiness probe, before the master ends its stream so the
+    /// sidecar resends it (here or to another master). librdkafka itself
+    /// never gives up on a record.
     pub delivery_timeout: Duration,
     /// Kafka counts as unavailable after this long without a successful probe.
     pub unavailable_after: Duration,

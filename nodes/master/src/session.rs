@@ -180,14 +180,29 @@ impl Handler for SidecarSession {
             self.forward_pipelined(batch, permit).await?
         };
         let timeout = self.streams.delivery_timeout;
+        let kafka = self.streams.kafka.clone();
         Ok(Box::pin(async move {
-            match tokio::time::timeout(timeout, outcome).await {
-                Ok(settled) => settled
-                    .unwrap_or_else(|_| Err(Status::unavailable("the delivery task stopped"))),
-                Err(_) => Err(Status::unavailable(format!(
-                    "Kafka did not acknowledge batch {seq} within {}; resend it",
-                    smesh_core::cli::duration_text(timeout)
-                ))),
+            let mut outcome = outcome;
+            // Ending the stream sends the batch to the sidecar again while
+            // librdkafka keeps its copy: worth it only when this master's
+            // Kafka answers and the batch is stuck all the same. While Kafka
+            // is unreachable the master is NOT_SERVING, and the sidecar
+            // decides whether another master does better.
+            loop {
+                match tokio::time::timeout(timeout, &mut outcome).await {
+                    Ok(settled) => {
+                        return settled.unwrap_or_else(|_| {
+                            Err(Status::unavailable("the delivery task stopped"))
+                        });
+                    }
+                    Err(_) if kafka.borrow().ready => {
+                        return Err(Status::unavailable(format!(
+                            "Kafka did not acknowledge batch {seq} within {}; resend it",
+                            smesh_core::cli::duration_text(timeout)
+                        )));
+                    }
+                    Err(_) => {}
+                }
             }
         }))
     }
