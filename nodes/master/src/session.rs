@@ -88,6 +88,7 @@ impl Tier for SidecarStreams {
             streams: self.clone(),
             unsettled: Arc::new(Semaphore::new(MAX_UNSETTLED as usize)),
             after_careful: false,
+            reserved: None,
         })
     }
 }
@@ -104,6 +105,11 @@ pub struct SidecarSession {
     /// Whether the last batch forwarded went the careful way: the next one
     /// waits for it to settle.
     after_careful: bool,
+    /// Set by `reserve` once the batch it was called for may go: whether it
+    /// goes the careful way. A suspect that appears later does not make it
+    /// careful after all (it would wait in `forward`, where pings stop); if
+    /// it sinks a produce batch again, its next resend is.
+    reserved: Option<bool>,
 }
 
 /// Batches of one stream that may be unsettled at once: more than any window.
@@ -148,9 +154,11 @@ impl Handler for SidecarSession {
         while !self.streams.sink.has_room(batch.events.len()) {
             tokio::time::sleep(QUEUE_FULL_PAUSE).await;
         }
-        if self.after_careful || self.careful(batch) {
+        let careful = self.careful(batch);
+        if self.after_careful || careful {
             self.settled().await?;
         }
+        self.reserved = Some(careful);
         Ok(())
     }
 
@@ -164,12 +172,17 @@ impl Handler for SidecarSession {
         let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
         Counters::add(&counters.bytes_in, bytes as u64);
 
-        let careful = self.careful(&batch);
-        if careful || self.after_careful {
-            // Normally passed in `reserve` already; a suspect may have
-            // appeared in between.
-            self.settled().await?;
-        }
+        let careful = match self.reserved.take() {
+            Some(careful) => careful,
+            // Forwarded without `reserve` (the session always reserves).
+            None => {
+                let careful = self.careful(&batch);
+                if careful || self.after_careful {
+                    self.settled().await?;
+                }
+                careful
+            }
+        };
         self.after_careful = careful;
         let permit = self.unsettled_permit().await?;
         let seq = batch.seq;
