@@ -159,19 +159,39 @@ type SinkProducer = FutureProducer<QuietContext>;
 /// - The one-at-a-time producer (`batch.num.messages` = 1) carries the
 ///   events of a refused produce batch again, each alone, so only an event
 ///   Kafka refuses on its own is ever rejected.
+///
+/// Both are replaced together, as a new [`Producers`] generation.
 #[derive(Clone)]
 pub struct KafkaSink {
-    /// The pipelined producer; replaced when it has failed for good.
-    current: Arc<RwLock<SinkProducer>>,
-    /// Produces one record per request.
-    alone: SinkProducer,
-    /// The pipelined producer's settings, to build its replacement.
-    settings: Arc<ClientConfig>,
-    /// Wakes the readiness task when the producer failed for good.
+    /// The producers in use; replaced when one has failed for good.
+    current: Arc<RwLock<Arc<Producers>>>,
+    /// The pipelined producer's settings, to build replacements.
+    pipelined: Arc<ClientConfig>,
+    /// The one-at-a-time producer's settings.
+    alone: Arc<ClientConfig>,
+    /// Wakes the readiness task when a producer may have failed for good.
     failed: Arc<Notify>,
     topic: Arc<str>,
     /// Most records librdkafka queues (`queue.buffering.max.messages`).
     max_queued: usize,
+}
+
+/// One generation of the master's two producers. A stream takes it once
+/// per batch: every event of a batch goes through the same generation.
+pub struct Producers {
+    /// Counts replacements; a stream that used an older generation ends.
+    generation: u64,
+    pipelined: SinkProducer,
+    alone: SinkProducer,
+    topic: Arc<str>,
+}
+
+impl std::fmt::Debug for Producers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producers")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -216,55 +236,61 @@ impl KafkaSink {
         let mut alone = client.clone();
         alone.set("linger.ms", "0").set("batch.num.messages", "1");
         client.set("enable.gapless.guarantee", "true");
-        let producer: SinkProducer = client.create_with_context(QuietContext::default())?;
-        let alone: SinkProducer = alone.create_with_context(QuietContext::default())?;
+        let topic: Arc<str> = Arc::from(config.topic.as_str());
+        let producers = Producers::new(0, &client, &alone, &topic)?;
         Ok(Self {
-            current: Arc::new(RwLock::new(producer)),
-            alone,
-            settings: Arc::new(client),
+            current: Arc::new(RwLock::new(Arc::new(producers))),
+            pipelined: Arc::new(client),
+            alone: Arc::new(alone),
             failed: Arc::new(Notify::new()),
-            topic: Arc::from(config.topic.as_str()),
+            topic,
             max_queued,
         })
     }
 
-    /// The pipelined producer as it is now.
-    fn producer(&self) -> SinkProducer {
+    /// The producers in use now.
+    pub fn producers(&self) -> Arc<Producers> {
         match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    /// Why the pipelined producer failed for good, if it has.
+    /// Why a producer in use failed for good, if one has.
     pub fn fatal_error(&self) -> Option<String> {
-        self.producer()
-            .client()
-            .fatal_error()
+        let producers = self.producers();
+        [&producers.pipelined, &producers.alone]
+            .into_iter()
+            .find_map(|p| p.client().fatal_error())
             .map(|(code, reason)| format!("{code}: {reason}"))
     }
 
-    /// Puts a new pipelined producer in place of one that failed for good.
-    /// Returns the old one, to be dropped off the runtime's threads
+    /// Puts a new generation of producers in place of one that failed for
+    /// good. Returns the old one, to be dropped off the runtime's threads
     /// (dropping purges and waits for librdkafka's threads).
-    pub fn replace(&self) -> Result<impl Send + 'static, KafkaError> {
-        let fresh: SinkProducer = self.settings.create_with_context(QuietContext::default())?;
+    pub fn replace(&self) -> Result<Arc<Producers>, KafkaError> {
         let mut current = match self.current.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        Ok(std::mem::replace(&mut *current, fresh))
+        let fresh = Producers::new(
+            current.generation + 1,
+            &self.pipelined,
+            &self.alone,
+            &self.topic,
+        )?;
+        Ok(std::mem::replace(&mut *current, Arc::new(fresh)))
     }
 
-    /// Resolves when a stream saw the pipelined producer fail for good.
+    /// Resolves when a stream saw a producer fail, maybe for good.
     pub async fn failed(&self) {
         self.failed.notified().await;
     }
 
-    /// Classifies an error of the pipelined producer, and wakes the
-    /// readiness task if it may mean the producer is gone for good (a fatal
-    /// error, or a refused produce batch, which the gap-less guarantee
-    /// turns into one); that task looks and replaces it.
+    /// Classifies an error of a producer, and wakes the readiness task if
+    /// it may mean the producer is gone for good (a fatal error, or a
+    /// refused produce batch, which the gap-less guarantee turns into one);
+    /// that task looks and replaces it.
     pub fn classify(&self, err: &KafkaError) -> PublishError {
         let classified = classify(err);
         let fatal = matches!(
@@ -281,7 +307,7 @@ impl KafkaSink {
     /// than the whole queue fits an empty one). Checked before a batch is
     /// taken, so a full queue holds batches back instead of failing them.
     pub fn has_room(&self, records: usize) -> bool {
-        let queued = usize::try_from(self.producer().in_flight_count()).unwrap_or(0);
+        let queued = usize::try_from(self.producers().pipelined.in_flight_count()).unwrap_or(0);
         queued == 0 || queued + records <= self.max_queued
     }
 
@@ -290,24 +316,73 @@ impl KafkaSink {
         &self.topic
     }
 
-    /// Hands one event to the pipelined producer; the future resolves when
-    /// Kafka acknowledged (or finally refused) it.
+    /// Hands one event to the pipelined producer in use (for callers that
+    /// publish single events; streams take [`Self::producers`] per batch).
     pub fn publish(&self, event: &Event) -> Result<DeliveryFuture, PublishError> {
-        let producer = match self.current.read() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        producer
+        self.producers()
+            .publish(event)
+            .map_err(|err| self.classify(&err))
+    }
+
+    /// Waits (blocking) for everything queued to be delivered or to time out.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producers = self.producers();
+        let alone = producers.alone.flush(timeout);
+        producers.pipelined.flush(timeout).and(alone)
+    }
+
+    /// Asks the cluster for the topic's metadata (blocking, bounded by `timeout`).
+    /// Returns the number of brokers and partitions on success.
+    pub fn probe(&self, timeout: Duration) -> Result<(usize, usize), KafkaError> {
+        let metadata = self
+            .producers()
+            .pipelined
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == &*self.topic)
+            .map_or(0, |t| t.partitions().len());
+        Ok((metadata.brokers().len(), partitions))
+    }
+}
+
+impl Producers {
+    fn new(
+        generation: u64,
+        pipelined: &ClientConfig,
+        alone: &ClientConfig,
+        topic: &Arc<str>,
+    ) -> Result<Self, KafkaError> {
+        Ok(Self {
+            generation,
+            pipelined: pipelined.create_with_context(QuietContext::default())?,
+            alone: alone.create_with_context(QuietContext::default())?,
+            topic: Arc::clone(topic),
+        })
+    }
+
+    /// Which generation these are.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Hands one event to the pipelined producer; the future resolves when
+    /// Kafka acknowledged (or finally refused) it. Errors are raw: classify
+    /// them with [`KafkaSink::classify`].
+    pub fn publish(&self, event: &Event) -> Result<DeliveryFuture, KafkaError> {
+        self.pipelined
             .send_result(self.record(event))
-            .map_err(|(err, _record)| self.classify(&err))
+            .map_err(|(err, _record)| err)
     }
 
     /// Hands one event to the one-at-a-time producer: a refusal of its
     /// request is a refusal of this event alone.
-    pub fn publish_alone(&self, event: &Event) -> Result<DeliveryFuture, PublishError> {
+    pub fn publish_alone(&self, event: &Event) -> Result<DeliveryFuture, KafkaError> {
         self.alone
             .send_result(self.record(event))
-            .map_err(|(err, _record)| classify(&err))
+            .map_err(|(err, _record)| err)
     }
 
     /// The Kafka record of `event`: key, CloudEvents headers, data.
@@ -330,27 +405,6 @@ impl KafkaSink {
             .key(cloudevents::key(event))
             .payload(event.data.as_ref())
             .headers(headers)
-    }
-
-    /// Waits (blocking) for everything queued to be delivered or to time out.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.alone.flush(timeout)?;
-        self.producer().flush(timeout)
-    }
-
-    /// Asks the cluster for the topic's metadata (blocking, bounded by `timeout`).
-    /// Returns the number of brokers and partitions on success.
-    pub fn probe(&self, timeout: Duration) -> Result<(usize, usize), KafkaError> {
-        let metadata = self
-            .producer()
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == &*self.topic)
-            .map_or(0, |t| t.partitions().len());
-        Ok((metadata.brokers().len(), partitions))
     }
 }
 

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use crate::counters::Counters;
 use crate::dedupe::Delivered;
-use crate::kafka::{KafkaSink, PublishError, classify};
+use crate::kafka::{KafkaSink, Producers, PublishError};
 use crate::registry::{ConnId, RegistryEvent};
 use crate::suspects::Suspects;
 
@@ -89,6 +89,7 @@ impl Tier for SidecarStreams {
             unsettled: Arc::new(Semaphore::new(MAX_UNSETTLED as usize)),
             after_careful: false,
             reserved: None,
+            generation: None,
         })
     }
 }
@@ -110,6 +111,8 @@ pub struct SidecarSession {
     /// careful after all (it would wait in `forward`, where pings stop); if
     /// it sinks a produce batch again, its next resend is.
     reserved: Option<bool>,
+    /// The producers' generation the last batch went through.
+    generation: Option<u64>,
 }
 
 /// Batches of one stream that may be unsettled at once: more than any window.
@@ -183,14 +186,27 @@ impl Handler for SidecarSession {
                 careful
             }
         };
+        // Every event of a batch goes through one generation of producers;
+        // a stream whose earlier batches went through a replaced one ends,
+        // so its sidecar resends them, in order, before anything newer.
+        let producers = self.streams.sink.producers();
+        if self
+            .generation
+            .is_some_and(|generation| generation != producers.generation())
+        {
+            return Err(Status::unavailable(
+                "this master replaced its Kafka producer; resend from the oldest unacknowledged batch",
+            ));
+        }
+        self.generation = Some(producers.generation());
         self.after_careful = careful;
         let permit = self.unsettled_permit().await?;
         let seq = batch.seq;
         let outcome = if careful {
             warn!(peer = %self.peer, batch = seq, "Kafka refused a produce batch holding events of this batch; producing them one at a time");
-            self.forward_alone(batch, permit)
+            self.forward_alone(batch, producers, permit)
         } else {
-            self.forward_pipelined(batch, permit).await?
+            self.forward_pipelined(batch, &producers, permit).await?
         };
         let timeout = self.streams.delivery_timeout;
         let kafka = self.streams.kafka.clone();
@@ -274,6 +290,7 @@ impl SidecarSession {
     async fn forward_pipelined(
         &mut self,
         batch: Batch,
+        producers: &Producers,
         permit: OwnedSemaphorePermit,
     ) -> Result<Outcome, Status> {
         let streams = &self.streams;
@@ -304,7 +321,10 @@ impl SidecarSession {
                 continue;
             }
             loop {
-                match streams.sink.publish(event) {
+                match producers
+                    .publish(event)
+                    .map_err(|err| streams.sink.classify(&err))
+                {
                     Ok(delivery) => {
                         if clients
                             .last()
@@ -394,7 +414,12 @@ impl SidecarSession {
     /// batch: one event per request, each awaited before the next, so a
     /// refusal is about that event alone and rejects only it. Stops at the
     /// first transient failure: nothing after it is produced.
-    fn forward_alone(&mut self, batch: Batch, permit: OwnedSemaphorePermit) -> Outcome {
+    fn forward_alone(
+        &mut self,
+        batch: Batch,
+        producers: Arc<Producers>,
+        permit: OwnedSemaphorePermit,
+    ) -> Outcome {
         let streams = self.streams.clone();
         let peer = self.peer.clone();
         let seq = batch.seq;
@@ -410,10 +435,13 @@ impl SidecarSession {
                 }
                 let refused = match event::validate(event, streams.max_event_bytes) {
                     Err(invalid) => Some(invalid.to_string()),
-                    Ok(()) => match streams.sink.publish_alone(event) {
+                    Ok(()) => match producers
+                        .publish_alone(event)
+                        .map_err(|err| streams.sink.classify(&err))
+                    {
                         Ok(delivery) => match delivery.await {
                             Ok(Ok(_)) => None,
-                            Ok(Err((err, _message))) => match classify(&err) {
+                            Ok(Err((err, _message))) => match streams.sink.classify(&err) {
                                 PublishError::Permanent(reason) => Some(reason),
                                 other => {
                                     failed = Some(other.to_string());

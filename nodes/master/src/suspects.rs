@@ -9,19 +9,22 @@
 //! sidecar's resend), its batch is produced one event per request, where a
 //! refusal is about that event alone.
 //!
-//! Bounded: the oldest suspects are forgotten first. A forgotten suspect is
+//! Bounded in number and age: the oldest suspects are forgotten first, and
+//! none is kept longer than ten minutes. A forgotten suspect is
 //! produced in the normal way again; if it sinks its batch once more, it
 //! becomes a suspect once more.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Suspects remembered at most.
 const MAX_SUSPECTS: usize = 100_000;
 
-/// Client id, incarnation and sequence of one event.
-type Key = (String, u64, u64);
+/// How long a suspect is remembered: its resend comes within seconds,
+/// unless it went to another master (which then learns on its own).
+const REMEMBER_FOR: Duration = Duration::from_secs(600);
 
 /// (client id, incarnation, sequence) of events to produce alone next time.
 #[derive(Debug, Default)]
@@ -33,9 +36,42 @@ pub struct Suspects {
 
 #[derive(Debug, Default)]
 struct Remembered {
-    set: HashSet<Key>,
-    /// Insertion order, to forget the oldest.
-    order: VecDeque<Key>,
+    /// Per client id (looked up by `&str`): incarnation and sequence.
+    by_client: HashMap<String, HashSet<(u64, u64)>>,
+    /// Insertion order and time, to forget the oldest. Entries cleared
+    /// since are skipped when they come up.
+    order: VecDeque<(Instant, String, u64, u64)>,
+    /// Suspects in `by_client`.
+    len: usize,
+}
+
+impl Remembered {
+    fn remove(&mut self, client: &str, incarnation: u64, sequence: u64) {
+        if let Some(set) = self.by_client.get_mut(client) {
+            if set.remove(&(incarnation, sequence)) {
+                self.len -= 1;
+            }
+            if set.is_empty() {
+                self.by_client.remove(client);
+            }
+        }
+    }
+
+    /// Forgets suspects older than [`REMEMBER_FOR`], and the oldest beyond
+    /// [`MAX_SUSPECTS`].
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, ..)) = self.order.front() {
+            if now.duration_since(*at) < REMEMBER_FOR && self.order.len() <= MAX_SUSPECTS {
+                break;
+            }
+            if let Some((_, client, incarnation, sequence)) = self.order.pop_front() {
+                self.remove(&client, incarnation, sequence);
+            }
+        }
+        if self.len == 0 {
+            self.order.clear();
+        }
+    }
 }
 
 impl Suspects {
@@ -49,16 +85,20 @@ impl Suspects {
     /// Remembers an event of a refused produce batch.
     pub fn insert(&self, client: &str, incarnation: u64, sequence: u64) {
         let mut inner = self.lock();
-        let key = (client.to_string(), incarnation, sequence);
-        if inner.set.insert(key.clone()) {
-            inner.order.push_back(key);
+        let now = Instant::now();
+        let new = inner
+            .by_client
+            .entry(client.to_string())
+            .or_default()
+            .insert((incarnation, sequence));
+        if new {
+            inner.len += 1;
+            inner
+                .order
+                .push_back((now, client.to_string(), incarnation, sequence));
         }
-        while inner.order.len() > MAX_SUSPECTS {
-            if let Some(oldest) = inner.order.pop_front() {
-                inner.set.remove(&oldest);
-            }
-        }
-        self.len.store(inner.set.len(), Ordering::Relaxed);
+        inner.expire(now);
+        self.len.store(inner.len, Ordering::Relaxed);
     }
 
     /// Whether any of `events` (client id, incarnation, sequence) is a suspect.
@@ -66,11 +106,14 @@ impl Suspects {
         if self.len.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.expire(Instant::now());
+        self.len.store(inner.len, Ordering::Relaxed);
         events.any(|(client, incarnation, sequence)| {
             inner
-                .set
-                .contains(&(client.to_string(), incarnation, sequence))
+                .by_client
+                .get(client)
+                .is_some_and(|set| set.contains(&(incarnation, sequence)))
         })
     }
 
@@ -80,15 +123,11 @@ impl Suspects {
             return;
         }
         let mut inner = self.lock();
-        if inner
-            .set
-            .remove(&(client.to_string(), incarnation, sequence))
-        {
-            inner
-                .order
-                .retain(|(c, i, s)| !(c == client && *i == incarnation && *s == sequence));
+        inner.remove(client, incarnation, sequence);
+        if inner.len == 0 {
+            inner.order.clear();
         }
-        self.len.store(inner.set.len(), Ordering::Relaxed);
+        self.len.store(inner.len, Ordering::Relaxed);
     }
 }
 
@@ -109,6 +148,22 @@ mod tests {
         );
         suspects.clear("a", 7, 1);
         assert!(!suspects.any([("a", 7, 1)].into_iter()));
+    }
+
+    #[test]
+    fn a_cleared_suspect_costs_nothing_once_all_are_cleared() {
+        let suspects = Suspects::default();
+        suspects.insert("a", 1, 1);
+        suspects.insert("a", 1, 2);
+        suspects.clear("a", 1, 1);
+        assert!(suspects.any([("a", 1, 2)].into_iter()));
+        suspects.clear("a", 1, 2);
+        assert_eq!(
+            suspects.len.load(Ordering::Relaxed),
+            0,
+            "back to the lock-free path"
+        );
+        assert!(suspects.lock().order.is_empty());
     }
 
     #[test]
