@@ -75,6 +75,20 @@ struct DiskFull {
     warned: bool,
 }
 
+/// What waits for room on a full filesystem (`--on-spool-full hold`).
+#[derive(Debug)]
+enum Held {
+    /// A reading not numbered yet.
+    Reading(Reading),
+    /// A reading larger than `--max-event-bytes`, numbered, on its way from
+    /// its spill file to the rejected file.
+    Oversized {
+        event: Event,
+        origin: Option<Origin>,
+        oversized: Arc<Oversized>,
+    },
+}
+
 /// Why the pipeline stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -155,7 +169,7 @@ pub struct Pipeline {
     full: Option<DiskFull>,
     /// A reading taken while the spool had no room, waiting for it
     /// (`--on-spool-full hold`); while it waits, no reading is taken.
-    held: Option<Reading>,
+    held: Option<Held>,
     /// When "spool full" was last logged as a warning.
     full_warned_at: Option<Instant>,
     /// Spool-full episodes and their time, for `--stats-file`.
@@ -291,9 +305,9 @@ impl Pipeline {
     }
 
     /// A reading that has to wait for room: held, or dropped and counted.
-    fn hold_or_drop(&mut self, reading: Reading) {
+    fn hold_or_drop(&mut self, held: Held) {
         match self.config.on_spool_full {
-            SpoolFull::Hold => self.held = Some(reading),
+            SpoolFull::Hold => self.held = Some(held),
             SpoolFull::Drop => {
                 Counters::bump(&self.counters.dropped, 1);
                 self.dropped_unlogged += 1;
@@ -332,8 +346,14 @@ impl Pipeline {
                 debug!(lasted = ?lasted, dropped = full.dropped, "spool writable again");
             }
         }
-        if let Some(reading) = self.held.take() {
-            self.accept(reading).await?;
+        match self.held.take() {
+            Some(Held::Reading(reading)) => self.accept(reading).await?,
+            Some(Held::Oversized {
+                event,
+                origin,
+                oversized,
+            }) => self.reject_oversized(event, origin, oversized).await?,
+            None => {}
         }
         Ok(())
     }
@@ -445,8 +465,14 @@ impl Pipeline {
     /// client stops with an error.
     async fn close(mut self) -> Result<(), PipelineError> {
         self.spill();
-        if let Some(reading) = self.held.take() {
-            warn!(source = %reading.source, "a reading held back for lack of spool space is not kept (the source reads it again only if it is a file)");
+        match self.held.take() {
+            Some(Held::Reading(reading)) => {
+                warn!(source = %reading.source, "a reading held back for lack of spool space is not kept (the source reads it again only if it is a file)");
+            }
+            Some(Held::Oversized { event, .. }) => {
+                warn!(event = %event.id, source = %event.source, "an oversized reading held back for lack of space is not kept in the rejected file (the source reads it again only if it is a file)");
+            }
+            None => {}
         }
         let mut unwritten = match self.spool.sync().await {
             Ok(()) => None,
@@ -502,16 +528,16 @@ impl Pipeline {
     }
 
     async fn accept(&mut self, reading: Reading) -> Result<(), PipelineError> {
-        if self.full.is_some() && self.must_spool() {
+        if self.full.is_some() && (self.must_spool() || reading.oversized.is_some()) {
             // Before it gets a number: a dropped reading leaves no gap.
-            self.hold_or_drop(reading);
+            self.hold_or_drop(Held::Reading(reading));
             return Ok(());
         }
         let sequence = match self.state.next_sequence().await {
             Ok(sequence) => sequence,
             Err(err) => {
                 self.write_failed(err, "reserving sequence numbers in the state file")?;
-                self.hold_or_drop(reading);
+                self.hold_or_drop(Held::Reading(reading));
                 return Ok(());
             }
         };
@@ -597,24 +623,34 @@ impl Pipeline {
             .encoder
             .encode_head(&event, origin.as_ref(), oversized.encoding())
             .to_vec();
-        Counters::bump(&self.counters.rejected, 1);
         let rejected = self.spool.rejected();
         let mut file =
             std::mem::replace(rejected, RejectedFile::new(rejected.path().to_path_buf()));
+        let spilled = Arc::clone(&oversized);
         let (file, written) = tokio::task::spawn_blocking(move || {
-            let written = oversized.write_rejected(&mut file, &reason, &head);
+            let written = spilled.write_rejected(&mut file, &reason, &head);
             (file, written)
         })
         .await
         .map_err(|e| self.spool_error(std::io::Error::other(e)))?;
         *self.spool.rejected() = file;
         match written {
-            // Too large to wait in memory like other rejected rows.
-            Err(err) if is_full(&err) => {
-                error!(event = %event.id, size, %err, rejected = %self.spool_rejected_path(), "a reading larger than --max-event-bytes arrived while the filesystem is full; it cannot be kept and is lost");
+            Ok(()) => {
+                Counters::bump(&self.counters.rejected, 1);
                 Ok(())
             }
-            written => written.map_err(|e| self.spool_error(e)),
+            // Too large to wait in memory like other rejected rows: it waits
+            // as a reading, in the spill file, until the file has room.
+            Err(err) if is_full(&err) => {
+                self.write_failed(err, "writing an oversized reading to the rejected file")?;
+                self.hold_or_drop(Held::Oversized {
+                    event,
+                    origin,
+                    oversized,
+                });
+                Ok(())
+            }
+            Err(err) => Err(self.spool_error(err)),
         }
     }
 
@@ -869,8 +905,14 @@ impl Pipeline {
 
     async fn report(&mut self) {
         if self.dropped_unlogged > 0 {
+            let why = if self.full.is_some() {
+                "the filesystem has no room"
+            } else {
+                "--spool-max-bytes reached"
+            };
             warn!(
                 dropped = self.dropped_unlogged,
+                why,
                 max_bytes = self.config.spool_max_bytes,
                 "spool full: events dropped (--on-spool-full drop)"
             );

@@ -222,12 +222,6 @@ impl Spool {
         self.synced + self.base
     }
 
-    /// Logical end of what is in the file (readable); rows past it wait
-    /// in memory for [`Spool::flush`].
-    pub fn flushed_end(&self) -> u64 {
-        self.flushed + self.base
-    }
-
     /// Whether appended rows wait in memory because the file could not take
     /// them (or because they were appended since the last flush).
     pub fn has_unwritten(&self) -> bool {

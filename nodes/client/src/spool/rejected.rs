@@ -59,11 +59,6 @@ impl RejectedFile {
         &self.path
     }
 
-    /// Rows waiting for room in the file.
-    pub fn waiting_rows(&self) -> usize {
-        self.waiting.len()
-    }
-
     /// Appends a row and syncs it: rejected events exist nowhere else. On a
     /// full filesystem the row waits in memory and `Ok` is returned; only
     /// other I/O errors are.
