@@ -613,7 +613,7 @@ impl Stream {
                     self.liveness.heard(Instant::now());
                     match frame {
                         Ok(Some(Downlink { frame: Some(frame) })) => {
-                            if let Some(event) = self.on_frame(frame, upstream) {
+                            if let Some(event) = self.on_frame(frame, upstream)? {
                                 return Ok(event);
                             }
                         }
@@ -662,9 +662,18 @@ impl Stream {
         }
     }
 
-    fn on_frame(&mut self, frame: Down, upstream: &'static str) -> Option<LinkEvent> {
-        match frame {
+    fn on_frame(&mut self, frame: Down, upstream: &'static str) -> Result<Option<LinkEvent>, End> {
+        Ok(match frame {
             Down::Ack(ack) => {
+                // An ack for a batch never sent would settle (and let the
+                // owner delete) events the upstream never had.
+                let sent = self.next_seq - 1;
+                if ack.through > sent {
+                    return Err(End::Lost(format!(
+                        "protocol error: the {upstream} acknowledged batch {} but only {sent} were sent on this stream; nothing is taken as acknowledged",
+                        ack.through
+                    )));
+                }
                 let (mut batches, mut events) = (0, 0);
                 while let Some(&(seq, n)) = self.in_flight.front() {
                     if seq > ack.through {
@@ -697,7 +706,7 @@ impl Stream {
             }
             Down::ProbeRequest(request) => Some(LinkEvent::Probe(request)),
             Down::Welcome(_) => None,
-        }
+        })
     }
 
     /// When to look for another upstream, while this one cannot deliver:

@@ -234,3 +234,106 @@ async fn an_upstream_that_cannot_deliver_is_left_for_one_that_can() {
     let stayed = tokio::time::timeout(Duration::from_millis(1500), next(&mut staying)).await;
     assert!(stayed.is_err(), "no switch without the setting: {stayed:?}");
 }
+
+/// An upstream that welcomes, then acknowledges more batches than it got.
+struct Forger {
+    /// How many batches beyond the first one received it claims.
+    beyond: u64,
+}
+
+#[tonic::async_trait]
+impl smesh_proto::mesh::mesh_server::Mesh for Forger {
+    type StreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<smesh_proto::mesh::Downlink, Status>>;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<smesh_proto::mesh::Uplink>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, Status> {
+        use smesh_proto::mesh::downlink::Frame as Down;
+        use smesh_proto::mesh::uplink::Frame as Up;
+        use smesh_proto::mesh::{Ack, Downlink, Welcome};
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let beyond = self.beyond;
+        tokio::spawn(async move {
+            let down = |frame| Ok(Downlink { frame: Some(frame) });
+            while let Ok(Some(up)) = inbound.message().await {
+                match up.frame {
+                    Some(Up::Hello(_)) => {
+                        let welcome = Welcome {
+                            node_id: "forger".to_string(),
+                            kind: NodeKind::Sidecar as i32,
+                            version: "test".to_string(),
+                            window: 1000,
+                            max_event_bytes: 1_000_000,
+                            ready: true,
+                        };
+                        let _ = tx.send(down(Down::Welcome(welcome))).await;
+                    }
+                    Some(Up::Batch(batch)) => {
+                        let ack = Ack {
+                            through: batch.seq + beyond,
+                            rejected: Vec::new(),
+                        };
+                        let _ = tx.send(down(Down::Ack(ack))).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    }
+}
+
+async fn forger(beyond: u64) -> Peer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(smesh_proto::mesh::mesh_server::MeshServer::new(Forger {
+                beyond,
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Peer {
+        id: "F".to_string(),
+        host: "127.0.0.1".to_string(),
+        port,
+    }
+}
+
+#[tokio::test]
+async fn an_ack_beyond_the_batches_sent_ends_the_stream_and_settles_nothing() {
+    let peer = forger(5).await;
+    let mut link = link_to(&[&peer], 1000, None);
+    assert_eq!(up_peer(&next(&mut link).await), Some("F"));
+    link.send_batch(events("c1", 1, 3)).await.expect("sent");
+    match next(&mut link).await {
+        LinkEvent::Down { reason, .. } => {
+            assert!(
+                reason.contains("acknowledged batch 6 but only 1"),
+                "{reason}"
+            );
+        }
+        other => panic!("a forged ack must not settle anything: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_honest_cumulative_ack_still_settles() {
+    let peer = forger(0).await;
+    let mut link = link_to(&[&peer], 1000, None);
+    assert_eq!(up_peer(&next(&mut link).await), Some("F"));
+    link.send_batch(events("c1", 1, 3)).await.expect("sent");
+    match next(&mut link).await {
+        LinkEvent::Acked {
+            batches, events, ..
+        } => assert_eq!((batches, events), (1, 3)),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
