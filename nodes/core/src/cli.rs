@@ -70,13 +70,13 @@ pub fn duration_text(duration: Duration) -> String {
 /// Checks a node's `--id`: 1-200 characters, no blanks, control characters,
 /// commas or semicolons (ids appear in CSV files and in event ids).
 pub fn check_id(id: &str) -> Result<(), String> {
-    let bad = |c: char| c.is_whitespace() || c.is_control() || c == ',' || c == ';';
-    if id.is_empty() || id.len() > 200 || id.chars().any(bad) {
-        return Err(format!(
-            "invalid --id {id:?}: use letters, digits, '-' or '_'"
-        ));
+    match crate::ids::id_problem(id) {
+        Some(problem) => Err(format!(
+            "invalid --id {}: it {problem}; use letters, digits, '-' or '_'",
+            crate::ids::quote(id)
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The multi-threaded runtime every binary runs on; on failure, the reason

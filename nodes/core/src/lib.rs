@@ -12,6 +12,7 @@
 //! - [`session`]: the accepting end of a data-plane stream: Hello/Welcome,
 //!   sequence and window checks, acks in order, pings, probes.
 //! - [`event`]: validation of events crossing a node boundary.
+//! - [`ids`]: what node ids, versions and incarnations may look like.
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`shutdown`]: signals turned into a cancellation token.
 //! - [`cli`]: flag parsing that exits 64 with one line, logging set-up.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod event;
 pub mod grpc;
 pub mod heartbeat;
+pub mod ids;
 pub mod link;
 pub mod peers;
 pub mod session;

@@ -43,6 +43,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::heartbeat::Heartbeat;
+use crate::ids;
 use crate::time::now_unix_nanos;
 
 /// Identifies one accepted stream for the lifetime of the node.
@@ -585,12 +586,37 @@ async fn read_hello(inbound: &mut Streaming<Uplink>, timeout: Duration) -> Resul
         .await
         .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
     match first.and_then(|u| u.frame) {
-        Some(Up::Hello(hello)) if !hello.node_id.is_empty() => Ok(hello),
-        Some(Up::Hello(_)) => Err(Status::invalid_argument("Hello without a node id")),
+        Some(Up::Hello(hello)) => {
+            check_hello(&hello)?;
+            Ok(hello)
+        }
         _ => Err(Status::invalid_argument(
             "the first frame of a stream must be Hello",
         )),
     }
+}
+
+/// Refuses a Hello whose id, version or incarnation could not be shown or
+/// stored safely (see [`crate::ids`]).
+fn check_hello(hello: &Hello) -> Result<(), Status> {
+    if let Some(problem) = ids::id_problem(&hello.node_id) {
+        return Err(Status::invalid_argument(format!(
+            "Hello: node id {} {problem}",
+            ids::quote(&hello.node_id)
+        )));
+    }
+    for (what, text) in [
+        ("version", &hello.version),
+        ("incarnation", &hello.incarnation),
+    ] {
+        if let Some(problem) = ids::label_problem(text) {
+            return Err(Status::invalid_argument(format!(
+                "Hello: {what} {} {problem}",
+                ids::quote(text)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A downlink frame.

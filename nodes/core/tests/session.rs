@@ -317,3 +317,56 @@ async fn reports_reach_the_tier() {
         .await;
     assert_eq!(report.backlog.map(|b| b.rows), Some(7));
 }
+
+#[tokio::test]
+async fn a_hello_with_an_unfit_id_version_or_incarnation_is_refused() {
+    let upstream = Upstream::start("S1", settings()).await;
+    let with = |edit: fn(&mut smesh_proto::mesh::Hello)| {
+        let mut hello = match hello("c1") {
+            Up::Hello(hello) => hello,
+            other => panic!("not a Hello: {other:?}"),
+        };
+        edit(&mut hello);
+        Up::Hello(hello)
+    };
+    let cases: [(&str, Up, &str); 5] = [
+        (
+            "empty id",
+            with(|h| h.node_id.clear()),
+            "node id \"\" is empty",
+        ),
+        (
+            "newline in id",
+            with(|h| h.node_id = "c1\nforged".to_string()),
+            "node id \"c1\\nforged\" holds",
+        ),
+        (
+            "long id",
+            with(|h| h.node_id = "c".repeat(300)),
+            "longer than 200 bytes",
+        ),
+        // Five of these once broke a sidecar's master link for good.
+        (
+            "4 MB version",
+            with(|h| h.version = "v".repeat(4 << 20)),
+            "version \"vvvv",
+        ),
+        (
+            "control in incarnation",
+            with(|h| h.incarnation = "1\u{1b}[2J".to_string()),
+            "incarnation",
+        ),
+    ];
+    for (case, first, needle) in cases {
+        let refused = RawPeer::open(&upstream.peer, Some(first)).await;
+        let status = refused.expect_err(case);
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
+        assert!(status.message().contains(needle), "{case}: {status:?}");
+        assert!(
+            status.message().len() < 200,
+            "{case}: the reason quotes the peer briefly"
+        );
+    }
+    // A fit Hello still gets in.
+    welcomed(&upstream, "c1").await;
+}
