@@ -14,6 +14,7 @@
 //! - [`event`]: validation of events crossing a node boundary.
 //! - [`ids`]: what node ids, versions and incarnations may look like.
 //! - [`grpc`]: server and channel settings, health and reflection services.
+//! - [`ratelimit`]: log lines a peer can repeat, one per interval.
 //! - [`shutdown`]: signals turned into a cancellation token.
 //! - [`cli`]: flag parsing that exits 64 with one line, logging set-up.
 //! - [`time`]: wall-clock helpers.
@@ -26,6 +27,7 @@ pub mod heartbeat;
 pub mod ids;
 pub mod link;
 pub mod peers;
+pub mod ratelimit;
 pub mod session;
 pub mod shutdown;
 pub mod time;

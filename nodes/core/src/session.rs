@@ -42,8 +42,10 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::event;
 use crate::heartbeat::Heartbeat;
 use crate::ids;
+use crate::ratelimit::LogEvery;
 use crate::time::now_unix_nanos;
 
 /// Identifies one accepted stream for the lifetime of the node.
@@ -321,6 +323,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             in_flight: 0,
             next_seq: 1,
             waiting: VecDeque::new(),
+            refused_log: LogEvery::default(),
             events_forwarded: 0,
             batches_forwarded: 0,
             last_seen_unix_nanos: now_unix_nanos(),
@@ -355,7 +358,9 @@ struct Session<T: Tier> {
     next_seq: u64,
     /// Batches read from the peer that the handler has no room for yet,
     /// oldest first; bounded by the window.
-    waiting: VecDeque<Batch>,
+    waiting: VecDeque<Waiting>,
+    /// Keeps the warning about refused events to one per interval.
+    refused_log: LogEvery,
     events_forwarded: u64,
     batches_forwarded: u64,
     last_seen_unix_nanos: i64,
@@ -399,8 +404,8 @@ impl<T: Tier> Session<T> {
                 }
                 reserved = reserve_for(&mut self.handler, &self.waiting), if !self.waiting.is_empty() => {
                     reserved?;
-                    if let Some(batch) = self.waiting.pop_front() {
-                        self.forward(batch).await?;
+                    if let Some(waiting) = self.waiting.pop_front() {
+                        self.forward(waiting).await?;
                     }
                 }
                 () = shutdown.cancelled(), if !draining => {
@@ -466,7 +471,7 @@ impl<T: Tier> Session<T> {
 
     /// Checks a batch read from the peer; it waits in `waiting` for room.
     /// Batches read while draining are never taken (see `on_frame`).
-    fn accept(&mut self, batch: Batch) -> Result<(), Status> {
+    fn accept(&mut self, mut batch: Batch) -> Result<(), Status> {
         if batch.seq != self.next_seq {
             return Err(Status::invalid_argument(format!(
                 "batch {} out of order, expected {}",
@@ -483,17 +488,54 @@ impl<T: Tier> Session<T> {
             )));
         }
         self.handler.check(&batch)?;
+        // The Welcome said how large an event may be: larger ones are
+        // refused here, each on its own (the peer keeps them in its
+        // rejected file), and dropped before they wait for anything.
+        let max = self.shared.settings.max_event_bytes;
+        let mut refused = Vec::new();
+        batch.events.retain(|event| {
+            let size = event::encoded_len(event);
+            if size <= max {
+                return true;
+            }
+            refused.push(Rejected {
+                event_id: event.id.clone(),
+                reason: event::InvalidEvent::TooLarge {
+                    id: event.id.clone(),
+                    size,
+                    max,
+                }
+                .to_string(),
+            });
+            false
+        });
+        if !refused.is_empty() {
+            let peer = &self.caller.hello.node_id;
+            if let Some(unlogged) = self.refused_log.tick() {
+                warn!(%peer, refused = refused.len(), also_since_last_log = unlogged, max_event_bytes = max, "events larger than this node's limit refused (this warning at most every 10 s)");
+            }
+        }
         self.in_flight += n;
         self.events_forwarded += n as u64;
         self.batches_forwarded += 1;
-        self.waiting.push_back(batch);
+        self.waiting.push_back(Waiting { batch, refused });
         Ok(())
     }
 
-    async fn forward(&mut self, batch: Batch) -> Result<(), Status> {
+    async fn forward(&mut self, Waiting { batch, refused }: Waiting) -> Result<(), Status> {
         let seq = batch.seq;
-        let n = batch.events.len();
-        let settlement = self.handler.forward(batch).await?;
+        let n = batch.events.len() + refused.len();
+        let settlement: Settlement = if batch.events.is_empty() {
+            Box::pin(std::future::ready(Ok(Vec::new())))
+        } else {
+            self.handler.forward(batch).await?
+        };
+        let settlement = settlement.map(move |outcome| {
+            outcome.map(|mut rejected| {
+                rejected.extend(refused);
+                rejected
+            })
+        });
         self.pending
             .push_back(Box::pin(settlement.map(move |outcome| (seq, n, outcome))));
         Ok(())
@@ -572,10 +614,22 @@ impl<T: Tier> Session<T> {
     }
 }
 
+/// A batch read and checked, waiting for the handler to have room.
+struct Waiting {
+    /// The events to forward.
+    batch: Batch,
+    /// Events refused at the door (too large); acknowledged as rejected
+    /// with the batch.
+    refused: Vec<Rejected>,
+}
+
 /// Waits until the handler can take the oldest waiting batch.
-async fn reserve_for<H: Handler>(handler: &mut H, waiting: &VecDeque<Batch>) -> Result<(), Status> {
+async fn reserve_for<H: Handler>(
+    handler: &mut H,
+    waiting: &VecDeque<Waiting>,
+) -> Result<(), Status> {
     match waiting.front() {
-        Some(batch) => handler.reserve(batch).await,
+        Some(waiting) => handler.reserve(&waiting.batch).await,
         None => std::future::pending().await,
     }
 }

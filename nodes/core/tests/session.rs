@@ -370,3 +370,42 @@ async fn a_hello_with_an_unfit_id_version_or_incarnation_is_refused() {
     // A fit Hello still gets in.
     welcomed(&upstream, "c1").await;
 }
+
+#[tokio::test]
+async fn events_larger_than_the_limit_are_refused_at_the_door_each_on_its_own() {
+    let mut upstream = Upstream::start(
+        "S1",
+        smesh_core::session::SessionSettings {
+            max_event_bytes: 2_000,
+            ..settings()
+        },
+    )
+    .await;
+    let mut peer = welcomed(&upstream, "c1").await;
+    let mut mixed = events("c1", 1, 3);
+    mixed[1].data = vec![b'x'; 5_000].into();
+    let oversized_id = mixed[1].id.clone();
+    peer.send(batch(1, mixed)).await;
+    // Only what fits reaches the tier …
+    let forwarded = upstream.batch().await;
+    let ids: Vec<u64> = forwarded.batch.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(ids, vec![1, 3]);
+    let _ = forwarded.settle.send(Ok(Vec::new()));
+    // … and the ack names the refused event, with why.
+    let ack = next_ack(&mut peer).await;
+    assert_eq!(ack.through, 1);
+    assert_eq!(ack.rejected.len(), 1, "{ack:?}");
+    assert_eq!(ack.rejected[0].event_id, oversized_id);
+    assert!(
+        ack.rejected[0]
+            .reason
+            .contains("more than the limit of 2000 bytes"),
+        "{ack:?}"
+    );
+    // A batch of nothing but oversized events is answered without the tier.
+    let mut alone = events("c1", 4, 1);
+    alone[0].data = vec![b'y'; 5_000].into();
+    peer.send(batch(2, alone)).await;
+    let ack = next_ack(&mut peer).await;
+    assert_eq!((ack.through, ack.rejected.len()), (2, 1), "{ack:?}");
+}
