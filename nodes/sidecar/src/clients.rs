@@ -5,7 +5,7 @@
 //! for its reports and asks it to probe clients for health checks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use smesh_core::session::{self, SessionCommand};
@@ -13,7 +13,7 @@ use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{ClientInfo, PeerStatus, ProbeRequest, ProbeResponse, ProbeResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub use smesh_core::session::ConnId;
 
@@ -90,9 +90,20 @@ impl TableHandle {
     }
 }
 
+/// How long a disconnected client stays in the table (and in reports to
+/// the master) before it is forgotten.
+pub const FORGET_DISCONNECTED_AFTER: Duration = Duration::from_secs(3600);
+
+/// Most disconnected clients kept; beyond it the longest gone are forgotten
+/// first, so ids that come and go (or a peer making them up) cannot grow the
+/// table and the reports without bound.
+pub const MAX_DISCONNECTED_CLIENTS: usize = 10_000;
+
 struct Entry {
     info: ClientInfo,
     live: Option<(ConnId, mpsc::Sender<SessionCommand>)>,
+    /// When the client's last stream ended (`None` while connected).
+    gone_since: Option<Instant>,
 }
 
 /// The table task.
@@ -128,15 +139,55 @@ impl ClientTable {
 
     /// Runs until `shutdown` or until every handle is gone.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(60));
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    self.forget(Instant::now());
+                    continue;
+                }
                 event = self.events.recv() => match event {
                     Some(event) => event,
                     None => break,
                 },
             };
             self.handle(event);
+        }
+    }
+
+    /// Forgets clients gone longer than [`FORGET_DISCONNECTED_AFTER`], and
+    /// the longest gone beyond [`MAX_DISCONNECTED_CLIENTS`].
+    fn forget(&mut self, now: Instant) {
+        let before = self.clients.len();
+        self.clients.retain(|_, entry| {
+            entry
+                .gone_since
+                .is_none_or(|since| now.duration_since(since) < FORGET_DISCONNECTED_AFTER)
+        });
+        let gone_count = self
+            .clients
+            .values()
+            .filter(|entry| entry.gone_since.is_some())
+            .count();
+        if gone_count > MAX_DISCONNECTED_CLIENTS {
+            let mut gone: Vec<(Instant, String)> = self
+                .clients
+                .iter()
+                .filter_map(|(id, entry)| entry.gone_since.map(|since| (since, id.clone())))
+                .collect();
+            gone.sort_unstable();
+            for (_, id) in gone.iter().take(gone.len() - MAX_DISCONNECTED_CLIENTS) {
+                self.clients.remove(id);
+            }
+        }
+        let forgotten = before - self.clients.len();
+        if forgotten > 0 {
+            debug!(
+                forgotten,
+                known = self.clients.len(),
+                "disconnected clients forgotten"
+            );
         }
     }
 
@@ -176,6 +227,7 @@ impl ClientTable {
                     Entry {
                         info,
                         live: Some((conn, commands)),
+                        gone_since: None,
                     },
                 );
             }
@@ -193,8 +245,10 @@ impl ClientTable {
                     entry.info.first_seen_unix_nanos = first_seen;
                     entry.info.status = PeerStatus::Down as i32;
                     entry.live = None;
+                    entry.gone_since = Some(Instant::now());
                 }
                 self.conns.remove(&conn);
+                self.forget(Instant::now());
             }
             TableEvent::Snapshot { reply } => {
                 let _ = reply.send(self.clients.values().map(|e| e.info.clone()).collect());
@@ -252,5 +306,61 @@ impl ClientTable {
                 results,
             });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(table: &mut ClientTable, conn: ConnId, id: &str) {
+        let (commands, _) = mpsc::channel(1);
+        table.handle(TableEvent::Connected {
+            conn,
+            info: ClientInfo {
+                client_id: id.to_string(),
+                ..ClientInfo::default()
+            },
+            commands,
+        });
+    }
+
+    fn disconnect(table: &mut ClientTable, conn: ConnId, id: &str) {
+        table.handle(TableEvent::Disconnected {
+            conn,
+            info: ClientInfo {
+                client_id: id.to_string(),
+                ..ClientInfo::default()
+            },
+        });
+    }
+
+    #[test]
+    fn disconnected_clients_are_forgotten_after_the_retention() {
+        let (mut table, _handle) = ClientTable::new("S1".to_string());
+        connect(&mut table, 1, "gone");
+        connect(&mut table, 2, "here");
+        disconnect(&mut table, 1, "gone");
+        table.forget(Instant::now());
+        assert_eq!(table.clients.len(), 2, "kept for a while after it left");
+        table.forget(Instant::now() + FORGET_DISCONNECTED_AFTER + Duration::from_secs(1));
+        assert_eq!(table.clients.keys().collect::<Vec<_>>(), vec!["here"]);
+    }
+
+    #[test]
+    fn the_longest_gone_are_forgotten_beyond_the_cap() {
+        let (mut table, _handle) = ClientTable::new("S1".to_string());
+        let n = MAX_DISCONNECTED_CLIENTS + 5;
+        for i in 0..n {
+            let id = format!("c{i:05}");
+            connect(&mut table, i as ConnId, &id);
+            disconnect(&mut table, i as ConnId, &id);
+        }
+        assert_eq!(table.clients.len(), MAX_DISCONNECTED_CLIENTS);
+        assert!(
+            !table.clients.contains_key("c00000"),
+            "the first gone is forgotten"
+        );
+        assert!(table.clients.contains_key(&format!("c{:05}", n - 1)));
     }
 }
