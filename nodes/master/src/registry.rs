@@ -159,7 +159,17 @@ struct SidecarRecord {
     rtt: RttStats,
     events_forwarded: u64,
     clients: Vec<ClientInfo>,
+    /// When its last stream ended (`None` while connected).
+    gone_since: Option<Instant>,
 }
+
+/// How long a disconnected sidecar (and the clients it reported) stays in
+/// the registry, for the operator to see who is gone.
+pub const FORGET_DISCONNECTED_AFTER: Duration = Duration::from_secs(3600);
+
+/// Most disconnected sidecars kept; beyond it the longest gone are
+/// forgotten first, so made-up sidecar ids cannot grow the master.
+pub const MAX_DISCONNECTED_SIDECARS: usize = 1000;
 
 #[derive(Debug)]
 struct Connection {
@@ -286,6 +296,7 @@ impl Registry {
                     if let Some(record) = self.sidecars.get_mut(&id) {
                         if record.connected.as_ref().is_some_and(|c| c.conn == conn) {
                             record.connected = None;
+                            record.gone_since = Some(Instant::now());
                             record.status = PeerStatus::Down;
                             for client in &mut record.clients {
                                 client.status = PeerStatus::Down as i32;
@@ -337,6 +348,7 @@ impl Registry {
                 rtt: RttStats::default(),
                 events_forwarded: 0,
                 clients: Vec::new(),
+                gone_since: None,
             });
         if let Some(previous) = &record.connected {
             // The same id on two live streams: usually a reconnect racing the
@@ -347,6 +359,7 @@ impl Registry {
         record.address = address;
         record.version = hello.version;
         record.connected = Some(Connection { conn, commands });
+        record.gone_since = None;
         record.connected_since = now;
         record.status = PeerStatus::Up;
         record.events_forwarded = 0;
@@ -430,8 +443,30 @@ impl Registry {
         }
     }
 
+    /// Forgets sidecars gone longer than [`FORGET_DISCONNECTED_AFTER`], and
+    /// the longest gone beyond [`MAX_DISCONNECTED_SIDECARS`].
+    fn forget(&mut self, now: Instant) {
+        self.sidecars.retain(|_, record| {
+            record
+                .gone_since
+                .is_none_or(|since| now.duration_since(since) < FORGET_DISCONNECTED_AFTER)
+        });
+        let mut gone: Vec<(Instant, String)> = self
+            .sidecars
+            .iter()
+            .filter_map(|(id, record)| record.gone_since.map(|since| (since, id.clone())))
+            .collect();
+        if gone.len() > MAX_DISCONNECTED_SIDECARS {
+            gone.sort_unstable();
+            for (_, id) in gone.iter().take(gone.len() - MAX_DISCONNECTED_SIDECARS) {
+                self.sidecars.remove(id);
+            }
+        }
+    }
+
     fn publish_stats(&mut self) {
         let now = Instant::now();
+        self.forget(now);
         let totals = self.counters.totals();
         let (then, before) = &self.last_totals;
         let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
@@ -664,6 +699,32 @@ mod tests {
         let status = handle.status().await.expect("status");
         let ids: Vec<String> = clients(&status).into_iter().map(|c| c.0).collect();
         assert_eq!(ids, vec!["c2".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn the_longest_gone_sidecars_are_forgotten_beyond_the_cap() {
+        let (handle, _token) = registry();
+        let n = MAX_DISCONNECTED_SIDECARS + 5;
+        for i in 0..n {
+            let conn = i as ConnId + 1;
+            connect(&handle, conn, &format!("S{i:04}")).await;
+            handle
+                .events
+                .send(RegistryEvent::Disconnected {
+                    conn,
+                    reason: "gone".to_string(),
+                })
+                .await
+                .expect("registry running");
+        }
+        connect(&handle, 9999, "live").await;
+        // Forgetting runs with the once-a-second stats.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let status = handle.status().await.expect("status");
+        assert_eq!(status.sidecars.len(), MAX_DISCONNECTED_SIDECARS + 1);
+        let ids: Vec<&str> = status.sidecars.iter().map(|s| s.id.as_str()).collect();
+        assert!(!ids.contains(&"S0000"), "the first gone is forgotten");
+        assert!(ids.contains(&"live") && ids.contains(&"S1004"));
     }
 
     #[tokio::test]
