@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use smesh_proto::mesh::mesh_server::{Mesh, MeshServer};
+
+use crate::accept::{Admitted, DoorLimits, admit};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -48,13 +50,12 @@ pub fn health_and_reflection() -> Result<
 }
 
 /// The listener as a stream of connections for `serve_with_incoming_shutdown`,
-/// with Nagle's algorithm off on every accepted socket: small frames (a
-/// Welcome, an ack, a pong) otherwise wait ~40 ms for a delayed ACK.
-/// (`Server::tcp_nodelay` only applies to listeners tonic binds itself.)
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(30)))
+/// within the default [`DoorLimits`] (see [`crate::accept`]), with Nagle's
+/// algorithm off on every accepted socket: small frames (a Welcome, an ack,
+/// a pong) otherwise wait ~40 ms for a delayed ACK. (`Server::tcp_nodelay`
+/// only applies to listeners tonic binds itself.)
+pub fn incoming(listener: TcpListener) -> ReceiverStream<std::io::Result<Admitted>> {
+    admit(listener, DoorLimits::default())
 }
 
 /// An endpoint to a peer, with timeouts so a dead peer fails fast.

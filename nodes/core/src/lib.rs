@@ -13,12 +13,14 @@
 //!   sequence and window checks, acks in order, pings, probes.
 //! - [`event`]: validation of events crossing a node boundary.
 //! - [`ids`]: what node ids, versions and incarnations may look like.
+//! - [`accept`]: the door of every server: connection limits, silent peers.
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`ratelimit`]: log lines a peer can repeat, one per interval.
 //! - [`shutdown`]: signals turned into a cancellation token.
 //! - [`cli`]: flag parsing that exits 64 with one line, logging set-up.
 //! - [`time`]: wall-clock helpers.
 
+pub mod accept;
 pub mod backoff;
 pub mod cli;
 pub mod event;

@@ -1,0 +1,313 @@
+//! The door of every server: accepted connections, bounded.
+//!
+//! A peer that opens sockets and never speaks must not exhaust a node's
+//! file descriptors, and an accept error (out of descriptors) must not spin
+//! the accept loop. So, before tonic sees a connection:
+//! - at most [`DoorLimits::max_connections`] are open at once, and at most
+//!   [`DoorLimits::max_per_address`] from one IP address; connections
+//!   beyond are closed at once;
+//! - a connection that sends nothing within
+//!   [`DoorLimits::first_bytes_within`] is closed (what comes after the
+//!   first bytes has its own deadlines: the HTTP/2 keepalive, the Hello);
+//! - accept errors back off (10 ms doubling to 1 s).
+//!
+//! Each refusal is a warning at most every 10 s, with the count left out.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::{debug, warn};
+
+use crate::backoff::Backoff;
+use crate::ratelimit::LogEvery;
+
+/// The bounds of a server's door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_per_address: usize,
+    /// How long a new connection may stay silent.
+    pub first_bytes_within: Duration,
+}
+
+impl Default for DoorLimits {
+    /// 4096 connections, 1024 from one address (sidecars and NATed sites
+    /// bring many), 10 s to say something.
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_address: 1024,
+            first_bytes_within: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An accepted connection that holds its place in the limits until dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    _address: AddressSlot,
+}
+
+/// One connection's count against its IP address.
+#[derive(Debug)]
+struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = match counts.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let count = map.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = match self.counts.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connected for Admitted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The listener's connections within `limits`, as a stream for tonic's
+/// `serve_with_incoming_shutdown`. The accept loop ends when the stream is
+/// dropped.
+pub fn admit(listener: TcpListener, limits: DoorLimits) -> ReceiverStream<io::Result<Admitted>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, limits, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    limits: DoorLimits,
+    admitted: mpsc::Sender<io::Result<Admitted>>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(Mutex::new(HashMap::new()));
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+    let mut accept_errors = LogEvery::default();
+    let mut refusals = LogEvery::default();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = admitted.closed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff.reset();
+                    accepted
+                }
+                Err(err) => {
+                    let pause = backoff.next_delay();
+                    if let Some(unlogged) = accept_errors.tick() {
+                        warn!(%err, also_since_last_log = unlogged, ?pause, "cannot accept connections (out of file descriptors?); backing off");
+                    }
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            },
+        };
+        let refuse = |why: &str, refusals: &mut LogEvery| {
+            if let Some(unlogged) = refusals.tick() {
+                warn!(%peer, why, also_since_last_log = unlogged, "connection refused at the door");
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse("the connection limit is reached", &mut refusals);
+            continue;
+        };
+        let Some(address) = AddressSlot::take(&per_address, peer.ip(), limits.max_per_address)
+        else {
+            refuse(
+                "the limit of connections from one address is reached",
+                &mut refusals,
+            );
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let admitted = admitted.clone();
+        tokio::spawn(async move {
+            if !speaks_within(&stream, limits.first_bytes_within, peer).await {
+                return;
+            }
+            let _ = admitted
+                .send(Ok(Admitted {
+                    stream,
+                    _slot: slot,
+                    _address: address,
+                }))
+                .await;
+        });
+    }
+}
+
+/// Whether the peer sends its first bytes in time (they stay unread).
+async fn speaks_within(stream: &TcpStream, within: Duration, peer: SocketAddr) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(within, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => true,
+        Ok(_) => false,
+        Err(_) => {
+            debug!(%peer, ?within, "closing a connection that said nothing");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    async fn door(limits: DoorLimits) -> (SocketAddr, ReceiverStream<io::Result<Admitted>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        (address, admit(listener, limits))
+    }
+
+    /// Whether the door closed `stream` (EOF or reset within a second).
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 8];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn silent_connections_are_closed_and_free_their_places() {
+        let limits = DoorLimits {
+            max_connections: 3,
+            max_per_address: 3,
+            first_bytes_within: Duration::from_millis(300),
+        };
+        let (address, mut admitted) = door(limits).await;
+        let mut silent = Vec::new();
+        for _ in 0..3 {
+            silent.push(TcpStream::connect(address).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Every place taken: the next one is closed at once, even speaking.
+        let mut refused = TcpStream::connect(address).await.expect("connect");
+        let _ = refused.write_all(b"PRI * HTTP/2.0").await;
+        assert!(closed(&mut refused).await, "over the limit, closed");
+        // The silent ones are closed after their time, and free their places.
+        for stream in &mut silent {
+            assert!(closed(stream).await, "silent, closed");
+        }
+        let mut speaking = TcpStream::connect(address).await.expect("connect");
+        speaking.write_all(b"PRI * HTTP/2.0").await.expect("write");
+        let got = tokio::time::timeout(Duration::from_secs(2), admitted.next())
+            .await
+            .expect("admitted in time")
+            .expect("a connection")
+            .expect("no error");
+        assert_eq!(
+            got.connect_info().remote_addr(),
+            Some(speaking.local_addr().expect("address"))
+        );
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_place() {
+        let limits = DoorLimits {
+            max_connections: 10,
+            max_per_address: 2,
+            first_bytes_within: Duration::from_secs(5),
+        };
+        let (address, mut admitted) = door(limits).await;
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            stream.write_all(b"x").await.expect("write");
+            let connection = admitted.next().await;
+            kept.push((stream, connection));
+        }
+        let mut third = TcpStream::connect(address).await.expect("connect");
+        let _ = third.write_all(b"x").await;
+        assert!(closed(&mut third).await, "a third from 127.0.0.1 is closed");
+    }
+}
