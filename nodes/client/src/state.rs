@@ -215,29 +215,23 @@ impl StateFile {
     }
 
     /// The file source `key` has delivered everything before `position` in
-    /// `file` (`None`: a position read back from the spool, in the file the
-    /// state already names). Acknowledgements come in reading order, so a
-    /// position in another file than the recorded one is the newer: the
-    /// source moved on to a new file after a rotation, whose offsets start
-    /// again at zero.
+    /// `file`. Acknowledgements come in reading order, so with a file named
+    /// the position simply replaces the saved one, file and all: after a
+    /// rotation or a copytruncate (the same inode, offsets from zero again)
+    /// the newer position is the smaller one. Only a position without a
+    /// file (a spool row written before rows named their file) keeps the
+    /// larger of the two, as plain offsets in the file the state names.
     pub fn delivered_position(&mut self, key: &str, position: u64, file: Option<&FileIdentity>) {
         if let Some(file) = file {
-            let same = self
-                .state
-                .files
-                .get(key)
-                .is_some_and(|known| (known.dev, known.ino) == (file.dev, file.ino));
             if self.state.files.get(key) != Some(file) {
                 self.state.files.insert(key.to_string(), *file);
                 self.dirty = true;
             }
-            if !same {
-                if self.state.positions.get(key) != Some(&position) {
-                    self.state.positions.insert(key.to_string(), position);
-                    self.dirty = true;
-                }
-                return;
+            if self.state.positions.get(key) != Some(&position) {
+                self.state.positions.insert(key.to_string(), position);
+                self.dirty = true;
             }
+            return;
         }
         match self.state.positions.get_mut(key) {
             Some(p) if *p >= position => {}
@@ -432,8 +426,9 @@ mod tests {
             fingerprint: 7,
         };
         let (mut state, _) = StateFile::load(&path, "c1");
-        state.delivered_position("file:/in", 500, Some(&file(10, 100)));
-        state.delivered_position("file:/in", 400, Some(&file(10, 1024)));
+        state.delivered_position("file:/in", 400, Some(&file(10, 100)));
+        // The same file, grown: its fingerprint covers more now.
+        state.delivered_position("file:/in", 500, Some(&file(10, 1024)));
         assert_eq!(state.state().positions.get("file:/in"), Some(&500));
         assert_eq!(state.state().files.get("file:/in"), Some(&file(10, 1024)));
         // Rotated: the new file's offsets start again.
@@ -442,6 +437,33 @@ mod tests {
         let (state, _) = StateFile::load(&path, "c1");
         assert_eq!(state.state().positions.get("file:/in"), Some(&30));
         assert_eq!(state.state().files.get("file:/in"), Some(&file(11, 30)));
+    }
+
+    #[tokio::test]
+    async fn a_position_in_a_truncated_file_replaces_the_larger_one_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let file = |fingerprint| FileIdentity {
+            dev: 1,
+            ino: 10,
+            fingerprint_len: 1024,
+            fingerprint,
+        };
+        let (mut state, _) = StateFile::load(&path, "c1");
+        state.delivered_position("file:/in", 80_000_000, Some(&file(7)));
+        // copytruncate: the same inode, other first bytes, offsets from 0.
+        state.delivered_position("file:/in", 100, Some(&file(8)));
+        state.delivered_position("file:/in", 50_000_000, Some(&file(8)));
+        state.save().await.expect("save");
+        let (state, _) = StateFile::load(&path, "c1");
+        assert_eq!(
+            (
+                state.state().positions.get("file:/in"),
+                state.state().files.get("file:/in")
+            ),
+            (Some(&50_000_000), Some(&file(8))),
+            "the position is where reading stopped in the file it names"
+        );
     }
 
     #[test]
