@@ -141,13 +141,9 @@ impl Client {
                 "recovered the spool"
             );
         }
-        let mut positions = state.state().positions.clone();
-        for (key, position) in &recovery.positions {
-            let entry = positions.entry(key.clone()).or_insert(0);
-            *entry = (*entry).max(*position);
-        }
-
-        let files = state.state().files.clone();
+        // Past what is delivered and what waits in the spool, in the file
+        // each position is in.
+        let resume = state.state().resume_points(&recovery.newest);
         let spill = SpillDir::beside(&config.spool_file);
 
         let tasks = TaskTracker::new();
@@ -158,8 +154,8 @@ impl Client {
             SourceContext {
                 client_id: config.id.clone(),
                 readings: readings_tx,
-                positions,
-                files,
+                positions: resume.positions,
+                files: resume.files,
                 max_event_bytes: config.max_event_bytes,
                 spill,
                 shutdown: shutdown.clone(),

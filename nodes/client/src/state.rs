@@ -39,6 +39,7 @@ use smesh_core::event::LEGACY_INCARNATION;
 
 use crate::blocking;
 use crate::source::FileIdentity;
+use crate::spool::Origin;
 
 /// Sequence numbers reserved per write of the state file.
 pub const RESERVE_BLOCK: u64 = 100_000;
@@ -67,6 +68,45 @@ pub struct State {
     /// the path).
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub files: HashMap<String, FileIdentity>,
+}
+
+/// Where file sources resume, by origin key: their offsets, and the files
+/// those are in where known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumePoints {
+    /// Offset per source.
+    pub positions: HashMap<String, u64>,
+    /// The file each offset is in (none for offsets from before identities).
+    pub files: HashMap<String, FileIdentity>,
+}
+
+impl State {
+    /// Where each file source resumes, given `spooled`, the origin of each
+    /// source's newest unacknowledged spool row ([`crate::spool::Recovery`]).
+    /// That row was read after every delivered one, so its origin replaces
+    /// the delivered position, file and all (after a copytruncate or a
+    /// rotation it is in another file, often at a smaller offset). A row
+    /// that names no file (written before rows did) keeps the larger offset
+    /// in the file the state names.
+    pub fn resume_points(&self, spooled: &HashMap<String, (u64, Origin)>) -> ResumePoints {
+        let mut points = ResumePoints {
+            positions: self.positions.clone(),
+            files: self.files.clone(),
+        };
+        for (key, (_, origin)) in spooled {
+            match origin.file {
+                Some(file) => {
+                    points.positions.insert(key.clone(), origin.position);
+                    points.files.insert(key.clone(), file);
+                }
+                None => {
+                    let position = points.positions.entry(key.clone()).or_insert(0);
+                    *position = (*position).max(origin.position);
+                }
+            }
+        }
+        points
+    }
 }
 
 /// The state file and the sequence allocator it backs.
@@ -464,6 +504,42 @@ mod tests {
             (Some(&50_000_000), Some(&file(8))),
             "the position is where reading stopped in the file it names"
         );
+    }
+
+    #[test]
+    fn a_source_resumes_after_its_newest_spool_row_in_that_rows_file() {
+        let file = |fingerprint| FileIdentity {
+            dev: 1,
+            ino: 10,
+            fingerprint_len: 1024,
+            fingerprint,
+        };
+        let state = State {
+            positions: [("file:/in".to_string(), 80_000_000)].into(),
+            files: [("file:/in".to_string(), file(7))].into(),
+            ..State::default()
+        };
+        let spooled = |position, file| {
+            let origin = Origin {
+                key: "file:/in".into(),
+                position,
+                file,
+            };
+            HashMap::from([("file:/in".to_string(), (42, origin))])
+        };
+        // Read from the truncated file, spooled, not yet delivered.
+        let points = state.resume_points(&spooled(500, Some(file(8))));
+        assert_eq!(points.positions.get("file:/in"), Some(&500));
+        assert_eq!(points.files.get("file:/in"), Some(&file(8)));
+        // A row from before rows named their file: offsets in the same file.
+        let points = state.resume_points(&spooled(90_000_000, None));
+        assert_eq!(points.positions.get("file:/in"), Some(&90_000_000));
+        assert_eq!(points.files.get("file:/in"), Some(&file(7)));
+        let points = state.resume_points(&spooled(500, None));
+        assert_eq!(points.positions.get("file:/in"), Some(&80_000_000));
+        // Nothing spooled: where delivery stopped.
+        let points = state.resume_points(&HashMap::new());
+        assert_eq!(points.positions.get("file:/in"), Some(&80_000_000));
     }
 
     #[test]
