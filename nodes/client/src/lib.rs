@@ -45,7 +45,7 @@ pub use counters::Counters;
 
 use crate::oversized::SpillDir;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::source::SourceContext;
+use crate::source::{SourceContext, SourceFailure};
 use crate::spool::Spool;
 use crate::state::{Loaded, StateFile, state_path};
 
@@ -66,6 +66,9 @@ pub enum ClientError {
     /// Spool I/O failed while running.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A source could not go on (the client drained what it had read).
+    #[error("{0}")]
+    Source(String),
 }
 
 /// A client, ready to run.
@@ -147,6 +150,9 @@ impl Client {
         let spill = SpillDir::beside(&config.spool_file);
 
         let tasks = TaskTracker::new();
+        // Stops sources and the pipeline: at shutdown, or when a source fails.
+        let stop = shutdown.child_token();
+        let failure = SourceFailure::default();
         // Small: readings waiting here are not yet in the spool.
         let (readings_tx, readings) = mpsc::channel(READINGS_QUEUE);
         source::spawn_all(
@@ -158,7 +164,8 @@ impl Client {
                 files: resume.files,
                 max_event_bytes: config.max_event_bytes,
                 spill,
-                shutdown: shutdown.clone(),
+                shutdown: stop.clone(),
+                failure: failure.clone(),
             },
             &tasks,
         );
@@ -180,11 +187,15 @@ impl Client {
             readings,
             link,
         );
-        let outcome = pipeline.run(shutdown.clone()).await;
-        shutdown.cancel();
+        let outcome = pipeline.run(stop.clone()).await;
+        stop.cancel();
         tasks.close();
         tasks.wait().await;
-        outcome.map_err(ClientError::from)
+        outcome?;
+        match failure.reason() {
+            Some(reason) => Err(ClientError::Source(reason.to_string())),
+            None => Ok(()),
+        }
     }
 }
 
