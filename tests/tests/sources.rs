@@ -15,7 +15,7 @@ use std::time::Duration;
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, NodeSpec, Process};
 use smesh_tests::records::{Record, read_until_complete};
-use smesh_tests::unique_topic;
+use smesh_tests::{eventually, unique_topic};
 
 const DELIVERY: Duration = Duration::from_secs(60);
 
@@ -23,7 +23,7 @@ const DELIVERY: Duration = Duration::from_secs(60);
 struct Mesh {
     kafka: &'static KafkaBroker,
     topic: String,
-    _master: Process,
+    master: Process,
     sidecar: Process,
 }
 
@@ -40,7 +40,7 @@ impl Mesh {
         Self {
             kafka,
             topic,
-            _master: master,
+            master,
             sidecar,
         }
     }
@@ -179,6 +179,84 @@ async fn a_file_truncated_while_the_client_runs_is_read_again_from_the_start() {
     mesh.assert_delivered("truncated while running", "c1", &sent)
         .await;
     let status = client.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+}
+
+/// copytruncate: copied away, then emptied in place.
+fn copytruncate(input: &Path, copy: &Path) {
+    std::fs::copy(input, copy).expect("copy");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(input)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_while_the_client_runs_resumes_in_its_new_content_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mesh = Mesh::start(dir.path(), "truncated-restarted").await;
+    let input = dir.path().join("in.jsonl");
+    let source = [nodes::file_source(&input, true)];
+    let client = |mesh: &Mesh| {
+        mesh.client(dir.path(), "c1", &source)
+            .args(["--grace", "2s"])
+    };
+    let mut sent = nodes::write_lines(&input, "c1", 0..60, 10);
+    let mut running = client(&mesh).spawn().await;
+    mesh.assert_delivered("before truncation", "c1", &sent)
+        .await;
+
+    // Truncated while running; the client delivers the new, shorter content
+    // and stops. While it is stopped the file grows past where the old
+    // content ended: the client must resume where it stopped in the new
+    // content, not at the old content's end.
+    copytruncate(&input, &dir.path().join("in.jsonl.1"));
+    sent.extend(nodes::write_lines(&input, "c1", 100..110, 10));
+    mesh.assert_delivered("truncated while running", "c1", &sent)
+        .await;
+    let status = running.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    sent.extend(nodes::write_lines(&input, "c1", 110..200, 10));
+    let mut running = client(&mesh).spawn().await;
+    let records = mesh
+        .assert_delivered("restarted after a truncation", "c1", &sent)
+        .await;
+    assert_eq!(records.len(), sent.len(), "each line once, with one id");
+
+    // Again, with the new content still in the spool when the client stops
+    // (no sidecar to take it): where it resumes comes from the spool's rows.
+    mesh.sidecar.kill();
+    copytruncate(&input, &dir.path().join("in.jsonl.2"));
+    sent.extend(nodes::write_lines(&input, "c1", 200..210, 10));
+    let spool = nodes::spool_path(dir.path(), "c1");
+    eventually("the new content in the spool", DELIVERY, || async {
+        let rows = std::fs::read_to_string(&spool).unwrap_or_default();
+        rows.contains(r#"""n"":209,"#).then_some(())
+    })
+    .await;
+    let status = running.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    sent.extend(nodes::write_lines(&input, "c1", 210..300, 10));
+    mesh.sidecar = nodes::sidecar(
+        dir.path(),
+        "S1",
+        &[("M1", mesh.master.port)],
+        mesh.sidecar.port,
+    )
+    .spawn()
+    .await;
+    let mut running = client(&mesh).spawn().await;
+    let records = mesh
+        .assert_delivered(
+            "restarted with a truncated file's lines spooled",
+            "c1",
+            &sent,
+        )
+        .await;
+    assert_eq!(records.len(), sent.len(), "each line once, with one id");
+    let status = running.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "{status}");
 }
 

@@ -45,7 +45,7 @@ pub use counters::Counters;
 
 use crate::oversized::SpillDir;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::source::SourceContext;
+use crate::source::{SourceContext, SourceFailure};
 use crate::spool::Spool;
 use crate::state::{Loaded, StateFile, state_path};
 
@@ -66,6 +66,9 @@ pub enum ClientError {
     /// Spool I/O failed while running.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A source could not go on (the client drained what it had read).
+    #[error("{0}")]
+    Source(String),
 }
 
 /// A client, ready to run.
@@ -141,16 +144,15 @@ impl Client {
                 "recovered the spool"
             );
         }
-        let mut positions = state.state().positions.clone();
-        for (key, position) in &recovery.positions {
-            let entry = positions.entry(key.clone()).or_insert(0);
-            *entry = (*entry).max(*position);
-        }
-
-        let files = state.state().files.clone();
+        // Past what is delivered and what waits in the spool, in the file
+        // each position is in.
+        let resume = state.state().resume_points(&recovery.newest);
         let spill = SpillDir::beside(&config.spool_file);
 
         let tasks = TaskTracker::new();
+        // Stops sources and the pipeline: at shutdown, or when a source fails.
+        let stop = shutdown.child_token();
+        let failure = SourceFailure::default();
         // Small: readings waiting here are not yet in the spool.
         let (readings_tx, readings) = mpsc::channel(READINGS_QUEUE);
         source::spawn_all(
@@ -158,11 +160,12 @@ impl Client {
             SourceContext {
                 client_id: config.id.clone(),
                 readings: readings_tx,
-                positions,
-                files,
+                positions: resume.positions,
+                files: resume.files,
                 max_event_bytes: config.max_event_bytes,
                 spill,
-                shutdown: shutdown.clone(),
+                shutdown: stop.clone(),
+                failure: failure.clone(),
             },
             &tasks,
         );
@@ -184,11 +187,15 @@ impl Client {
             readings,
             link,
         );
-        let outcome = pipeline.run(shutdown.clone()).await;
-        shutdown.cancel();
+        let outcome = pipeline.run(stop.clone()).await;
+        stop.cancel();
         tasks.close();
         tasks.wait().await;
-        outcome.map_err(ClientError::from)
+        outcome?;
+        match failure.reason() {
+            Some(reason) => Err(ClientError::Source(reason.to_string())),
+            None => Ok(()),
+        }
     }
 }
 

@@ -9,10 +9,18 @@
 //! file keeps every byte while the client holds at most a buffer's worth of
 //! it. The spill file is removed once the row is written (and at the next
 //! start if the client died in between).
+//!
+//! When the filesystem is full ([`crate::spool::is_full`]) the spill file
+//! cannot be written: the rest of the reading is then only counted (its
+//! bytes are read and let go, so memory stays bounded and the source reads
+//! on), the partial file is removed, and the rejected row says how large the
+//! reading was and that its content could not be kept. A full disk thus
+//! never stops a source nor makes it read the same line again.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,7 +28,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use tracing::warn;
 
-use crate::spool::{Encoding, RejectedFile, is_text};
+use crate::spool::{Encoding, RejectedFile, is_full, is_text};
 
 /// Bytes copied at a time; a multiple of 3 so that base64 pieces join up.
 const PIECE_BYTES: usize = 48 * 1024;
@@ -32,6 +40,10 @@ pub struct SpillDir {
     dir: PathBuf,
     /// File name prefix: `safeData.oversized-`.
     prefix: String,
+    /// Test seam: spill files take this many bytes, then fail as on a full
+    /// filesystem (`Some(0)`: they cannot even be created).
+    #[cfg(test)]
+    full_after: Option<u64>,
 }
 
 /// Numbers spill files apart within one process.
@@ -51,26 +63,51 @@ impl SpillDir {
         Self {
             dir,
             prefix: format!("{stem}.oversized-"),
+            #[cfg(test)]
+            full_after: None,
         }
     }
 
-    /// Starts a spill file for one oversized reading.
+    /// Test seam: these spill files fill the filesystem after `bytes`.
+    #[cfg(test)]
+    pub fn full_after(mut self, bytes: u64) -> Self {
+        self.full_after = Some(bytes);
+        self
+    }
+
+    /// Starts a spill file for one oversized reading. On a full filesystem
+    /// the spill only counts what it is given (see the module docs); any
+    /// other failure is an error.
     pub fn create(&self) -> io::Result<Spill> {
         let n = SPILLS.fetch_add(1, Ordering::Relaxed);
         let path = self
             .dir
             .join(format!("{}{}-{n}.tmp", self.prefix, std::process::id()));
-        let file = File::create(&path)?;
-        Ok(Spill {
-            file: BufWriter::with_capacity(PIECE_BYTES, file),
+        let created = File::create(&path);
+        #[cfg(test)]
+        let created = match self.full_after {
+            Some(0) => Err(io::Error::from_raw_os_error(28)),
+            _ => created,
+        };
+        let mut spill = Spill {
+            file: None,
             oversized: Some(Oversized {
                 path,
                 size: 0,
                 text: true,
+                unkept: None,
             }),
             held_cr: false,
             partial_char: Vec::new(),
-        })
+            #[cfg(test)]
+            full_after: self.full_after,
+        };
+        match created {
+            Ok(file) => spill.file = Some(BufWriter::with_capacity(PIECE_BYTES, file)),
+            Err(err) if is_full(&err) => spill.cannot_keep(&err),
+            Err(err) => return Err(err),
+        }
+        Ok(spill)
     }
 
     /// Removes spill files a previous run left behind (it died before it
@@ -101,6 +138,9 @@ pub struct Oversized {
     pub size: u64,
     /// Whether the data is UTF-8 text without control characters.
     pub text: bool,
+    /// Why the data is not in the spill file (the filesystem was full):
+    /// only its size is known.
+    pub unkept: Option<String>,
 }
 
 impl Drop for Oversized {
@@ -112,7 +152,7 @@ impl Drop for Oversized {
 impl Oversized {
     /// How the rejected row holds the data.
     pub fn encoding(&self) -> Encoding {
-        if self.text {
+        if self.text || self.unkept.is_some() {
             Encoding::Utf8
         } else {
             Encoding::Base64
@@ -122,13 +162,27 @@ impl Oversized {
     /// Appends the rejected row: `head` is the spool row up to its data
     /// column ([`crate::spool::RowEncoder::encode_head`] with
     /// [`Self::encoding`]); the data follows from the spill file in pieces,
-    /// then the row's CRC. Blocking.
+    /// then the row's CRC. Blocking. Data that could not be kept leaves the
+    /// row's data empty and its reason saying why.
     pub fn write_rejected(
         &self,
         rejected: &mut RejectedFile,
         reason: &str,
         head: &[u8],
     ) -> io::Result<()> {
+        if let Some(why) = &self.unkept {
+            let reason = format!(
+                "{reason}; its {} bytes could not be kept: the filesystem was full when it was read ({why})",
+                self.size
+            );
+            return rejected.write_streamed(&reason, |sink| {
+                let mut row = head.to_vec();
+                row.extend_from_slice(b"\"\"");
+                let crc = crc32fast::hash(&row);
+                sink(&row)?;
+                sink(format!(",{crc:08x}").as_bytes())
+            });
+        }
         let mut spill = File::open(&self.path)?;
         let encoding = self.encoding();
         rejected.write_streamed(reason, |sink| {
@@ -232,10 +286,18 @@ impl SkipLog {
     }
 }
 
+/// How often the warning about readings a full filesystem kept from their
+/// spill files is logged at most (one [`SkipLog`] for every source).
+static UNKEPT_LOG: Mutex<SkipLog> = Mutex::new(SkipLog {
+    last: None,
+    unlogged: 0,
+});
+
 /// An oversized reading being written to its spill file.
 #[derive(Debug)]
 pub struct Spill {
-    file: BufWriter<File>,
+    /// `None` once the filesystem was full: the rest is counted, not kept.
+    file: Option<BufWriter<File>>,
     /// What it becomes; `Some` until finished (dropping a `Spill` unfinished
     /// drops this too, and with it the file).
     oversized: Option<Oversized>,
@@ -244,6 +306,9 @@ pub struct Spill {
     held_cr: bool,
     /// The start of a UTF-8 character cut off at the end of the last piece.
     partial_char: Vec<u8>,
+    /// Test seam: fail as on a full filesystem past this many bytes.
+    #[cfg(test)]
+    full_after: Option<u64>,
 }
 
 impl Spill {
@@ -273,6 +338,9 @@ impl Spill {
             return Err(io::Error::other("spill file already finished"));
         };
         oversized.size += piece.len() as u64;
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         if oversized.text {
             oversized.text = if self.partial_char.is_empty() {
                 scan_text(piece, &mut self.partial_char)
@@ -282,7 +350,46 @@ impl Spill {
                 scan_text(&joined, &mut self.partial_char)
             };
         }
-        self.file.write_all(piece)
+        let written = file.write_all(piece);
+        #[cfg(test)]
+        let written = match self.full_after {
+            Some(limit) if oversized.size > limit => Err(io::Error::from_raw_os_error(28)),
+            _ => written,
+        };
+        self.kept(written)
+    }
+
+    /// A write's outcome: on a full filesystem the spill gives up keeping
+    /// the data and goes on counting it.
+    fn kept(&mut self, written: io::Result<()>) -> io::Result<()> {
+        match written {
+            Err(err) if is_full(&err) => {
+                self.cannot_keep(&err);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The filesystem is full: drops the spill file (freeing what it held)
+    /// and keeps only the count, with a warning at most every [`LOG_EVERY`].
+    fn cannot_keep(&mut self, err: &io::Error) {
+        if let Some(file) = self.file.take() {
+            // Not flushed: what is buffered goes with the file.
+            drop(file.into_parts());
+        }
+        let Some(oversized) = self.oversized.as_mut() else {
+            return;
+        };
+        let _ = std::fs::remove_file(&oversized.path);
+        oversized.unkept = Some(err.to_string());
+        let tick = UNKEPT_LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tick();
+        if let Some(unlogged) = tick {
+            warn!(%err, read_so_far = oversized.size, also_since_last_log = unlogged, "the filesystem is full: a reading larger than --max-event-bytes cannot be set aside; reading goes on past it, and its row in the rejected file will give only its size (this warning at most every 10s)");
+        }
     }
 
     /// The whole body is written (not a line: a `\r` at its end is data).
@@ -297,7 +404,10 @@ impl Spill {
     /// The whole line is written (a `\r` at its end was its line end, not
     /// data): flushes the spill file.
     pub fn finish(mut self) -> io::Result<Oversized> {
-        self.file.flush()?;
+        if let Some(file) = self.file.as_mut() {
+            let flushed = file.flush();
+            self.kept(flushed)?;
+        }
         let mut oversized = self
             .oversized
             .take()
@@ -406,6 +516,54 @@ mod tests {
         expected.extend_from_slice(b);
         assert_eq!(event.data.len(), expected.len());
         assert!(event.data[..] == expected[..], "every byte, in order");
+    }
+
+    #[test]
+    fn a_reading_a_full_filesystem_kept_from_disk_is_rejected_with_its_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for full_after in [0, 100] {
+            let mut spill = SpillDir::beside(&dir.path().join("safeData.csv"))
+                .full_after(full_after)
+                .create()
+                .expect("a full filesystem is no error");
+            for _ in 0..10 {
+                spill.write(&[b'q'; 1000]).expect("counted");
+            }
+            let oversized = spill.finish().expect("finished");
+            assert_eq!(oversized.size, 10_000);
+            assert!(oversized.unkept.is_some());
+            assert_eq!(
+                std::fs::read_dir(dir.path()).expect("dir").count(),
+                0,
+                "the partial spill file is gone, its space free again"
+            );
+            let event = Event {
+                id: "c1-7".into(),
+                client_id: "c1".into(),
+                sequence: 7,
+                ..Event::default()
+            };
+            let head = crate::spool::RowEncoder::default()
+                .encode_head(&event, None, oversized.encoding())
+                .to_vec();
+            let mut rejected = RejectedFile::new(rejected_path(&dir.path().join("safeData.csv")));
+            oversized
+                .write_rejected(&mut rejected, "too large", &head)
+                .expect("write");
+            let text = std::fs::read(rejected.path()).expect("read");
+            std::fs::remove_file(rejected.path()).expect("remove");
+            let mut reader = csv::Reader::from_reader(text.as_slice());
+            let record = reader.byte_records().next().expect("a row").expect("csv");
+            let reason = String::from_utf8_lossy(&record[1]).into_owned();
+            assert!(
+                reason.starts_with(
+                    "too large; its 10000 bytes could not be kept: the filesystem was full"
+                ),
+                "{reason}"
+            );
+            let (back, _) = decode_row(&record[2], "c1").expect("the row decodes");
+            assert!(back.data.is_empty());
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ use smesh_core::event::LEGACY_INCARNATION;
 
 use crate::blocking;
 use crate::source::FileIdentity;
+use crate::spool::Origin;
 
 /// Sequence numbers reserved per write of the state file.
 pub const RESERVE_BLOCK: u64 = 100_000;
@@ -67,6 +68,45 @@ pub struct State {
     /// the path).
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub files: HashMap<String, FileIdentity>,
+}
+
+/// Where file sources resume, by origin key: their offsets, and the files
+/// those are in where known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumePoints {
+    /// Offset per source.
+    pub positions: HashMap<String, u64>,
+    /// The file each offset is in (none for offsets from before identities).
+    pub files: HashMap<String, FileIdentity>,
+}
+
+impl State {
+    /// Where each file source resumes, given `spooled`, the origin of each
+    /// source's newest unacknowledged spool row ([`crate::spool::Recovery`]).
+    /// That row was read after every delivered one, so its origin replaces
+    /// the delivered position, file and all (after a copytruncate or a
+    /// rotation it is in another file, often at a smaller offset). A row
+    /// that names no file (written before rows did) keeps the larger offset
+    /// in the file the state names.
+    pub fn resume_points(&self, spooled: &HashMap<String, (u64, Origin)>) -> ResumePoints {
+        let mut points = ResumePoints {
+            positions: self.positions.clone(),
+            files: self.files.clone(),
+        };
+        for (key, (_, origin)) in spooled {
+            match origin.file {
+                Some(file) => {
+                    points.positions.insert(key.clone(), origin.position);
+                    points.files.insert(key.clone(), file);
+                }
+                None => {
+                    let position = points.positions.entry(key.clone()).or_insert(0);
+                    *position = (*position).max(origin.position);
+                }
+            }
+        }
+        points
+    }
 }
 
 /// The state file and the sequence allocator it backs.
@@ -215,29 +255,23 @@ impl StateFile {
     }
 
     /// The file source `key` has delivered everything before `position` in
-    /// `file` (`None`: a position read back from the spool, in the file the
-    /// state already names). Acknowledgements come in reading order, so a
-    /// position in another file than the recorded one is the newer: the
-    /// source moved on to a new file after a rotation, whose offsets start
-    /// again at zero.
+    /// `file`. Acknowledgements come in reading order, so with a file named
+    /// the position simply replaces the saved one, file and all: after a
+    /// rotation or a copytruncate (the same inode, offsets from zero again)
+    /// the newer position is the smaller one. Only a position without a
+    /// file (a spool row written before rows named their file) keeps the
+    /// larger of the two, as plain offsets in the file the state names.
     pub fn delivered_position(&mut self, key: &str, position: u64, file: Option<&FileIdentity>) {
         if let Some(file) = file {
-            let same = self
-                .state
-                .files
-                .get(key)
-                .is_some_and(|known| (known.dev, known.ino) == (file.dev, file.ino));
             if self.state.files.get(key) != Some(file) {
                 self.state.files.insert(key.to_string(), *file);
                 self.dirty = true;
             }
-            if !same {
-                if self.state.positions.get(key) != Some(&position) {
-                    self.state.positions.insert(key.to_string(), position);
-                    self.dirty = true;
-                }
-                return;
+            if self.state.positions.get(key) != Some(&position) {
+                self.state.positions.insert(key.to_string(), position);
+                self.dirty = true;
             }
+            return;
         }
         match self.state.positions.get_mut(key) {
             Some(p) if *p >= position => {}
@@ -432,8 +466,9 @@ mod tests {
             fingerprint: 7,
         };
         let (mut state, _) = StateFile::load(&path, "c1");
-        state.delivered_position("file:/in", 500, Some(&file(10, 100)));
-        state.delivered_position("file:/in", 400, Some(&file(10, 1024)));
+        state.delivered_position("file:/in", 400, Some(&file(10, 100)));
+        // The same file, grown: its fingerprint covers more now.
+        state.delivered_position("file:/in", 500, Some(&file(10, 1024)));
         assert_eq!(state.state().positions.get("file:/in"), Some(&500));
         assert_eq!(state.state().files.get("file:/in"), Some(&file(10, 1024)));
         // Rotated: the new file's offsets start again.
@@ -442,6 +477,69 @@ mod tests {
         let (state, _) = StateFile::load(&path, "c1");
         assert_eq!(state.state().positions.get("file:/in"), Some(&30));
         assert_eq!(state.state().files.get("file:/in"), Some(&file(11, 30)));
+    }
+
+    #[tokio::test]
+    async fn a_position_in_a_truncated_file_replaces_the_larger_one_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("safeData.state");
+        let file = |fingerprint| FileIdentity {
+            dev: 1,
+            ino: 10,
+            fingerprint_len: 1024,
+            fingerprint,
+        };
+        let (mut state, _) = StateFile::load(&path, "c1");
+        state.delivered_position("file:/in", 80_000_000, Some(&file(7)));
+        // copytruncate: the same inode, other first bytes, offsets from 0.
+        state.delivered_position("file:/in", 100, Some(&file(8)));
+        state.delivered_position("file:/in", 50_000_000, Some(&file(8)));
+        state.save().await.expect("save");
+        let (state, _) = StateFile::load(&path, "c1");
+        assert_eq!(
+            (
+                state.state().positions.get("file:/in"),
+                state.state().files.get("file:/in")
+            ),
+            (Some(&50_000_000), Some(&file(8))),
+            "the position is where reading stopped in the file it names"
+        );
+    }
+
+    #[test]
+    fn a_source_resumes_after_its_newest_spool_row_in_that_rows_file() {
+        let file = |fingerprint| FileIdentity {
+            dev: 1,
+            ino: 10,
+            fingerprint_len: 1024,
+            fingerprint,
+        };
+        let state = State {
+            positions: [("file:/in".to_string(), 80_000_000)].into(),
+            files: [("file:/in".to_string(), file(7))].into(),
+            ..State::default()
+        };
+        let spooled = |position, file| {
+            let origin = Origin {
+                key: "file:/in".into(),
+                position,
+                file,
+            };
+            HashMap::from([("file:/in".to_string(), (42, origin))])
+        };
+        // Read from the truncated file, spooled, not yet delivered.
+        let points = state.resume_points(&spooled(500, Some(file(8))));
+        assert_eq!(points.positions.get("file:/in"), Some(&500));
+        assert_eq!(points.files.get("file:/in"), Some(&file(8)));
+        // A row from before rows named their file: offsets in the same file.
+        let points = state.resume_points(&spooled(90_000_000, None));
+        assert_eq!(points.positions.get("file:/in"), Some(&90_000_000));
+        assert_eq!(points.files.get("file:/in"), Some(&file(7)));
+        let points = state.resume_points(&spooled(500, None));
+        assert_eq!(points.positions.get("file:/in"), Some(&80_000_000));
+        // Nothing spooled: where delivery stopped.
+        let points = state.resume_points(&HashMap::new());
+        assert_eq!(points.positions.get("file:/in"), Some(&80_000_000));
     }
 
     #[test]

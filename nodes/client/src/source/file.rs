@@ -758,6 +758,11 @@ mod tests {
 
     impl Run {
         fn start(spec: &FileSpec, resume: Option<&Origin>) -> Self {
+            let spill = SpillDir::beside(&spec.path.with_file_name("safeData.csv"));
+            Self::start_spilling(spec, resume, spill)
+        }
+
+        fn start_spilling(spec: &FileSpec, resume: Option<&Origin>, spill: SpillDir) -> Self {
             let (tx, readings) = mpsc::channel(16);
             let shutdown = CancellationToken::new();
             let key = spec.origin_key();
@@ -774,8 +779,9 @@ mod tests {
                     .into_iter()
                     .collect(),
                 max_event_bytes: 1000,
-                spill: SpillDir::beside(&spec.path.with_file_name("safeData.csv")),
+                spill,
                 shutdown: shutdown.clone(),
+                failure: Default::default(),
             };
             tokio::spawn(run(spec.clone(), context));
             Self { readings, shutdown }
@@ -955,5 +961,40 @@ mod tests {
                 ("after".to_string(), None),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_filesystem_neither_stops_nor_loops_the_source_at_a_long_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("in.log");
+        let long = "y".repeat(50_000);
+        append(&path, &["before", &long, "after"]);
+        // The spill file takes 3000 bytes, then the filesystem is full.
+        let spill = SpillDir::beside(&dir.path().join("safeData.csv")).full_after(3000);
+        let mut run = Run::start_spilling(&spec(&path, FileFormat::Lines, true), None, spill);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let reading = tokio::time::timeout(Duration::from_secs(10), run.readings.recv())
+                .await
+                .expect("in time")
+                .expect("a reading");
+            got.push((
+                String::from_utf8_lossy(&reading.data).into_owned(),
+                reading.oversized.map(|o| (o.size, o.unkept.is_some())),
+                reading.origin.map(|o| o.position),
+            ));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("before".to_string(), None, Some(7)),
+                (String::new(), Some((50_000, true)), Some(50_008)),
+                ("after".to_string(), None, Some(50_014)),
+            ]
+        );
+        // Read once: not again from the start at the next poll.
+        run.quiet().await;
+        append(&path, &["later"]);
+        assert_eq!(run.take(1).await.0, names(&["later"]));
     }
 }

@@ -158,6 +158,28 @@ pub struct SourceContext {
     pub spill: SpillDir,
     /// Tells sources to stop reading.
     pub shutdown: CancellationToken,
+    /// Where a source that cannot go on says why ([`SourceContext::fail`]).
+    pub failure: SourceFailure,
+}
+
+impl SourceContext {
+    /// The source cannot go on: records why (the first failure counts) and
+    /// stops the client, which ends with that error instead of exit 0.
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.0.set(reason);
+        self.shutdown.cancel();
+    }
+}
+
+/// The first failure of a source that could not go on, if any.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFailure(Arc<std::sync::OnceLock<String>>);
+
+impl SourceFailure {
+    /// Why a source failed, if one did.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 /// Starts every source on `tasks`. The readings channel closes when all ended.

@@ -639,7 +639,11 @@ mod tests {
         assert_eq!(recovery.live_rows, 3);
         assert_eq!(recovery.acknowledged_rows, 2);
         assert_eq!(recovery.max_sequence, Some(5));
-        assert_eq!(recovery.positions.get("file:/tmp/in.jsonl"), Some(&50));
+        assert_eq!(
+            recovery.newest.get("file:/tmp/in.jsonl"),
+            Some(&(5, origin(50))),
+            "where the newest unacknowledged row was read"
+        );
         assert_eq!(spool.live_rows(), 3);
         let (rows, _) = spool
             .read(spool.head(), u64::MAX, 10, usize::MAX)

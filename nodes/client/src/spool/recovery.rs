@@ -15,6 +15,7 @@
 //! foreign header) with rows worth keeping is copied.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::fs::FileExt;
@@ -22,7 +23,7 @@ use std::path::Path;
 
 use tracing::warn;
 
-use super::{HEADER, RejectedFile, RowDecoder, is_blank, write_fresh};
+use super::{HEADER, Origin, RejectedFile, RowDecoder, is_blank, write_fresh};
 
 /// What opening the spool found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,8 +38,10 @@ pub struct Recovery {
     pub torn_bytes: u64,
     /// Highest sequence number in the file.
     pub max_sequence: Option<u64>,
-    /// Furthest position per source seen in the file.
-    pub positions: HashMap<String, u64>,
+    /// Per source, where its newest unacknowledged row was read (the row
+    /// with the highest sequence): everything it read before is delivered
+    /// or in the spool, so it resumes there, in the file the origin names.
+    pub newest: HashMap<String, (u64, Origin)>,
     /// The header was missing or different (not our format): it was rewritten.
     pub header_rewritten: bool,
 }
@@ -102,12 +105,16 @@ pub(super) fn recover(
                         .max_sequence
                         .map_or(event.sequence, |m| m.max(event.sequence)),
                 );
-                if let Some(origin) = origin {
-                    let entry = recovery
-                        .positions
-                        .entry(origin.key.to_string())
-                        .or_insert(0);
-                    *entry = (*entry).max(origin.position);
+                if let Some(origin) = origin.filter(|_| event.sequence > acked_through) {
+                    match recovery.newest.entry(origin.key.to_string()) {
+                        Entry::Occupied(mut newest) if newest.get().0 < event.sequence => {
+                            newest.insert((event.sequence, origin));
+                        }
+                        Entry::Occupied(_) => {}
+                        Entry::Vacant(slot) => {
+                            slot.insert((event.sequence, origin));
+                        }
+                    }
                 }
                 if event.sequence <= acked_through {
                     recovery.acknowledged_rows += 1;

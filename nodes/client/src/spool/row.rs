@@ -12,6 +12,11 @@
 //!   payload round-trips byte for byte and a row never spans lines.
 //! - `extensions` is a JSON object; `origin`/`position` say which source and
 //!   where in it the event was read (files resume from there after a crash).
+//!   A file source's position names its file too: `OFFSET@DEV:INO:LEN:CRC`
+//!   (device, inode, fingerprint length and CRC-32, as [`FileIdentity`]),
+//!   so a row read back still says which file its offset is in after a
+//!   rotation or a copytruncate. Rows written before that have the offset
+//!   alone, and still decode.
 //! - `crc32` covers the rest of the row: a torn or garbled row is recognised,
 //!   never half-trusted.
 //! - The event's incarnation has no column: it is part of the `id`
@@ -45,8 +50,8 @@ pub struct Origin {
     /// Byte offset just past the event's line.
     pub position: u64,
     /// Which file `position` is in (file sources), so that a rotated or
-    /// truncated file is not resumed at another file's offset. Not part of
-    /// the row: a row read back from the spool has none.
+    /// truncated file is not resumed at another file's offset. Kept in the
+    /// row's `position` column; `None` in rows written before it was.
     pub file: Option<FileIdentity>,
 }
 
@@ -170,6 +175,16 @@ impl RowEncoder {
         if let Some(origin) = origin {
             push_field(row, &origin.key);
             let _ = write!(Buffer(row), ",{}", origin.position);
+            if let Some(file) = &origin.file {
+                let _ = write!(
+                    Buffer(row),
+                    "@{}:{}:{}:{:08x}",
+                    file.dev,
+                    file.ino,
+                    file.fingerprint_len,
+                    file.fingerprint
+                );
+            }
         } else {
             row.push(b',');
         }
@@ -283,13 +298,22 @@ impl RowDecoder {
         };
         let origin = match (field(8), field(9)) {
             ("", _) => None,
-            (key, position) => Some(Origin {
-                key: Arc::from(key),
-                position: position
-                    .parse()
-                    .map_err(|_| bad("position is not a number"))?,
-                file: None,
-            }),
+            (key, position) => {
+                let (position, file) = match position.split_once('@') {
+                    Some((position, file)) => (
+                        position,
+                        Some(parse_file(file).ok_or_else(|| bad("position names no file"))?),
+                    ),
+                    None => (position, None),
+                };
+                Some(Origin {
+                    key: Arc::from(key),
+                    position: position
+                        .parse()
+                        .map_err(|_| bad("position is not a number"))?,
+                    file,
+                })
+            }
         };
         let data = match field(10) {
             "utf8" => Bytes::copy_from_slice(field(11).as_bytes()),
@@ -319,6 +343,18 @@ impl RowDecoder {
         }
         Ok((event, origin))
     }
+}
+
+/// `DEV:INO:LEN:CRC` of a `position` column, as [`RowEncoder`] writes it.
+fn parse_file(text: &str) -> Option<FileIdentity> {
+    let mut parts = text.split(':');
+    let file = FileIdentity {
+        dev: parts.next()?.parse().ok()?,
+        ino: parts.next()?.parse().ok()?,
+        fingerprint_len: parts.next()?.parse().ok()?,
+        fingerprint: u32::from_str_radix(parts.next()?, 16).ok()?,
+    };
+    parts.next().is_none().then_some(file)
 }
 
 #[cfg(test)]
@@ -397,6 +433,32 @@ mod tests {
             (back.id.as_str(), back.incarnation),
             ("c1-7", LEGACY_INCARNATION)
         );
+    }
+
+    #[test]
+    fn a_file_sources_position_keeps_its_file_and_old_rows_still_decode() {
+        let file = FileIdentity {
+            dev: 64769,
+            ino: 1_234_567,
+            fingerprint_len: 1024,
+            fingerprint: 0x3af2_c1d0,
+        };
+        let with_file = Origin {
+            file: Some(file),
+            ..origin(81_234)
+        };
+        let row = encode_row(&event(3, b"x"), Some(&with_file));
+        assert!(
+            String::from_utf8_lossy(&row).contains(",81234@64769:1234567:1024:3af2c1d0,"),
+            "{}",
+            String::from_utf8_lossy(&row)
+        );
+        let (_, back) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
+        assert_eq!(back, Some(with_file));
+        // Written before rows named their file: the offset alone.
+        let old = encode_row(&event(3, b"x"), Some(&origin(81_234)));
+        let (_, back) = decode_row(&old[..old.len() - 1], "c1").expect("old row decodes");
+        assert_eq!(back, Some(origin(81_234)));
     }
 
     #[test]
