@@ -22,10 +22,11 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use smesh_core::ratelimit::LogEvery;
 use tracing::warn;
 
 use crate::spool::{Encoding, RejectedFile, is_full, is_text};
@@ -255,43 +256,9 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// How often the warning about oversized readings is logged at most.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Keeps a warning that a source can repeat at will (one per oversized
-/// line) to one per [`LOG_EVERY`], counting what it left out.
-#[derive(Debug, Default)]
-pub struct SkipLog {
-    /// When the warning was last logged.
-    last: Option<Instant>,
-    /// Occurrences since then that were not logged.
-    unlogged: u64,
-}
-
-impl SkipLog {
-    /// One more occurrence: `Some(occurrences not logged before it)` when
-    /// it is to be logged.
-    pub fn tick(&mut self) -> Option<u64> {
-        self.tick_at(Instant::now())
-    }
-
-    fn tick_at(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.duration_since(last) < LOG_EVERY => {
-                self.unlogged += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.unlogged))
-            }
-        }
-    }
-}
-
 /// How often the warning about readings a full filesystem kept from their
-/// spill files is logged at most (one [`SkipLog`] for every source).
-static UNKEPT_LOG: Mutex<SkipLog> = Mutex::new(SkipLog {
-    last: None,
-    unlogged: 0,
-});
+/// spill files is logged at most (one for every source).
+static UNKEPT_LOG: Mutex<LogEvery> = Mutex::new(LogEvery::new(LOG_EVERY));
 
 /// An oversized reading being written to its spill file.
 #[derive(Debug)]
@@ -564,17 +531,6 @@ mod tests {
             let (back, _) = decode_row(&record[2], "c1").expect("the row decodes");
             assert!(back.data.is_empty());
         }
-    }
-
-    #[test]
-    fn the_warning_is_logged_once_per_interval_with_what_it_left_out() {
-        let mut log = SkipLog::default();
-        let start = Instant::now();
-        assert_eq!(log.tick_at(start), Some(0));
-        assert_eq!(log.tick_at(start + Duration::from_secs(1)), None);
-        assert_eq!(log.tick_at(start + Duration::from_secs(2)), None);
-        assert_eq!(log.tick_at(start + LOG_EVERY), Some(2));
-        assert_eq!(log.tick_at(start + LOG_EVERY), None);
     }
 
     #[test]

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use smesh_core::backoff::Backoff;
 use smesh_core::event::{self, SPEC_VERSION};
 use smesh_core::link::{Link, LinkEvent};
+use smesh_core::ratelimit::LogEvery;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Event, Rejected, Report};
 use tokio::sync::mpsc;
@@ -51,7 +52,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, SpoolFull, SpoolMode};
 use crate::counters::Counters;
-use crate::oversized::{Oversized, SkipLog};
+use crate::oversized::Oversized;
 use crate::source::Reading;
 use crate::spool::{Origin, RejectedFile, RowEncoder, Spool, encode_row, is_full};
 use crate::state::StateFile;
@@ -164,14 +165,14 @@ pub struct Pipeline {
     /// Encodes the start of oversized readings' rejected rows.
     encoder: RowEncoder,
     /// Keeps the warning about oversized readings to one per interval.
-    oversized_log: SkipLog,
+    oversized_log: LogEvery,
     /// Set while the spool's filesystem has no room.
     full: Option<DiskFull>,
     /// A reading taken while the spool had no room, waiting for it
     /// (`--on-spool-full hold`); while it waits, no reading is taken.
     held: Option<Held>,
-    /// When "spool full" was last logged as a warning.
-    full_warned_at: Option<Instant>,
+    /// Keeps the "spool full" warning to one per [`FULL_WARN_EVERY`].
+    full_log: LogEvery,
     /// Spool-full episodes and their time, for `--stats-file`.
     full_stats: SpoolFullStats,
 }
@@ -213,10 +214,10 @@ impl Pipeline {
             dropped_unlogged: 0,
             timings: Timings::default(),
             encoder: RowEncoder::default(),
-            oversized_log: SkipLog::default(),
+            oversized_log: LogEvery::default(),
             full: None,
             held: None,
-            full_warned_at: None,
+            full_log: LogEvery::new(FULL_WARN_EVERY),
             full_stats: SpoolFullStats::default(),
         }
     }
@@ -274,11 +275,8 @@ impl Pipeline {
             None => {
                 let mut backoff = Backoff::default();
                 let retry_at = tokio::time::Instant::now() + backoff.next_delay();
-                let warn_now = self
-                    .full_warned_at
-                    .is_none_or(|at| at.elapsed() >= FULL_WARN_EVERY);
+                let warn_now = self.full_log.tick().is_some();
                 if warn_now {
-                    self.full_warned_at = Some(Instant::now());
                     warn!(
                         path = %self.spool.path().display(),
                         %err,
@@ -918,11 +916,11 @@ impl Pipeline {
             );
             self.dropped_unlogged = 0;
         }
-        let warn_now = self
-            .full_warned_at
-            .is_none_or(|at| at.elapsed() >= FULL_WARN_EVERY);
-        if let Some(full) = self.full.as_ref().filter(|_| warn_now) {
-            self.full_warned_at = Some(Instant::now());
+        if let Some(full) = self
+            .full
+            .as_ref()
+            .filter(|_| self.full_log.tick().is_some())
+        {
             warn!(
                 path = %self.spool.path().display(),
                 since = ?full.since.elapsed(),

@@ -24,7 +24,7 @@ impl Default for LogEvery {
 
 impl LogEvery {
     /// At most one line per `every`.
-    pub fn new(every: Duration) -> Self {
+    pub const fn new(every: Duration) -> Self {
         Self {
             every,
             last: None,
