@@ -210,30 +210,7 @@ impl Handler for SidecarSession {
         };
         let timeout = self.streams.delivery_timeout;
         let kafka = self.streams.kafka.clone();
-        Ok(Box::pin(async move {
-            let mut outcome = outcome;
-            // Ending the stream sends the batch to the sidecar again while
-            // librdkafka keeps its copy: worth it only when this master's
-            // Kafka answers and the batch is stuck all the same. While Kafka
-            // is unreachable the master is NOT_SERVING, and the sidecar
-            // decides whether another master does better.
-            loop {
-                match tokio::time::timeout(timeout, &mut outcome).await {
-                    Ok(settled) => {
-                        return settled.unwrap_or_else(|_| {
-                            Err(Status::unavailable("the delivery task stopped"))
-                        });
-                    }
-                    Err(_) if kafka.borrow().ready => {
-                        return Err(Status::unavailable(format!(
-                            "Kafka did not acknowledge batch {seq} within {}; resend it",
-                            smesh_core::cli::duration_text(timeout)
-                        )));
-                    }
-                    Err(_) => {}
-                }
-            }
-        }))
+        Ok(Box::pin(settle_within(outcome, timeout, kafka, seq)))
     }
 
     async fn report(&mut self, report: Report) {
@@ -277,6 +254,43 @@ impl Handler for SidecarSession {
                 reason,
             })
             .await;
+    }
+}
+
+/// Waits for a batch's outcome. Ending the stream sends the batch to the
+/// sidecar again while librdkafka keeps its copy, so that is worth it only
+/// when Kafka answers and the batch is stuck all the same: the stream ends
+/// once the batch has waited `timeout` with Kafka counting as reachable the
+/// whole time. Every change of Kafka's state starts the wait over (after an
+/// outage librdkafka gets the full time to catch up); while Kafka is
+/// unreachable the master is NOT_SERVING, and the sidecar decides whether
+/// another master does better.
+async fn settle_within(
+    mut outcome: Outcome,
+    timeout: Duration,
+    mut kafka: watch::Receiver<KafkaStatus>,
+    seq: u64,
+) -> Result<Vec<Rejected>, Status> {
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            settled = &mut outcome => {
+                return settled
+                    .unwrap_or_else(|_| Err(Status::unavailable("the delivery task stopped")));
+            }
+            () = tokio::time::sleep(timeout) => {
+                if kafka.borrow().ready {
+                    return Err(Status::unavailable(format!(
+                        "Kafka did not acknowledge batch {seq} within {}; resend it",
+                        smesh_core::cli::duration_text(timeout)
+                    )));
+                }
+            }
+            changed = kafka.changed(), if watching => {
+                // Gone (shutting down): plain timeouts from here on.
+                watching = changed.is_ok();
+            }
+        }
     }
 }
 
