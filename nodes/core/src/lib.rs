@@ -16,6 +16,7 @@
 //! - [`accept`]: the door of every server: connection limits, silent peers.
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`ratelimit`]: log lines a peer can repeat, one per interval.
+//! - [`retention`]: forgetting peers that left, after a while and beyond a count.
 //! - [`shutdown`]: signals turned into a cancellation token.
 //! - [`cli`]: flag parsing that exits 64 with one line, logging set-up.
 //! - [`time`]: wall-clock helpers.
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod link;
 pub mod peers;
 pub mod ratelimit;
+pub mod retention;
 pub mod session;
 pub mod shutdown;
 pub mod time;

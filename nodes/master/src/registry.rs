@@ -446,22 +446,13 @@ impl Registry {
     /// Forgets sidecars gone longer than [`FORGET_DISCONNECTED_AFTER`], and
     /// the longest gone beyond [`MAX_DISCONNECTED_SIDECARS`].
     fn forget(&mut self, now: Instant) {
-        self.sidecars.retain(|_, record| {
-            record
-                .gone_since
-                .is_none_or(|since| now.duration_since(since) < FORGET_DISCONNECTED_AFTER)
-        });
-        let mut gone: Vec<(Instant, String)> = self
-            .sidecars
-            .iter()
-            .filter_map(|(id, record)| record.gone_since.map(|since| (since, id.clone())))
-            .collect();
-        if gone.len() > MAX_DISCONNECTED_SIDECARS {
-            gone.sort_unstable();
-            for (_, id) in gone.iter().take(gone.len() - MAX_DISCONNECTED_SIDECARS) {
-                self.sidecars.remove(id);
-            }
-        }
+        smesh_core::retention::forget_gone(
+            &mut self.sidecars,
+            now,
+            FORGET_DISCONNECTED_AFTER,
+            MAX_DISCONNECTED_SIDECARS,
+            |record| record.gone_since,
+        );
     }
 
     fn publish_stats(&mut self) {

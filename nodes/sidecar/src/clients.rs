@@ -159,29 +159,13 @@ impl ClientTable {
     /// Forgets clients gone longer than [`FORGET_DISCONNECTED_AFTER`], and
     /// the longest gone beyond [`MAX_DISCONNECTED_CLIENTS`].
     fn forget(&mut self, now: Instant) {
-        let before = self.clients.len();
-        self.clients.retain(|_, entry| {
-            entry
-                .gone_since
-                .is_none_or(|since| now.duration_since(since) < FORGET_DISCONNECTED_AFTER)
-        });
-        let gone_count = self
-            .clients
-            .values()
-            .filter(|entry| entry.gone_since.is_some())
-            .count();
-        if gone_count > MAX_DISCONNECTED_CLIENTS {
-            let mut gone: Vec<(Instant, String)> = self
-                .clients
-                .iter()
-                .filter_map(|(id, entry)| entry.gone_since.map(|since| (since, id.clone())))
-                .collect();
-            gone.sort_unstable();
-            for (_, id) in gone.iter().take(gone.len() - MAX_DISCONNECTED_CLIENTS) {
-                self.clients.remove(id);
-            }
-        }
-        let forgotten = before - self.clients.len();
+        let forgotten = smesh_core::retention::forget_gone(
+            &mut self.clients,
+            now,
+            FORGET_DISCONNECTED_AFTER,
+            MAX_DISCONNECTED_CLIENTS,
+            |entry| entry.gone_since,
+        );
         if forgotten > 0 {
             debug!(
                 forgotten,
