@@ -138,6 +138,9 @@ impl Admin for AdminService {
             Ok(report) => Ok(Response::new(report)),
             Err(err @ CheckError::UnknownPeer(_)) => Err(tonic::Status::not_found(err.to_string())),
             Err(err @ CheckError::ShuttingDown) => Err(tonic::Status::unavailable(err.to_string())),
+            Err(err @ CheckError::Busy(_)) => {
+                Err(tonic::Status::resource_exhausted(err.to_string()))
+            }
         }
     }
 }

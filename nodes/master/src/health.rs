@@ -29,6 +29,10 @@ pub enum CheckError {
     #[error("the master is shutting down")]
     /// The registry stopped.
     ShuttingDown,
+    #[error("{0} health checks of other peers are running; try again when they are done")]
+    /// Too many different checks at once (the same check asked again
+    /// meanwhile joins the running one instead).
+    Busy(usize),
 }
 
 /// One sidecar to probe, and which of its clients.

@@ -86,8 +86,17 @@ pub enum RegistryEvent {
         reply: oneshot::Sender<Result<HealthCheckReport, CheckError>>,
     },
     /// A health check finished (kept for `recent_checks`).
-    CheckDone(HealthCheckReport),
+    CheckDone {
+        /// Which peer was checked (empty: all).
+        peer: String,
+        /// What it found.
+        report: HealthCheckReport,
+    },
 }
+
+/// Different health checks running at once at most; asking for a running
+/// one again joins it.
+pub const MAX_CHECKS_IN_FLIGHT: usize = 4;
 
 /// Static facts about this master.
 #[derive(Clone, Debug)]
@@ -191,6 +200,8 @@ pub struct Registry {
     sidecars: BTreeMap<String, SidecarRecord>,
     conns: HashMap<ConnId, String>,
     recent_checks: Vec<HealthCheckReport>,
+    /// Running checks by peer (empty: all), with everyone waiting for each.
+    checks_in_flight: HashMap<String, Vec<oneshot::Sender<Result<HealthCheckReport, CheckError>>>>,
     next_check: u64,
     last_totals: (Instant, Totals),
 }
@@ -234,6 +245,7 @@ impl Registry {
             sidecars: BTreeMap::new(),
             conns: HashMap::new(),
             recent_checks: Vec::new(),
+            checks_in_flight: HashMap::new(),
             next_check: 1,
             last_totals: (Instant::now(), totals),
         };
@@ -314,7 +326,10 @@ impl Registry {
                 timeout,
                 reply,
             } => self.start_check(peer, timeout, reply),
-            RegistryEvent::CheckDone(report) => {
+            RegistryEvent::CheckDone { peer, report } => {
+                for reply in self.checks_in_flight.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Ok(report.clone()));
+                }
                 self.recent_checks.insert(0, report);
                 self.recent_checks.truncate(RECENT_CHECKS);
             }
@@ -483,6 +498,16 @@ impl Registry {
         timeout: Duration,
         reply: oneshot::Sender<Result<HealthCheckReport, CheckError>>,
     ) {
+        // The same check asked again while it runs joins it: a check fans
+        // out to every peer and appends a row per peer to the report.
+        if let Some(waiting) = self.checks_in_flight.get_mut(&peer) {
+            waiting.push(reply);
+            return;
+        }
+        if self.checks_in_flight.len() >= MAX_CHECKS_IN_FLIGHT {
+            let _ = reply.send(Err(CheckError::Busy(self.checks_in_flight.len())));
+            return;
+        }
         let mut targets = Vec::new();
         for record in self.sidecars.values() {
             let client_filter = if peer.is_empty() || peer == record.id {
@@ -519,11 +544,11 @@ impl Registry {
             timeout,
             report_path: self.identity.report_path.clone(),
         };
+        self.checks_in_flight.insert(peer.clone(), vec![reply]);
         let done = self.events_tx.clone();
         tokio::spawn(async move {
             let report = check.run().await;
-            let _ = done.send(RegistryEvent::CheckDone(report.clone())).await;
-            let _ = reply.send(Ok(report));
+            let _ = done.send(RegistryEvent::CheckDone { peer, report }).await;
         });
     }
 }
@@ -561,6 +586,10 @@ mod tests {
 
     /// A registry task fed only through its handle, as streams feed it.
     fn registry() -> (RegistryHandle, CancellationToken) {
+        registry_reporting(PathBuf::from("unused.csv"))
+    }
+
+    fn registry_reporting(report_path: PathBuf) -> (RegistryHandle, CancellationToken) {
         let config = KafkaConfig {
             // Nothing listens there; the producer is never used in these tests.
             brokers: "127.0.0.1:1".to_string(),
@@ -578,7 +607,7 @@ mod tests {
             address: String::new(),
             started_unix_nanos: 0,
             started: Instant::now(),
-            report_path: PathBuf::from("unused.csv"),
+            report_path,
         };
         let (registry, handle) =
             Registry::new(identity, sink, Arc::new(Counters::default()), kafka);
@@ -690,6 +719,62 @@ mod tests {
         let status = handle.status().await.expect("status");
         let ids: Vec<String> = clients(&status).into_iter().map(|c| c.0).collect();
         assert_eq!(ids, vec!["c2".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_running_check_is_joined_and_different_checks_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (handle, _token) = registry_reporting(dir.path().join("report.csv"));
+        // A sidecar that never answers: a check of it lasts its whole timeout.
+        let (commands, _unanswered) = mpsc::channel(64);
+        handle
+            .events
+            .send(RegistryEvent::Connected {
+                conn: 1,
+                hello: Hello {
+                    node_id: "S1".to_string(),
+                    kind: NodeKind::Sidecar as i32,
+                    version: "v".to_string(),
+                    incarnation: String::new(),
+                },
+                address: "127.0.0.1:1".to_string(),
+                commands,
+            })
+            .await
+            .expect("registry running");
+        let clients = (0..=MAX_CHECKS_IN_FLIGHT)
+            .map(|i| client(&format!("c{i}"), PeerStatus::Up, 1))
+            .collect();
+        report(&handle, 1, clients).await;
+        let timeout = Duration::from_millis(500);
+
+        // Asked twice at once: one check, one set of rows.
+        let (first, second) = tokio::join!(
+            handle.health_check(String::new(), timeout),
+            handle.health_check(String::new(), timeout)
+        );
+        let (first, second) = (first.expect("a report"), second.expect("a report"));
+        assert_eq!(
+            first.check_id, second.check_id,
+            "the second joined the first"
+        );
+        let rows = std::fs::read_to_string(dir.path().join("report.csv")).expect("report");
+        assert_eq!(
+            rows.lines().filter(|l| l.contains(",sidecar,S1,")).count(),
+            1
+        );
+
+        // Different checks at once: bounded, the one too many told why.
+        let checks = (0..=MAX_CHECKS_IN_FLIGHT).map(|i| {
+            let handle = handle.clone();
+            async move { handle.health_check(format!("c{i}"), timeout).await }
+        });
+        let outcomes = futures::future::join_all(checks).await;
+        let busy = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(CheckError::Busy(_))))
+            .count();
+        assert_eq!(busy, 1, "{outcomes:?}");
     }
 
     #[tokio::test]

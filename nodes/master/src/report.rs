@@ -47,9 +47,29 @@ pub fn status_name(status: PeerStatus) -> &'static str {
 }
 
 /// Appends rows (and the header, if the file is new or empty), then syncs.
+/// The file is rotated (to `<name>.1`, replacing the one before) once it
+/// holds [`MAX_REPORT_BYTES`].
 pub fn append(path: &Path, check_id: u64, rows: &[HealthCheckRow]) -> std::io::Result<()> {
+    append_within(path, check_id, rows, MAX_REPORT_BYTES)
+}
+
+/// Size at which `healthCheckReport.csv` is rotated: with the one rotated
+/// before, the report takes at most twice this.
+pub const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
+
+fn append_within(
+    path: &Path,
+    check_id: u64,
+    rows: &[HealthCheckRow],
+    max_bytes: u64,
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
+    }
+    if std::fs::metadata(path).is_ok_and(|meta| meta.len() >= max_bytes) {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(".1");
+        std::fs::rename(path, &rotated)?;
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let empty = file.metadata()?.len() == 0;
@@ -95,6 +115,22 @@ mod tests {
             rtt_us,
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn a_full_report_is_rotated_and_the_new_one_starts_with_its_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("healthCheckReport.csv");
+        for check in 1..=3 {
+            append_within(&path, check, &[row("S1", PeerStatus::Up, 1)], 150).expect("append");
+        }
+        let rotated = std::fs::read_to_string(dir.path().join("healthCheckReport.csv.1"))
+            .expect("rotated file");
+        let current = std::fs::read_to_string(&path).expect("current file");
+        assert!(current.starts_with("time,check_id,"), "{current}");
+        assert_eq!(current.lines().count(), 2, "header and check 3: {current}");
+        assert!(current.contains(",3,master-1,"), "{current}");
+        assert!(rotated.contains(",2,master-1,"), "{rotated}");
     }
 
     #[test]
