@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use smesh_core::ratelimit::LogEvery;
 use smesh_core::session::{self, SessionCommand};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{ClientInfo, PeerStatus, ProbeRequest, ProbeResponse, ProbeResult};
@@ -94,6 +95,10 @@ impl TableHandle {
 /// the master) before it is forgotten.
 pub const FORGET_DISCONNECTED_AFTER: Duration = Duration::from_secs(3600);
 
+/// Most bytes of client rows in one report to the master, well below
+/// gRPC's message limit.
+pub const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
+
 /// Most disconnected clients kept; beyond it the longest gone are forgotten
 /// first, so ids that come and go (or a peer making them up) cannot grow the
 /// table and the reports without bound.
@@ -112,6 +117,8 @@ pub struct ClientTable {
     events: mpsc::Receiver<TableEvent>,
     clients: BTreeMap<String, Entry>,
     conns: HashMap<ConnId, String>,
+    /// Keeps the warning about a cut report to one per interval.
+    report_cut_log: LogEvery,
 }
 
 impl std::fmt::Debug for ClientTable {
@@ -132,6 +139,7 @@ impl ClientTable {
                 events,
                 clients: BTreeMap::new(),
                 conns: HashMap::new(),
+                report_cut_log: LogEvery::default(),
             },
             TableHandle { events: tx },
         )
@@ -235,10 +243,41 @@ impl ClientTable {
                 self.forget(Instant::now());
             }
             TableEvent::Snapshot { reply } => {
-                let _ = reply.send(self.clients.values().map(|e| e.info.clone()).collect());
+                let _ = reply.send(self.report_rows());
             }
             TableEvent::Probe { request, reply } => self.probe(request, reply),
         }
+    }
+
+    /// The rows for the report to the master, within [`MAX_REPORT_BYTES`]:
+    /// connected clients first, then the most recently gone. Telemetry must
+    /// never make the data stream that carries it too large to send.
+    fn report_rows(&mut self) -> Vec<ClientInfo> {
+        let mut entries: Vec<&Entry> = self.clients.values().collect();
+        // Connected first (gone_since None), then the most recently gone.
+        entries.sort_by_key(|e| (e.gone_since.is_some(), std::cmp::Reverse(e.gone_since)));
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut bytes = 0;
+        for entry in &entries {
+            let size = prost::Message::encoded_len(&entry.info) + 4;
+            if bytes + size > MAX_REPORT_BYTES {
+                break;
+            }
+            bytes += size;
+            rows.push(entry.info.clone());
+        }
+        let left_out = entries.len() - rows.len();
+        if left_out > 0 {
+            if let Some(unlogged) = self.report_cut_log.tick() {
+                warn!(
+                    left_out,
+                    reported = rows.len(),
+                    also_since_last_log = unlogged,
+                    "the report to the master is cut at its size limit; the longest gone clients are left out"
+                );
+            }
+        }
+        rows
     }
 
     fn entry_mut(&mut self, conn: ConnId) -> Option<&mut Entry> {
@@ -329,6 +368,42 @@ mod tests {
         assert_eq!(table.clients.len(), 2, "kept for a while after it left");
         table.forget(Instant::now() + FORGET_DISCONNECTED_AFTER + Duration::from_secs(1));
         assert_eq!(table.clients.keys().collect::<Vec<_>>(), vec!["here"]);
+    }
+
+    #[test]
+    fn the_report_stays_within_its_size_connected_and_recent_first() {
+        let (mut table, _handle) = ClientTable::new("S1".to_string());
+        let now = Instant::now();
+        let big = |id: &str| ClientInfo {
+            client_id: id.to_string(),
+            version: "v".repeat(64),
+            rtt: Some(smesh_proto::mesh::RttStats {
+                recent_us: vec![u64::MAX; 120],
+                ..Default::default()
+            }),
+            ..ClientInfo::default()
+        };
+        // About 1.3 KB each: 5000 gone clients are more than one report holds.
+        for i in 0..5000u64 {
+            let id = format!("gone{i:04}");
+            let entry = Entry {
+                info: big(&id),
+                live: None,
+                gone_since: Some(now + Duration::from_millis(i)),
+            };
+            table.clients.insert(id, entry);
+        }
+        connect(&mut table, 1, "live");
+        let rows = table.report_rows();
+        let bytes: usize = rows
+            .iter()
+            .map(|r| prost::Message::encoded_len(r) + 4)
+            .sum();
+        assert!(bytes <= MAX_REPORT_BYTES, "{bytes}");
+        assert!(rows.len() < 5001, "cut");
+        assert_eq!(rows[0].client_id, "live", "connected clients first");
+        assert_eq!(rows[1].client_id, "gone4999", "then the most recently gone");
+        assert!(!rows.iter().any(|r| r.client_id == "gone0000"));
     }
 
     #[test]
