@@ -9,7 +9,12 @@
 //! - a connection that sends nothing within
 //!   [`DoorLimits::first_bytes_within`] is closed (what comes after the
 //!   first bytes has its own deadlines: the HTTP/2 keepalive, the Hello);
-//! - accept errors back off (10 ms doubling to 1 s).
+//! - accept errors back off (10 ms doubling to 1 s);
+//! - with TLS, the handshake runs here, on the admitted connection and
+//!   within [`DoorLimits::handshake_within`]; a peer whose certificate is
+//!   refused, or that speaks plaintext, is closed with a warning naming
+//!   why. The identities its certificate names travel with the connection
+//!   ([`ConnectionInfo`]) to the session that reads its Hello.
 //!
 //! Each refusal is a warning at most every 10 s, with the count left out.
 
@@ -24,12 +29,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::ratelimit::LogEvery;
+use crate::tls::{PeerIdentity, identities_of};
+
+/// The first byte of a TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// The bounds of a server's door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,26 +51,55 @@ pub struct DoorLimits {
     pub max_per_address: usize,
     /// How long a new connection may stay silent.
     pub first_bytes_within: Duration,
+    /// How long the TLS handshake may take, from the first bytes.
+    pub handshake_within: Duration,
 }
 
 impl Default for DoorLimits {
     /// 4096 connections, 1024 from one address (sidecars and NATed sites
-    /// bring many), 10 s to say something.
+    /// bring many), 10 s to say something, 10 s more for the TLS handshake.
     fn default() -> Self {
         Self {
             max_connections: 4096,
             max_per_address: 1024,
             first_bytes_within: Duration::from_secs(10),
+            handshake_within: Duration::from_secs(10),
         }
+    }
+}
+
+/// What a server knows about a connection: handed to tonic as its connect
+/// info, so a service finds it in each request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// `None` for a plaintext connection; with TLS, the identities the
+    /// peer's certificate (verified against the CA) names.
+    pub certified: Option<Arc<[PeerIdentity]>>,
+}
+
+impl ConnectionInfo {
+    /// The connection info of a request, if it came through [`admit`].
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&ConnectionInfo> {
+        request.extensions().get::<ConnectionInfo>()
     }
 }
 
 /// An accepted connection that holds its place in the limits until dropped.
 #[derive(Debug)]
 pub struct Admitted {
-    stream: TcpStream,
+    stream: Io,
+    info: ConnectionInfo,
     _slot: OwnedSemaphorePermit,
     _address: AddressSlot,
+}
+
+/// The bytes of a connection: as they come, or through TLS.
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// One connection's count against its IP address.
@@ -103,10 +143,10 @@ impl Drop for AddressSlot {
 }
 
 impl Connected for Admitted {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 
@@ -116,7 +156,10 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
     }
 }
 
@@ -126,15 +169,24 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
     }
 
     fn poll_write_vectored(
@@ -142,28 +194,40 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 }
 
 /// The listener's connections within `limits`, as a stream for tonic's
-/// `serve_with_incoming_shutdown`. The accept loop ends when the stream is
-/// dropped.
-pub fn admit(listener: TcpListener, limits: DoorLimits) -> ReceiverStream<io::Result<Admitted>> {
+/// `serve_with_incoming_shutdown`, through TLS when `tls` is given. The
+/// accept loop ends when the stream is dropped.
+pub fn admit(
+    listener: TcpListener,
+    limits: DoorLimits,
+    tls: Option<TlsAcceptor>,
+) -> ReceiverStream<io::Result<Admitted>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, tx));
+    tokio::spawn(accept_loop(listener, limits, tls, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     limits: DoorLimits,
+    tls: Option<TlsAcceptor>,
     admitted: mpsc::Sender<io::Result<Admitted>>,
 ) {
+    let handshake_failures = Arc::new(Mutex::new(LogEvery::default()));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(Mutex::new(HashMap::new()));
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
@@ -206,13 +270,35 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let admitted = admitted.clone();
+        let tls = tls.clone();
+        let handshake_failures = Arc::clone(&handshake_failures);
         tokio::spawn(async move {
-            if !speaks_within(&stream, limits.first_bytes_within, peer).await {
+            let Some(first) = speaks_within(&stream, limits.first_bytes_within, peer).await else {
                 return;
-            }
+            };
+            let (stream, certified) = match tls {
+                None => (Io::Plain(stream), None),
+                Some(tls) => match handshake(tls, stream, first, limits.handshake_within).await {
+                    Ok((stream, identities)) => (Io::Tls(Box::new(stream)), Some(identities)),
+                    Err(why) => {
+                        let mut log = match handshake_failures.lock() {
+                            Ok(guard) => guard,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        if let Some(unlogged) = log.tick() {
+                            warn!(%peer, error = %why, also_since_last_log = unlogged, "TLS handshake failed; connection closed");
+                        }
+                        return;
+                    }
+                },
+            };
             let _ = admitted
                 .send(Ok(Admitted {
                     stream,
+                    info: ConnectionInfo {
+                        remote: peer,
+                        certified,
+                    },
                     _slot: slot,
                     _address: address,
                 }))
@@ -221,16 +307,62 @@ async fn accept_loop(
     }
 }
 
-/// Whether the peer sends its first bytes in time (they stay unread).
-async fn speaks_within(stream: &TcpStream, within: Duration, peer: SocketAddr) -> bool {
+/// The peer's first byte, if it sends one in time (it stays unread).
+async fn speaks_within(stream: &TcpStream, within: Duration, peer: SocketAddr) -> Option<u8> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(within, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => true,
-        Ok(_) => false,
+        Ok(Ok(n)) if n > 0 => Some(first[0]),
+        Ok(_) => None,
         Err(_) => {
             debug!(%peer, ?within, "closing a connection that said nothing");
-            false
+            None
         }
+    }
+}
+
+/// The server's side of the TLS handshake, within `within`; on success the
+/// stream and the identities the peer's certificate names. The error says
+/// why in words an operator can act on.
+async fn handshake(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    first: u8,
+    within: Duration,
+) -> Result<(TlsStream<TcpStream>, Arc<[PeerIdentity]>), String> {
+    if first != TLS_HANDSHAKE_RECORD {
+        return Err(
+            "the peer speaks plaintext to a TLS listener (give it --tls-cert, --tls-key and --tls-ca)"
+                .to_string(),
+        );
+    }
+    let stream = match tokio::time::timeout(within, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err(format!("{err}{}", hint(&err))),
+        Err(_) => {
+            return Err(format!("the handshake did not finish within {within:?}"));
+        }
+    };
+    let identities = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| identities_of(leaf))
+        .unwrap_or_default();
+    Ok((stream, identities.into()))
+}
+
+/// What an operator can do about a refused handshake.
+fn hint(err: &io::Error) -> &'static str {
+    let text = err.to_string();
+    if text.contains("UnknownIssuer") || text.contains("UnknownCA") {
+        " (the peer's certificate is not signed by this node's --tls-ca)"
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        " (the peer's certificate is outside its validity period)"
+    } else if text.contains("NoCertificatesPresented") || text.contains("CertificateRequired") {
+        " (the peer presented no certificate: give it --tls-cert and --tls-key)"
+    } else {
+        ""
     }
 }
 
@@ -245,7 +377,7 @@ mod tests {
     async fn door(limits: DoorLimits) -> (SocketAddr, ReceiverStream<io::Result<Admitted>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        (address, admit(listener, limits))
+        (address, admit(listener, limits, None))
     }
 
     /// Whether the door closed `stream` (EOF or reset within a second).
@@ -263,6 +395,7 @@ mod tests {
             max_connections: 3,
             max_per_address: 3,
             first_bytes_within: Duration::from_millis(300),
+            ..DoorLimits::default()
         };
         let (address, mut admitted) = door(limits).await;
         let mut silent = Vec::new();
@@ -286,8 +419,8 @@ mod tests {
             .expect("a connection")
             .expect("no error");
         assert_eq!(
-            got.connect_info().remote_addr(),
-            Some(speaking.local_addr().expect("address"))
+            got.connect_info().remote,
+            speaking.local_addr().expect("address")
         );
     }
 
@@ -297,6 +430,7 @@ mod tests {
             max_connections: 10,
             max_per_address: 2,
             first_bytes_within: Duration::from_secs(5),
+            ..DoorLimits::default()
         };
         let (address, mut admitted) = door(limits).await;
         let mut kept = Vec::new();

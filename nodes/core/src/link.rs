@@ -32,6 +32,7 @@ use smesh_proto::mesh::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tonic::transport::ClientTlsConfig;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -60,8 +61,9 @@ pub struct OpenStream {
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    /// TCP or HTTP/2 failed (nobody listens, unreachable, timed out).
-    #[error("cannot connect to {peer}: {source}")]
+    /// TCP, TLS or HTTP/2 failed (nobody listens, unreachable, timed out,
+    /// a certificate refused).
+    #[error("cannot connect to {peer}: {}", crate::grpc::error_chain(source))]
     Connect {
         /// The peer, as `id (host:port)`.
         peer: String,
@@ -116,14 +118,16 @@ impl Default for LinkTimeouts {
     }
 }
 
-/// Dials `peer`, says `hello` and waits for the Welcome.
+/// Dials `peer` (through mutual TLS with `tls`), says `hello` and waits for
+/// the Welcome.
 pub async fn open(
     peer: &Peer,
     hello: Hello,
     timeouts: LinkTimeouts,
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<OpenStream, LinkError> {
     let name = peer.to_string();
-    let channel = grpc::connect(&peer.uri(), timeouts.connect)
+    let channel = grpc::connect(&peer.uri(), timeouts.connect, tls)
         .await
         .map_err(|source| LinkError::Connect {
             peer: name.clone(),
@@ -266,6 +270,8 @@ pub struct LinkSettings {
     pub not_ready_failover_after: Option<Duration>,
     /// Pauses after a round in which every peer failed.
     pub backoff: Backoff,
+    /// Mutual TLS to every peer (`None`: plaintext).
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// What happened on a link, as [`Link::next`] reports it.
@@ -406,12 +412,14 @@ impl Link {
                         // Peer lists refuse to load empty; nothing to dial.
                         return std::future::pending().await;
                     };
-                    let (target, hello, timeouts) = (
+                    let (target, hello, timeouts, tls) = (
                         peer.clone(),
                         self.settings.hello.clone(),
                         self.settings.timeouts,
+                        self.settings.tls.clone(),
                     );
-                    let attempt = async move { open(&target, hello, timeouts).await }.boxed();
+                    let attempt =
+                        async move { open(&target, hello, timeouts, tls.as_ref()).await }.boxed();
                     self.state = State::Dialing { peer, attempt };
                 }
                 State::Dialing { peer, attempt } => match attempt.as_mut().await {
@@ -654,6 +662,7 @@ impl Stream {
                             walk.index(),
                             settings.hello.clone(),
                             settings.timeouts,
+                            settings.tls.clone(),
                         )
                         .boxed(),
                     );
@@ -729,11 +738,12 @@ async fn scout_ready_peer(
     current: usize,
     hello: Hello,
     timeouts: LinkTimeouts,
+    tls: Option<ClientTlsConfig>,
 ) -> Option<(usize, OpenStream)> {
     let n = peers.len();
     for step in 1..n {
         let index = (current + step) % n;
-        if let Ok(open) = open(&peers[index], hello.clone(), timeouts).await {
+        if let Ok(open) = open(&peers[index], hello.clone(), timeouts, tls.as_ref()).await {
             if open.welcome.ready {
                 return Some((index, open));
             }
@@ -806,7 +816,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 1,
         };
-        let err = open(&peer, Hello::default(), LinkTimeouts::default())
+        let err = open(&peer, Hello::default(), LinkTimeouts::default(), None)
             .await
             .expect_err("nobody listens");
         assert!(err.to_string().contains("S9 (127.0.0.1:1)"), "{err}");

@@ -14,6 +14,10 @@
 //!   settlement is awaited, what a report updates, what the periodic
 //!   [`SessionView`] and the end of the stream tell the rest of the node.
 //!
+//! With TLS, a Hello is accepted only for an identity the peer's
+//! certificate names (`smesh://<tier>/<id>`, see [`crate::tls`]): a peer
+//! cannot speak for another id or another tier (`PERMISSION_DENIED`).
+//!
 //! A batch is acknowledged only once the handler's settlement of it, and of
 //! every batch before it, resolved; a settlement that fails ends the stream
 //! (the peer sends everything unacknowledged again, here or elsewhere).
@@ -42,11 +46,13 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::accept::ConnectionInfo;
 use crate::event;
 use crate::heartbeat::Heartbeat;
 use crate::ids;
 use crate::ratelimit::LogEvery;
 use crate::time::now_unix_nanos;
+use crate::tls::{self, PeerIdentity};
 
 /// Identifies one accepted stream for the lifetime of the node.
 pub type ConnId = u64;
@@ -112,6 +118,8 @@ pub struct Caller {
     pub hello: Hello,
     /// The peer's address, for logs and the console.
     pub address: String,
+    /// The identity its certificate proved (`None` on a plaintext link).
+    pub identity: Option<PeerIdentity>,
 }
 
 /// What a session knows about its peer, given to the [`Handler`] once per
@@ -286,9 +294,19 @@ impl<T: Tier> Mesh for MeshService<T> {
         if shared.shutdown.is_cancelled() {
             return Err(Status::unavailable(format!("{me} is shutting down")));
         }
-        let address = remote_address(&request);
+        let connection = ConnectionInfo::of(&request).cloned();
+        let address = connection
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), |c| c.remote.to_string());
         let mut inbound = request.into_inner();
         let hello = read_hello(&mut inbound, shared.settings.hello_timeout).await?;
+        let identity = match authenticate(&hello, connection.as_ref()) {
+            Ok(identity) => identity,
+            Err(status) => {
+                warn!(%address, error = %status.message(), "stream refused");
+                return Err(status);
+            }
+        };
         let welcome = Welcome {
             node_id: shared.node_id.clone(),
             kind: shared.kind as i32,
@@ -305,6 +323,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             conn: shared.next_conn.fetch_add(1, Ordering::Relaxed),
             hello,
             address,
+            identity,
         };
         let (commands_tx, commands) = mpsc::channel(SESSION_COMMANDS);
         let handler = shared.tier.connected(&caller, commands_tx).await?;
@@ -673,16 +692,34 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
     Ok(())
 }
 
+/// The identity a Hello may use on this connection: on a TLS connection,
+/// only one the peer's certificate names; `None` on a plaintext one.
+fn authenticate(
+    hello: &Hello,
+    connection: Option<&ConnectionInfo>,
+) -> Result<Option<PeerIdentity>, Status> {
+    let Some(certified) = connection.and_then(|c| c.certified.as_ref()) else {
+        return Ok(None);
+    };
+    let kind = NodeKind::try_from(hello.kind).unwrap_or(NodeKind::Unspecified);
+    let Some(tier) = tls::Tier::of(kind) else {
+        return Err(Status::permission_denied(
+            "Hello names no tier (client or sidecar): refused on a TLS link",
+        ));
+    };
+    let claimed = PeerIdentity::new(tier, hello.node_id.clone());
+    if certified.contains(&claimed) {
+        return Ok(Some(claimed));
+    }
+    Err(Status::permission_denied(format!(
+        "Hello as {claimed}, but the peer's certificate is for {}: a node may only use the id and tier its certificate names",
+        tls::names(certified)
+    )))
+}
+
 /// A downlink frame.
 fn down(frame: Down) -> Downlink {
     Downlink { frame: Some(frame) }
-}
-
-/// The peer's address of a request, for logs and the console.
-fn remote_address<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
 /// A tier's name in log lines and messages.

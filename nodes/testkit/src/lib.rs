@@ -165,7 +165,7 @@ impl Upstream {
         let token = shutdown.clone();
         let served = tokio::spawn(async move {
             let sessions = mesh.sessions();
-            let _ = grpc::serve_mesh(mesh, health, reflection, listener, token).await;
+            let _ = grpc::serve_mesh(mesh, health, reflection, listener, None, token).await;
             sessions.close();
             sessions.wait().await;
         });
@@ -220,7 +220,7 @@ pub struct RawPeer {
 impl RawPeer {
     /// Opens a stream and sends `first` (normally a Hello).
     pub async fn open(peer: &Peer, first: Option<Up>) -> Result<Self, Status> {
-        let channel = grpc::connect(&peer.uri(), Duration::from_secs(2))
+        let channel = grpc::connect(&peer.uri(), Duration::from_secs(2), None)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(64);
