@@ -227,7 +227,8 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     admitted: mpsc::Sender<io::Result<Admitted>>,
 ) {
-    let handshake_failures = Arc::new(Mutex::new(LogEvery::default()));
+    let refusals_logs: RefusalLogs =
+        Arc::new(Mutex::new(std::array::from_fn(|_| LogEvery::default())));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(Mutex::new(HashMap::new()));
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
@@ -271,7 +272,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let admitted = admitted.clone();
         let tls = tls.clone();
-        let handshake_failures = Arc::clone(&handshake_failures);
+        let refusal_logs = Arc::clone(&refusals_logs);
         tokio::spawn(async move {
             let Some(first) = speaks_within(&stream, limits.first_bytes_within, peer).await else {
                 return;
@@ -280,14 +281,8 @@ async fn accept_loop(
                 None => (Io::Plain(stream), None),
                 Some(tls) => match handshake(tls, stream, first, limits.handshake_within).await {
                     Ok((stream, identities)) => (Io::Tls(Box::new(stream)), Some(identities)),
-                    Err(why) => {
-                        let mut log = match handshake_failures.lock() {
-                            Ok(guard) => guard,
-                            Err(poisoned) => poisoned.into_inner(),
-                        };
-                        if let Some(unlogged) = log.tick() {
-                            warn!(%peer, error = %why, also_since_last_log = unlogged, "TLS handshake failed; connection closed");
-                        }
+                    Err((refusal, detail)) => {
+                        log_refusal(&refusal_logs, peer, refusal, &detail);
                         return;
                     }
                 },
@@ -320,27 +315,88 @@ async fn speaks_within(stream: &TcpStream, within: Duration, peer: SocketAddr) -
     }
 }
 
+/// Why a TLS handshake was refused. Each reason is logged at its own
+/// rate, so a flood of one (port scanners speaking plaintext) does not hide
+/// another (certificates that expired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Plaintext,
+    UnknownCa,
+    Validity,
+    NoCertificate,
+    Timeout,
+    Other,
+}
+
+impl Refusal {
+    const COUNT: usize = 6;
+
+    /// What an operator can do about it.
+    fn hint(self) -> &'static str {
+        match self {
+            Refusal::Plaintext => {
+                "the peer speaks plaintext to a TLS listener (give it --tls-cert, --tls-key and --tls-ca)"
+            }
+            Refusal::UnknownCa => "the peer's certificate is not signed by this node's --tls-ca",
+            Refusal::Validity => "the peer's certificate is outside its validity period",
+            Refusal::NoCertificate => {
+                "the peer presented no certificate (give it --tls-cert and --tls-key)"
+            }
+            Refusal::Timeout => "the handshake did not finish in time",
+            Refusal::Other => "the handshake failed",
+        }
+    }
+
+    fn of(err: &io::Error) -> Self {
+        use tokio_rustls::rustls::{CertificateError, Error};
+        match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+            Some(Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            )) => Refusal::UnknownCa,
+            Some(Error::InvalidCertificate(
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. },
+            )) => Refusal::Validity,
+            Some(Error::NoCertificatesPresented) => Refusal::NoCertificate,
+            _ => Refusal::Other,
+        }
+    }
+}
+
+/// One log rate per [`Refusal`].
+type RefusalLogs = Arc<Mutex<[LogEvery; Refusal::COUNT]>>;
+
+/// Logs a refused handshake, at most once per 10 s for each reason.
+fn log_refusal(logs: &RefusalLogs, peer: SocketAddr, refusal: Refusal, detail: &str) {
+    let mut logs = match logs.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(unlogged) = logs[refusal as usize].tick() {
+        warn!(%peer, why = refusal.hint(), error = detail, also_since_last_log = unlogged, "TLS handshake refused; connection closed");
+    }
+}
+
 /// The server's side of the TLS handshake, within `within`; on success the
-/// stream and the identities the peer's certificate names. The error says
-/// why in words an operator can act on.
+/// stream and the identities the peer's certificate names.
 async fn handshake(
     tls: TlsAcceptor,
     stream: TcpStream,
     first: u8,
     within: Duration,
-) -> Result<(TlsStream<TcpStream>, Arc<[PeerIdentity]>), String> {
+) -> Result<(TlsStream<TcpStream>, Arc<[PeerIdentity]>), (Refusal, String)> {
     if first != TLS_HANDSHAKE_RECORD {
-        return Err(
-            "the peer speaks plaintext to a TLS listener (give it --tls-cert, --tls-key and --tls-ca)"
-                .to_string(),
-        );
+        return Err((
+            Refusal::Plaintext,
+            format!("first byte {first:#04x}, not a TLS handshake"),
+        ));
     }
     let stream = match tokio::time::timeout(within, tls.accept(stream)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return Err(format!("{err}{}", hint(&err))),
-        Err(_) => {
-            return Err(format!("the handshake did not finish within {within:?}"));
-        }
+        Ok(Err(err)) => return Err((Refusal::of(&err), err.to_string())),
+        Err(_) => return Err((Refusal::Timeout, format!("not done within {within:?}"))),
     };
     let identities = stream
         .get_ref()
@@ -350,20 +406,6 @@ async fn handshake(
         .map(|leaf| identities_of(leaf))
         .unwrap_or_default();
     Ok((stream, identities.into()))
-}
-
-/// What an operator can do about a refused handshake.
-fn hint(err: &io::Error) -> &'static str {
-    let text = err.to_string();
-    if text.contains("UnknownIssuer") || text.contains("UnknownCA") {
-        " (the peer's certificate is not signed by this node's --tls-ca)"
-    } else if text.contains("Expired") || text.contains("NotValidYet") {
-        " (the peer's certificate is outside its validity period)"
-    } else if text.contains("NoCertificatesPresented") || text.contains("CertificateRequired") {
-        " (the peer presented no certificate: give it --tls-cert and --tls-key)"
-    } else {
-        ""
-    }
 }
 
 #[cfg(test)]

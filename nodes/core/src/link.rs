@@ -70,13 +70,26 @@ pub enum LinkError {
         /// The transport's error.
         source: tonic::transport::Error,
     },
-    /// The peer answered the stream with an error status (e.g. shutting down).
-    #[error("{peer} refused the stream: {status}")]
+    /// The peer answered the stream with an error status (e.g. shutting
+    /// down, or refusing this node's identity), or the connection broke
+    /// before it answered (e.g. a TLS alert).
+    #[error("{peer} refused the stream: {}", status_text(status))]
     Refused {
         /// The peer, as `id (host:port)`.
         peer: String,
         /// Its answer.
         status: tonic::Status,
+    },
+    /// A plaintext connection broke before any answer: most likely the peer
+    /// serves TLS only.
+    #[error(
+        "{peer} closed a plaintext connection: {reason}; if it requires TLS, give this node --tls-cert, --tls-key and --tls-ca"
+    )]
+    Plaintext {
+        /// The peer, as `id (host:port)`.
+        peer: String,
+        /// What the transport said.
+        reason: String,
     },
     /// No Welcome within the timeout.
     #[error("{peer} did not answer within {timeout:?}")]
@@ -98,6 +111,23 @@ pub enum LinkError {
         /// The peer, as `id (host:port)`.
         peer: String,
     },
+}
+
+/// A status as one line: its message, then what is under it (a transport
+/// error's cause, such as the TLS alert the peer sent).
+fn status_text(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    match status.source() {
+        Some(source) => {
+            let chain = grpc::error_chain(source);
+            if chain.starts_with(status.message()) {
+                chain
+            } else {
+                format!("{}: {chain}", status.message())
+            }
+        }
+        None => format!("{} ({:?})", status.message(), status.code()),
+    }
 }
 
 /// Timeouts for opening a link.
@@ -149,9 +179,20 @@ pub async fn open(
     let response = tokio::time::timeout(timeouts.welcome, client.stream(ReceiverStream::new(rx)))
         .await
         .map_err(timeout)?
-        .map_err(|status| LinkError::Refused {
-            peer: name.clone(),
-            status,
+        .map_err(|status| {
+            // A status the peer sent has no source; one made from a broken
+            // connection has the transport error under it.
+            if tls.is_none() && std::error::Error::source(&status).is_some() {
+                LinkError::Plaintext {
+                    peer: name.clone(),
+                    reason: status_text(&status),
+                }
+            } else {
+                LinkError::Refused {
+                    peer: name.clone(),
+                    status,
+                }
+            }
         })?;
     let mut inbound = response.into_inner();
     let first = tokio::time::timeout(timeouts.welcome, inbound.message())

@@ -220,9 +220,18 @@ pub struct RawPeer {
 impl RawPeer {
     /// Opens a stream and sends `first` (normally a Hello).
     pub async fn open(peer: &Peer, first: Option<Up>) -> Result<Self, Status> {
-        let channel = grpc::connect(&peer.uri(), Duration::from_secs(2), None)
+        Self::open_with(peer, first, None).await
+    }
+
+    /// [`RawPeer::open`] through mutual TLS with `tls`.
+    pub async fn open_with(
+        peer: &Peer,
+        first: Option<Up>,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, Status> {
+        let channel = grpc::connect(&peer.uri(), Duration::from_secs(2), tls)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| Status::unavailable(grpc::error_chain(&e)))?;
         let (tx, rx) = mpsc::channel(64);
         if let Some(frame) = first {
             tx.send(Uplink { frame: Some(frame) })
