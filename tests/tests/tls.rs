@@ -268,6 +268,7 @@ async fn peers_that_cannot_prove_who_they_are_are_refused_with_a_reason_on_both_
         .args(["--id", "c1", "--sidecars"])
         .arg(dir.path().join("wrong-ca").join("clientCon.csv"))
         .args(pki.issue(Tier::Client, "c2").flags())
+        .stderr(std::process::Stdio::piped())
         .output()
         .expect("run smesh-client");
     assert_eq!(output.status.code(), Some(64));
@@ -283,12 +284,12 @@ async fn plaintext_beyond_loopback_or_unusable_certificates_stop_a_node_before_i
     let masters = dir.path().join("sidecarCon.csv");
     nodes::write_peers(&masters, &[("M1", 9010)]);
     let sidecar = |extra: &[String]| {
-        std::process::Command::new(nodes::binary("smesh-sidecar"))
+        let mut command = std::process::Command::new(nodes::binary("smesh-sidecar"));
+        command
             .args(["--id", "S1", "--masters"])
             .arg(&masters)
-            .args(extra)
-            .output()
-            .expect("run smesh-sidecar")
+            .args(extra);
+        output_within(command, Duration::from_secs(10))
     };
     let refused = |extra: &[String], needle: &str| {
         let output = sidecar(extra);
@@ -322,4 +323,27 @@ async fn plaintext_beyond_loopback_or_unusable_certificates_stop_a_node_before_i
         .wait_logged("serving plaintext beyond loopback", Duration::from_secs(5))
         .await;
     flagged.kill();
+}
+
+/// Runs `command` to its end, or kills it and fails after `within` (a node
+/// that should have refused to start would otherwise run for ever).
+fn output_within(mut command: std::process::Command, within: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("kill");
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "{command:?} still ran after {within:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
 }
