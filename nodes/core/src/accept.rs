@@ -466,6 +466,59 @@ mod tests {
         );
     }
 
+    /// A node's TLS from a throw-away CA (rcgen), files in `dir`.
+    fn node_tls(dir: &std::path::Path) -> crate::tls::NodeTls {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("certificate");
+        let files = crate::tls::TlsFiles {
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+            ca: dir.join("ca.pem"),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write");
+        std::fs::write(&files.ca, ca_cert.pem()).expect("write");
+        crate::tls::NodeTls::load(&files).expect("loads")
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_stalls_is_closed_at_its_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tls = node_tls(dir.path());
+        let limits = DoorLimits {
+            handshake_within: Duration::from_millis(300),
+            ..DoorLimits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let _admitted = admit(listener, limits, Some(tls.acceptor()));
+        // The first byte of a TLS record, then nothing.
+        let mut stalled = TcpStream::connect(address).await.expect("connect");
+        stalled
+            .write_all(&[TLS_HANDSHAKE_RECORD])
+            .await
+            .expect("write");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(3), stalled.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "closed, not left open: {read:?}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "not before its deadline"
+        );
+    }
+
     #[tokio::test]
     async fn one_address_cannot_take_every_place() {
         let limits = DoorLimits {
