@@ -202,6 +202,17 @@ pub fn validity(days: u32) -> (OffsetDateTime, OffsetDateTime) {
     )
 }
 
+impl CertsError {
+    /// The exit code: 64 for what the operator can fix (a file, a value),
+    /// 70 when rcgen fails.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CertsError::Io { .. } | CertsError::Invalid(_) => 64,
+            CertsError::Rcgen(_) => 70,
+        }
+    }
+}
+
 /// Runs `certs init` or `certs issue`; returns the lines to print.
 pub fn run(args: &CertsArgs) -> Result<Vec<String>, CertsError> {
     match &args.command {
@@ -276,7 +287,13 @@ fn write_new(path: &Path, content: &str, secret: bool) -> Result<(), CertsError>
         .create_new(true)
         .mode(if secret { 0o600 } else { 0o644 })
         .open(path)
-        .map_err(io)?;
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::AlreadyExists => CertsError::Invalid(format!(
+                "{} already exists: nothing is overwritten; move it away first",
+                path.display()
+            )),
+            _ => io(err),
+        })?;
     file.write_all(content.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
 }

@@ -157,7 +157,7 @@ fn main() -> ExitCode {
             }
             Err(err) => {
                 eprintln!("smesh-console: certs: {err}");
-                ExitCode::from(EX_SOFTWARE as u8)
+                ExitCode::from(err.exit_code())
             }
         },
         #[cfg(not(feature = "demo"))]

@@ -259,17 +259,7 @@ impl MasterArgs {
         let tls = self
             .tls
             .load(Some(&PeerIdentity::new(Tier::Master, self.id.clone())))?;
-        for (flag, address) in [
-            ("--listen", self.listen),
-            ("--admin-listen", self.admin_listen),
-        ] {
-            smesh_core::cli::check_plaintext(
-                flag,
-                address,
-                tls.is_some(),
-                self.insecure_plaintext,
-            )?;
-        }
+        let secure = tls.is_some();
         let config = Config::builder(self.id)
             .tls(tls)
             .kafka_brokers(self.kafka_brokers)
@@ -290,6 +280,13 @@ impl MasterArgs {
                 "--listen and --admin-listen are both {}",
                 self.listen
             ));
+        }
+        // Last: every other mistake is named first, whatever the addresses.
+        for (flag, address) in [
+            ("--listen", self.listen),
+            ("--admin-listen", self.admin_listen),
+        ] {
+            smesh_core::cli::check_plaintext(flag, address, secure, self.insecure_plaintext)?;
         }
         Ok(config)
     }

@@ -146,13 +146,8 @@ impl SidecarArgs {
         let tls = self
             .tls
             .load(Some(&PeerIdentity::new(Tier::Sidecar, self.id.clone())))?;
-        smesh_core::cli::check_plaintext(
-            "--listen",
-            self.listen,
-            tls.is_some(),
-            self.insecure_plaintext,
-        )?;
-        Config::builder(self.id, masters)
+        let secure = tls.is_some();
+        let config = Config::builder(self.id, masters)
             .tls(tls)
             .window(self.window)
             .max_pending_events(self.max_pending_events)
@@ -162,7 +157,10 @@ impl SidecarArgs {
             .heartbeat_timeout(self.heartbeat_timeout)
             .connect_timeout(self.connect_timeout)
             .not_ready_failover_after(self.not_ready_failover_after)
-            .build()
+            .build()?;
+        // Last: every other mistake is named first, whatever the address.
+        smesh_core::cli::check_plaintext("--listen", self.listen, secure, self.insecure_plaintext)?;
+        Ok(config)
     }
 }
 
