@@ -233,6 +233,9 @@ struct Shared<T> {
     /// Every session task, so a node can wait for them to drain.
     sessions: TaskTracker,
     next_conn: AtomicU64,
+    /// Hellos refused for their identity, logged at most every 10 s (a
+    /// peer can repeat them at will).
+    refused: std::sync::Mutex<LogEvery>,
 }
 
 /// The `smesh.mesh.v1.Mesh` service as a tier serves it.
@@ -268,6 +271,7 @@ impl<T: Tier> MeshService<T> {
                 shutdown,
                 sessions: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
+                refused: std::sync::Mutex::new(LogEvery::default()),
             }),
         }
     }
@@ -303,7 +307,13 @@ impl<T: Tier> Mesh for MeshService<T> {
         let identity = match authenticate(&hello, connection.as_ref()) {
             Ok(identity) => identity,
             Err(status) => {
-                warn!(%address, error = %status.message(), "stream refused");
+                let mut refused = match shared.refused.lock() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if let Some(unlogged) = refused.tick() {
+                    warn!(%address, error = %status.message(), also_since_last_log = unlogged, "stream refused");
+                }
                 return Err(status);
             }
         };
@@ -735,6 +745,44 @@ pub fn kind_name(kind: NodeKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::Tier;
+
+    #[test]
+    fn a_hello_may_use_only_an_identity_its_certificate_names() {
+        let hello = |kind: NodeKind, id: &str| Hello {
+            node_id: id.into(),
+            kind: kind as i32,
+            ..Hello::default()
+        };
+        let over_tls = ConnectionInfo {
+            remote: "127.0.0.1:1".parse().expect("address"),
+            certified: Some(vec![PeerIdentity::new(Tier::Client, "c1")].into()),
+        };
+        let plaintext = ConnectionInfo {
+            certified: None,
+            ..over_tls.clone()
+        };
+        assert_eq!(
+            authenticate(&hello(NodeKind::Client, "c1"), Some(&over_tls)).expect("its own"),
+            Some(PeerIdentity::new(Tier::Client, "c1"))
+        );
+        for (kind, id) in [
+            (NodeKind::Client, "c2"),
+            (NodeKind::Sidecar, "c1"),
+            (NodeKind::Unspecified, "c1"),
+        ] {
+            let refused = authenticate(&hello(kind, id), Some(&over_tls)).expect_err("refused");
+            assert_eq!(
+                refused.code(),
+                tonic::Code::PermissionDenied,
+                "{kind:?} {id}"
+            );
+        }
+        assert_eq!(
+            authenticate(&hello(NodeKind::Client, "c2"), Some(&plaintext)).expect("plaintext"),
+            None
+        );
+    }
 
     #[test]
     fn settings_refuse_heartbeats_a_session_cannot_keep() {
