@@ -18,9 +18,11 @@
 //! - [`tui`]: the terminal, the event loop, logging to a file.
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
 //! - [`status`]: `smesh-console status`.
+//! - [`certs`]: `smesh-console certs`, a CA and node certificates.
 //! - [`format`](mod@format): numbers for people.
 
 pub mod app;
+pub mod certs;
 pub mod check;
 pub mod format;
 pub mod keymap;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use smesh_console::certs::{self, CertsArgs};
 use smesh_console::check::{self, CheckArgs};
 use smesh_console::status::{self, MasterSelection, StatusArgs};
 use smesh_console::tui;
@@ -46,6 +47,8 @@ enum Command {
     Check(CheckArgs),
     /// Print the merged view of every master (add --json for scripts).
     Status(StatusArgs),
+    /// Make a CA and node certificates for a first deployment (mutual TLS).
+    Certs(CertsArgs),
     /// Run a local mesh (1 master, 2 sidecars, 3 clients) on an embedded Kafka and open the dashboard on it.
     #[cfg(feature = "demo")]
     Demo {
@@ -73,7 +76,12 @@ fn main() -> ExitCode {
         .unwrap_or_else(tui::default_log_path);
     match cli.command {
         None => {
-            let addresses = match cli.dashboard.masters.addresses() {
+            let addresses = match cli
+                .dashboard
+                .masters
+                .set_up_tls()
+                .and_then(|()| cli.dashboard.masters.addresses())
+            {
                 Ok(addresses) => addresses,
                 Err(reason) => cli::usage_error(&reason),
             };
@@ -90,7 +98,11 @@ fn main() -> ExitCode {
             )
         }
         Some(Command::Check(args)) => {
-            let addresses = match args.masters.addresses() {
+            let addresses = match args
+                .masters
+                .set_up_tls()
+                .and_then(|()| args.masters.addresses())
+            {
                 Ok(addresses) => addresses,
                 Err(reason) => cli::usage_error(&reason),
             };
@@ -109,7 +121,11 @@ fn main() -> ExitCode {
             ExitCode::from(outcome.exit_code)
         }
         Some(Command::Status(args)) => {
-            let addresses = match args.masters.addresses() {
+            let addresses = match args
+                .masters
+                .set_up_tls()
+                .and_then(|()| args.masters.addresses())
+            {
                 Ok(addresses) => addresses,
                 Err(reason) => cli::usage_error(&reason),
             };
@@ -132,6 +148,18 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_UNAVAILABLE as u8)
             }
         }
+        Some(Command::Certs(args)) => match certs::run(&args) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("smesh-console: certs: {err}");
+                ExitCode::from(err.exit_code())
+            }
+        },
         #[cfg(not(feature = "demo"))]
         Some(Command::Demo { .. }) => cli::usage_error(
             "this build has no demo: it was built without the `demo` feature \

@@ -57,6 +57,17 @@ pub enum RemoteEvent {
     },
 }
 
+/// Mutual TLS for every admin connection of this process, set once from the
+/// flags before the first one (a console has one identity).
+static ADMIN_TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> =
+    std::sync::OnceLock::new();
+
+/// Makes every admin connection from now on use mutual TLS with `tls`
+/// (the first call wins).
+pub fn use_tls(tls: tonic::transport::ClientTlsConfig) {
+    let _ = ADMIN_TLS.set(tls);
+}
+
 /// `host:port` or a URI → a URI tonic can dial.
 pub fn admin_uri(address: &str) -> String {
     if address.starts_with("http://") || address.starts_with("https://") {
@@ -68,7 +79,7 @@ pub fn admin_uri(address: &str) -> String {
 
 /// Connects to a master's admin API.
 pub async fn connect(address: &str, timeout: Duration) -> Result<AdminClient<Channel>, String> {
-    let channel = smesh_core::grpc::endpoint(&admin_uri(address), timeout)
+    let channel = smesh_core::grpc::endpoint(&admin_uri(address), timeout, ADMIN_TLS.get())
         .map_err(|e| format!("invalid address {address:?}: {e}"))?
         .timeout(timeout.max(Duration::from_secs(30)))
         .connect()

@@ -23,9 +23,22 @@ pub struct MasterSelection {
     /// (no port means 9011).
     #[arg(long, env = "SMESH_CONSOLE_MASTERS_FILE")]
     pub masters_file: Option<PathBuf>,
+    /// Mutual TLS to the admin APIs (`--tls-cert`, `--tls-key`, `--tls-ca`),
+    /// with a console's certificate (`smesh://console/<name>`).
+    #[command(flatten)]
+    pub tls: smesh_core::cli::TlsArgs,
 }
 
 impl MasterSelection {
+    /// Loads the TLS files, if given, and makes every admin connection of
+    /// this process use them (see [`remote::use_tls`]).
+    pub fn set_up_tls(&self) -> Result<(), String> {
+        if let Some(tls) = self.tls.load(None)? {
+            remote::use_tls(tls.client_config());
+        }
+        Ok(())
+    }
+
     /// The admin addresses to dial, in order, without repeats.
     pub fn addresses(&self) -> Result<Vec<String>, String> {
         let mut addresses: Vec<String> = Vec::new();
@@ -177,6 +190,7 @@ mod tests {
         let selection = MasterSelection {
             masters: vec!["10.0.0.1:9011".into(), "127.0.0.1:7000".into()],
             masters_file: Some(file),
+            ..MasterSelection::default()
         };
         assert_eq!(
             selection.addresses().expect("valid"),
@@ -189,6 +203,7 @@ mod tests {
         let bad = MasterSelection {
             masters: vec!["nohost".into()],
             masters_file: None,
+            ..MasterSelection::default()
         };
         assert!(bad.addresses().expect_err("invalid").contains("host:port"));
         let _ = std::fs::remove_dir_all(dir);

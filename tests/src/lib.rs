@@ -6,6 +6,7 @@
 //! - [`kafka`]: fetches, formats, starts and stops an Apache Kafka broker.
 //! - [`nodes`]: builders that start `smesh-master`, `smesh-sidecar` and
 //!   `smesh-client` processes and kill them for real.
+//! - [`pki`]: a CA and node certificates made on the fly, for TLS tests.
 //! - [`records`]: reads a topic and checks delivery (lost, duplicated, out of order).
 //! - [`smallfs`]: a small filesystem that fills, for full-disk tests.
 //! - [`tmux`]: a real terminal for the dashboard.
@@ -23,6 +24,7 @@
 pub mod bench;
 pub mod kafka;
 pub mod nodes;
+pub mod pki;
 pub mod records;
 pub mod smallfs;
 pub mod tmux;

@@ -136,6 +136,16 @@ impl Process {
         .await;
     }
 
+    /// Waits (at most `within`) until the log, anywhere in a line (a field
+    /// as well as a message), contains `text`.
+    pub async fn wait_logged_text(&self, text: &str, within: Duration) {
+        let what = format!("{} to log {text:?}", self.name);
+        crate::eventually(&what, within, || async {
+            self.log().contains(text).then_some(())
+        })
+        .await;
+    }
+
     /// JSON log lines whose message contains `needle`.
     pub fn log_events(&self, needle: &str) -> Vec<serde_json::Value> {
         self.log()

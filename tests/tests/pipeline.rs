@@ -247,7 +247,13 @@ fn malformed_peer_lists_and_flags_exit_64_with_one_line_naming_the_problem() {
     let (code, stderr) = run_to_exit(
         "smesh-master",
         dir.path(),
-        &["--kafka-config", "no.such.property=1"],
+        // (On loopback: in plaintext the default 0.0.0.0 is refused first.)
+        &[
+            "--kafka-config",
+            "no.such.property=1",
+            "--listen",
+            "127.0.0.1:0",
+        ],
     );
     assert_eq!((code, stderr.lines().count()), (64, 1), "{stderr}");
     assert!(stderr.contains("no.such.property"), "{stderr}");

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, check_duration, duration_text, parse_duration};
+use smesh_core::cli::{LogArgs, TlsArgs, check_duration, duration_text, parse_duration};
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
+use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
+use tonic::transport::ClientTlsConfig;
 
 use crate::source::SourceSpec;
 
@@ -171,6 +173,10 @@ pub struct ClientArgs {
     /// Write counters and ack-latency percentiles (JSON) here when stopping.
     #[arg(long, env = "SMESH_STATS_FILE")]
     pub stats_file: Option<PathBuf>,
+    /// Mutual TLS to the sidecars (`--tls-cert`, `--tls-key`, `--tls-ca`);
+    /// the certificate must name `smesh://client/<id>`.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
@@ -212,6 +218,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where counters and latency percentiles go on exit, if anywhere.
     pub stats_file: Option<PathBuf>,
+    /// Mutual TLS to the sidecars; `None`: plaintext.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Config {
@@ -237,6 +245,7 @@ impl Config {
             report_interval: defaults::REPORT_INTERVAL,
             grace: defaults::GRACE,
             stats_file: None,
+            tls: None,
         }
     }
 }
@@ -265,6 +274,7 @@ pub struct ConfigBuilder {
     connect_timeout: Duration,
     report_interval: Duration,
     grace: Duration,
+    tls: Option<NodeTls>,
     stats_file: Option<PathBuf>,
 }
 
@@ -353,6 +363,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`, loaded: mutual TLS to the
+    /// sidecars (`None`: plaintext).
+    pub fn tls(mut self, tls: Option<NodeTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Checks every value as the flags are checked (the messages name the
     /// flags) and makes the configuration.
     pub fn build(self) -> Result<Config, String> {
@@ -387,7 +404,11 @@ impl ConfigBuilder {
                 self.spool_file.display()
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.check_names(&PeerIdentity::new(Tier::Client, self.id.clone()))?;
+        }
         Ok(Config {
+            tls: self.tls.as_ref().map(NodeTls::client_config),
             id: self.id,
             sidecars: self.sidecars,
             sources,
@@ -465,7 +486,11 @@ impl ClientArgs {
         smesh_core::cli::check_id(&self.id)?;
         let sidecars =
             peers::load(&self.sidecars, smesh_core::SIDECAR_PORT).map_err(|e| e.to_string())?;
+        let tls = self
+            .tls
+            .load(Some(&PeerIdentity::new(Tier::Client, self.id.clone())))?;
         let builder = Config::builder(self.id, sidecars)
+            .tls(tls)
             .sources(self.sources)
             .spool_mode(self.spool_mode)
             .spool_file(self.spool_file)

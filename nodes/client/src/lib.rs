@@ -177,6 +177,7 @@ impl Client {
             window: config.window as usize,
             not_ready_failover_after: None,
             backoff: Backoff::default(),
+            tls: config.tls.clone(),
         });
         info!(id = %config.id, %incarnation, state = loaded.as_str(), sidecars = config.sidecars.len(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
         let pipeline = Pipeline::new(

@@ -9,7 +9,12 @@
 //! - a connection that sends nothing within
 //!   [`DoorLimits::first_bytes_within`] is closed (what comes after the
 //!   first bytes has its own deadlines: the HTTP/2 keepalive, the Hello);
-//! - accept errors back off (10 ms doubling to 1 s).
+//! - accept errors back off (10 ms doubling to 1 s);
+//! - with TLS, the handshake runs here, on the admitted connection and
+//!   within [`DoorLimits::handshake_within`]; a peer whose certificate is
+//!   refused, or that speaks plaintext, is closed with a warning naming
+//!   why. The identities its certificate names travel with the connection
+//!   ([`ConnectionInfo`]) to the session that reads its Hello.
 //!
 //! Each refusal is a warning at most every 10 s, with the count left out.
 
@@ -24,12 +29,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::ratelimit::LogEvery;
+use crate::tls::{PeerIdentity, identities_of};
+
+/// The first byte of a TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// The bounds of a server's door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,26 +51,55 @@ pub struct DoorLimits {
     pub max_per_address: usize,
     /// How long a new connection may stay silent.
     pub first_bytes_within: Duration,
+    /// How long the TLS handshake may take, from the first bytes.
+    pub handshake_within: Duration,
 }
 
 impl Default for DoorLimits {
     /// 4096 connections, 1024 from one address (sidecars and NATed sites
-    /// bring many), 10 s to say something.
+    /// bring many), 10 s to say something, 10 s more for the TLS handshake.
     fn default() -> Self {
         Self {
             max_connections: 4096,
             max_per_address: 1024,
             first_bytes_within: Duration::from_secs(10),
+            handshake_within: Duration::from_secs(10),
         }
+    }
+}
+
+/// What a server knows about a connection: handed to tonic as its connect
+/// info, so a service finds it in each request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// `None` for a plaintext connection; with TLS, the identities the
+    /// peer's certificate (verified against the CA) names.
+    pub certified: Option<Arc<[PeerIdentity]>>,
+}
+
+impl ConnectionInfo {
+    /// The connection info of a request, if it came through [`admit`].
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&ConnectionInfo> {
+        request.extensions().get::<ConnectionInfo>()
     }
 }
 
 /// An accepted connection that holds its place in the limits until dropped.
 #[derive(Debug)]
 pub struct Admitted {
-    stream: TcpStream,
+    stream: Io,
+    info: ConnectionInfo,
     _slot: OwnedSemaphorePermit,
     _address: AddressSlot,
+}
+
+/// The bytes of a connection: as they come, or through TLS.
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// One connection's count against its IP address.
@@ -103,10 +143,10 @@ impl Drop for AddressSlot {
 }
 
 impl Connected for Admitted {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 
@@ -116,7 +156,10 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
     }
 }
 
@@ -126,15 +169,24 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
     }
 
     fn poll_write_vectored(
@@ -142,28 +194,41 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match &mut self.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 }
 
 /// The listener's connections within `limits`, as a stream for tonic's
-/// `serve_with_incoming_shutdown`. The accept loop ends when the stream is
-/// dropped.
-pub fn admit(listener: TcpListener, limits: DoorLimits) -> ReceiverStream<io::Result<Admitted>> {
+/// `serve_with_incoming_shutdown`, through TLS when `tls` is given. The
+/// accept loop ends when the stream is dropped.
+pub fn admit(
+    listener: TcpListener,
+    limits: DoorLimits,
+    tls: Option<TlsAcceptor>,
+) -> ReceiverStream<io::Result<Admitted>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, tx));
+    tokio::spawn(accept_loop(listener, limits, tls, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     limits: DoorLimits,
+    tls: Option<TlsAcceptor>,
     admitted: mpsc::Sender<io::Result<Admitted>>,
 ) {
+    let refusals_logs: RefusalLogs =
+        Arc::new(Mutex::new(std::array::from_fn(|_| LogEvery::default())));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(Mutex::new(HashMap::new()));
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
@@ -206,13 +271,29 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let admitted = admitted.clone();
+        let tls = tls.clone();
+        let refusal_logs = Arc::clone(&refusals_logs);
         tokio::spawn(async move {
-            if !speaks_within(&stream, limits.first_bytes_within, peer).await {
+            let Some(first) = speaks_within(&stream, limits.first_bytes_within, peer).await else {
                 return;
-            }
+            };
+            let (stream, certified) = match tls {
+                None => (Io::Plain(stream), None),
+                Some(tls) => match handshake(tls, stream, first, limits.handshake_within).await {
+                    Ok((stream, identities)) => (Io::Tls(Box::new(stream)), Some(identities)),
+                    Err((refusal, detail)) => {
+                        log_refusal(&refusal_logs, peer, refusal, &detail);
+                        return;
+                    }
+                },
+            };
             let _ = admitted
                 .send(Ok(Admitted {
                     stream,
+                    info: ConnectionInfo {
+                        remote: peer,
+                        certified,
+                    },
                     _slot: slot,
                     _address: address,
                 }))
@@ -221,17 +302,110 @@ async fn accept_loop(
     }
 }
 
-/// Whether the peer sends its first bytes in time (they stay unread).
-async fn speaks_within(stream: &TcpStream, within: Duration, peer: SocketAddr) -> bool {
+/// The peer's first byte, if it sends one in time (it stays unread).
+async fn speaks_within(stream: &TcpStream, within: Duration, peer: SocketAddr) -> Option<u8> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(within, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => true,
-        Ok(_) => false,
+        Ok(Ok(n)) if n > 0 => Some(first[0]),
+        Ok(_) => None,
         Err(_) => {
             debug!(%peer, ?within, "closing a connection that said nothing");
-            false
+            None
         }
     }
+}
+
+/// Why a TLS handshake was refused. Each reason is logged at its own
+/// rate, so a flood of one (port scanners speaking plaintext) does not hide
+/// another (certificates that expired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Plaintext,
+    UnknownCa,
+    Validity,
+    NoCertificate,
+    Timeout,
+    Other,
+}
+
+impl Refusal {
+    const COUNT: usize = 6;
+
+    /// What an operator can do about it.
+    fn hint(self) -> &'static str {
+        match self {
+            Refusal::Plaintext => {
+                "the peer speaks plaintext to a TLS listener (give it --tls-cert, --tls-key and --tls-ca)"
+            }
+            Refusal::UnknownCa => "the peer's certificate is not signed by this node's --tls-ca",
+            Refusal::Validity => "the peer's certificate is outside its validity period",
+            Refusal::NoCertificate => {
+                "the peer presented no certificate (give it --tls-cert and --tls-key)"
+            }
+            Refusal::Timeout => "the handshake did not finish in time",
+            Refusal::Other => "the handshake failed",
+        }
+    }
+
+    fn of(err: &io::Error) -> Self {
+        use tokio_rustls::rustls::{CertificateError, Error};
+        match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+            Some(Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            )) => Refusal::UnknownCa,
+            Some(Error::InvalidCertificate(
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. },
+            )) => Refusal::Validity,
+            Some(Error::NoCertificatesPresented) => Refusal::NoCertificate,
+            _ => Refusal::Other,
+        }
+    }
+}
+
+/// One log rate per [`Refusal`].
+type RefusalLogs = Arc<Mutex<[LogEvery; Refusal::COUNT]>>;
+
+/// Logs a refused handshake, at most once per 10 s for each reason.
+fn log_refusal(logs: &RefusalLogs, peer: SocketAddr, refusal: Refusal, detail: &str) {
+    let mut logs = match logs.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(unlogged) = logs[refusal as usize].tick() {
+        warn!(%peer, why = refusal.hint(), error = detail, also_since_last_log = unlogged, "TLS handshake refused; connection closed");
+    }
+}
+
+/// The server's side of the TLS handshake, within `within`; on success the
+/// stream and the identities the peer's certificate names.
+async fn handshake(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    first: u8,
+    within: Duration,
+) -> Result<(TlsStream<TcpStream>, Arc<[PeerIdentity]>), (Refusal, String)> {
+    if first != TLS_HANDSHAKE_RECORD {
+        return Err((
+            Refusal::Plaintext,
+            format!("first byte {first:#04x}, not a TLS handshake"),
+        ));
+    }
+    let stream = match tokio::time::timeout(within, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err((Refusal::of(&err), err.to_string())),
+        Err(_) => return Err((Refusal::Timeout, format!("not done within {within:?}"))),
+    };
+    let identities = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| identities_of(leaf))
+        .unwrap_or_default();
+    Ok((stream, identities.into()))
 }
 
 #[cfg(test)]
@@ -245,7 +419,7 @@ mod tests {
     async fn door(limits: DoorLimits) -> (SocketAddr, ReceiverStream<io::Result<Admitted>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        (address, admit(listener, limits))
+        (address, admit(listener, limits, None))
     }
 
     /// Whether the door closed `stream` (EOF or reset within a second).
@@ -263,6 +437,7 @@ mod tests {
             max_connections: 3,
             max_per_address: 3,
             first_bytes_within: Duration::from_millis(300),
+            ..DoorLimits::default()
         };
         let (address, mut admitted) = door(limits).await;
         let mut silent = Vec::new();
@@ -286,8 +461,61 @@ mod tests {
             .expect("a connection")
             .expect("no error");
         assert_eq!(
-            got.connect_info().remote_addr(),
-            Some(speaking.local_addr().expect("address"))
+            got.connect_info().remote,
+            speaking.local_addr().expect("address")
+        );
+    }
+
+    /// A node's TLS from a throw-away CA (rcgen), files in `dir`.
+    fn node_tls(dir: &std::path::Path) -> crate::tls::NodeTls {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("certificate");
+        let files = crate::tls::TlsFiles {
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+            ca: dir.join("ca.pem"),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write");
+        std::fs::write(&files.ca, ca_cert.pem()).expect("write");
+        crate::tls::NodeTls::load(&files).expect("loads")
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_stalls_is_closed_at_its_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tls = node_tls(dir.path());
+        let limits = DoorLimits {
+            handshake_within: Duration::from_millis(300),
+            ..DoorLimits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let _admitted = admit(listener, limits, Some(tls.acceptor()));
+        // The first byte of a TLS record, then nothing.
+        let mut stalled = TcpStream::connect(address).await.expect("connect");
+        stalled
+            .write_all(&[TLS_HANDSHAKE_RECORD])
+            .await
+            .expect("write");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(3), stalled.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "closed, not left open: {read:?}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "not before its deadline"
         );
     }
 
@@ -297,6 +525,7 @@ mod tests {
             max_connections: 10,
             max_per_address: 2,
             first_bytes_within: Duration::from_secs(5),
+            ..DoorLimits::default()
         };
         let (address, mut admitted) = door(limits).await;
         let mut kept = Vec::new();

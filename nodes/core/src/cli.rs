@@ -1,10 +1,15 @@
 //! What every binary does before and around its node: flags, exit codes, logs.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
+use tracing::warn;
 use tracing_subscriber::EnvFilter;
+
+use crate::tls::{NodeTls, PeerIdentity, TlsFiles};
 
 /// Exit code for bad flags, bad config files or unusable peer lists (EX_USAGE).
 pub const EX_USAGE: i32 = 64;
@@ -121,6 +126,82 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("{err} (examples: 500ms, 5s, 1m)"))
 }
 
+/// TLS flags every node takes (the console too, for the admin API).
+/// Given all three, every link the node accepts or dials is mutual TLS.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// This node's certificate, followed by any intermediates (PEM). With
+    /// --tls-key and --tls-ca, every link is mutual TLS.
+    #[arg(long, env = "SMESH_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "SMESH_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificates peers must be signed by (PEM).
+    #[arg(long, env = "SMESH_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The three files, when all three are given; an error when only some are.
+    pub fn files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            _ => Err(
+                "--tls-cert, --tls-key and --tls-ca go together: give all three or none"
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// Loads and checks the files (see [`NodeTls::load`]); with `identity`,
+    /// also that the certificate names it. `None` when no file is given.
+    pub fn load(&self, identity: Option<&PeerIdentity>) -> Result<Option<NodeTls>, String> {
+        let Some(files) = self.files()? else {
+            return Ok(None);
+        };
+        let tls = NodeTls::load(&files).map_err(|err| err.to_string())?;
+        if let Some(identity) = identity {
+            tls.check_names(identity)?;
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// Secure by default: refuses to serve plaintext on `address` (given with
+/// `flag`) unless it is a loopback address or the operator said
+/// `--insecure-plaintext`.
+pub fn check_plaintext(
+    flag: &str,
+    address: SocketAddr,
+    tls: bool,
+    insecure_plaintext: bool,
+) -> Result<(), String> {
+    if tls && insecure_plaintext {
+        return Err(
+            "--insecure-plaintext and --tls-cert exclude each other: choose one".to_string(),
+        );
+    }
+    if tls || insecure_plaintext || address.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} {address} is not a loopback address and no certificate is given: give --tls-cert, --tls-key and --tls-ca (see `smesh-console certs`), or --insecure-plaintext to let anyone on the network read and forge this node's traffic"
+    ))
+}
+
+/// Warns, once at start, that `address` serves plaintext beyond this host.
+pub fn warn_plaintext(flag: &str, address: SocketAddr, tls: bool) {
+    if !tls && !address.ip().is_loopback() {
+        warn!(%address, flag, "serving plaintext beyond loopback (--insecure-plaintext): anyone who reaches this port can read and forge traffic");
+    }
+}
+
 /// How log lines look.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -175,6 +256,38 @@ mod tests {
         for bad in ["", "a b", "a,b", "a;b", "tab\t", &"x".repeat(201)] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn plaintext_is_served_only_on_loopback_unless_said() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().expect("address");
+        let loopback: SocketAddr = "127.0.0.1:9000".parse().expect("address");
+        let err = check_plaintext("--listen", any, false, false).expect_err("refused");
+        assert!(err.contains("--insecure-plaintext"), "{err}");
+        assert!(check_plaintext("--listen", loopback, false, false).is_ok());
+        assert!(check_plaintext("--listen", any, true, false).is_ok());
+        assert!(check_plaintext("--listen", any, false, true).is_ok());
+        assert!(check_plaintext("--listen", any, true, true).is_err());
+    }
+
+    #[test]
+    fn tls_files_come_all_three_or_none() {
+        assert_eq!(TlsArgs::default().files(), Ok(None));
+        let partial = TlsArgs {
+            tls_cert: Some("c.pem".into()),
+            ..TlsArgs::default()
+        };
+        assert!(partial.files().is_err());
+        let missing = TlsArgs {
+            tls_cert: Some("/nonexistent/c.pem".into()),
+            tls_key: Some("/nonexistent/k.pem".into()),
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+        };
+        let err = missing.load(None).expect_err("unreadable");
+        assert!(
+            err.contains("cannot read the certificate /nonexistent/c.pem"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::time::Duration;
 use smesh_proto::mesh::mesh_server::{Mesh, MeshServer};
 
 use crate::accept::{Admitted, DoorLimits, admit};
+use crate::tls::NodeTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -53,27 +54,63 @@ pub fn health_and_reflection() -> Result<
 /// within the default [`DoorLimits`] (see [`crate::accept`]), with Nagle's
 /// algorithm off on every accepted socket: small frames (a Welcome, an ack,
 /// a pong) otherwise wait ~40 ms for a delayed ACK. (`Server::tcp_nodelay`
-/// only applies to listeners tonic binds itself.)
-pub fn incoming(listener: TcpListener) -> ReceiverStream<std::io::Result<Admitted>> {
-    admit(listener, DoorLimits::default())
+/// only applies to listeners tonic binds itself.) With `tls`, every
+/// connection is mutual TLS (see [`crate::tls`]).
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<&NodeTls>,
+) -> ReceiverStream<std::io::Result<Admitted>> {
+    admit(listener, DoorLimits::default(), tls.map(NodeTls::acceptor))
 }
 
-/// An endpoint to a peer, with timeouts so a dead peer fails fast.
-pub fn endpoint(uri: &str, connect_timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(uri.to_string())?
+/// An endpoint to a peer, with timeouts so a dead peer fails fast. With
+/// `tls` the peer is dialed through TLS (an `http://` URI becomes
+/// `https://`), the handshake bounded by `connect_timeout` as well.
+pub fn endpoint(
+    uri: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let uri = match (tls, uri.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => uri.to_string(),
+    };
+    let endpoint = Endpoint::from_shared(uri)?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone().timeout(connect_timeout)),
+        None => Ok(endpoint),
+    }
 }
 
 /// Connects to a peer now (not lazily), so that failover sees failures at once.
 pub async fn connect(
     uri: &str,
     connect_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<Channel, tonic::transport::Error> {
-    endpoint(uri, connect_timeout)?.connect().await
+    endpoint(uri, connect_timeout, tls)?.connect().await
+}
+
+/// An error with the errors under it, `outer: inner: innermost`: tonic's
+/// transport errors say only "transport error" at the top, and the reason
+/// (refused, a certificate refused, plaintext met TLS) is below.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let line = inner.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 /// Keeps `grpc.health.v1` (the mesh service and the server as a whole) in
@@ -110,7 +147,8 @@ pub async fn follow_readiness<T>(
 }
 
 /// Serves the data plane (`mesh`) beside health and reflection on
-/// `listener` until `shutdown`, then waits for open streams to end.
+/// `listener` (through mutual TLS with `tls`) until `shutdown`, then waits
+/// for open streams to end.
 pub async fn serve_mesh<S: Mesh>(
     mesh: S,
     health: tonic_health::pb::health_server::HealthServer<
@@ -120,6 +158,7 @@ pub async fn serve_mesh<S: Mesh>(
         impl tonic_reflection::server::v1::ServerReflection,
     >,
     listener: TcpListener,
+    tls: Option<&NodeTls>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     server()
@@ -130,6 +169,6 @@ pub async fn serve_mesh<S: Mesh>(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming(listener, tls), shutdown.cancelled_owned())
         .await
 }

@@ -14,6 +14,7 @@
 //! - [`event`]: validation of events crossing a node boundary.
 //! - [`ids`]: what node ids, versions and incarnations may look like.
 //! - [`accept`]: the door of every server: connection limits, silent peers.
+//! - [`tls`]: mutual TLS from PEM files; identities in certificates.
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`ratelimit`]: log lines a peer can repeat, one per interval.
 //! - [`retention`]: forgetting peers that left, after a while and beyond a count.
@@ -35,6 +36,7 @@ pub mod retention;
 pub mod session;
 pub mod shutdown;
 pub mod time;
+pub mod tls;
 
 /// Version of this smesh build, sent in every Hello/Welcome.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -32,6 +32,7 @@ use smesh_proto::mesh::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tonic::transport::ClientTlsConfig;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -60,21 +61,35 @@ pub struct OpenStream {
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    /// TCP or HTTP/2 failed (nobody listens, unreachable, timed out).
-    #[error("cannot connect to {peer}: {source}")]
+    /// TCP, TLS or HTTP/2 failed (nobody listens, unreachable, timed out,
+    /// a certificate refused).
+    #[error("cannot connect to {peer}: {}", crate::grpc::error_chain(source))]
     Connect {
         /// The peer, as `id (host:port)`.
         peer: String,
         /// The transport's error.
         source: tonic::transport::Error,
     },
-    /// The peer answered the stream with an error status (e.g. shutting down).
-    #[error("{peer} refused the stream: {status}")]
+    /// The peer answered the stream with an error status (e.g. shutting
+    /// down, or refusing this node's identity), or the connection broke
+    /// before it answered (e.g. a TLS alert).
+    #[error("{peer} refused the stream: {}", status_text(status))]
     Refused {
         /// The peer, as `id (host:port)`.
         peer: String,
         /// Its answer.
         status: tonic::Status,
+    },
+    /// A plaintext connection broke before any answer: most likely the peer
+    /// serves TLS only.
+    #[error(
+        "{peer} closed a plaintext connection: {reason}; if it requires TLS, give this node --tls-cert, --tls-key and --tls-ca"
+    )]
+    Plaintext {
+        /// The peer, as `id (host:port)`.
+        peer: String,
+        /// What the transport said.
+        reason: String,
     },
     /// No Welcome within the timeout.
     #[error("{peer} did not answer within {timeout:?}")]
@@ -98,6 +113,23 @@ pub enum LinkError {
     },
 }
 
+/// A status as one line: its message, then what is under it (a transport
+/// error's cause, such as the TLS alert the peer sent).
+fn status_text(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    match status.source() {
+        Some(source) => {
+            let chain = grpc::error_chain(source);
+            if chain.starts_with(status.message()) {
+                chain
+            } else {
+                format!("{}: {chain}", status.message())
+            }
+        }
+        None => format!("{} ({:?})", status.message(), status.code()),
+    }
+}
+
 /// Timeouts for opening a link.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkTimeouts {
@@ -116,14 +148,16 @@ impl Default for LinkTimeouts {
     }
 }
 
-/// Dials `peer`, says `hello` and waits for the Welcome.
+/// Dials `peer` (through mutual TLS with `tls`), says `hello` and waits for
+/// the Welcome.
 pub async fn open(
     peer: &Peer,
     hello: Hello,
     timeouts: LinkTimeouts,
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<OpenStream, LinkError> {
     let name = peer.to_string();
-    let channel = grpc::connect(&peer.uri(), timeouts.connect)
+    let channel = grpc::connect(&peer.uri(), timeouts.connect, tls)
         .await
         .map_err(|source| LinkError::Connect {
             peer: name.clone(),
@@ -145,9 +179,20 @@ pub async fn open(
     let response = tokio::time::timeout(timeouts.welcome, client.stream(ReceiverStream::new(rx)))
         .await
         .map_err(timeout)?
-        .map_err(|status| LinkError::Refused {
-            peer: name.clone(),
-            status,
+        .map_err(|status| {
+            // A status the peer sent has no source; one made from a broken
+            // connection has the transport error under it.
+            if tls.is_none() && std::error::Error::source(&status).is_some() {
+                LinkError::Plaintext {
+                    peer: name.clone(),
+                    reason: status_text(&status),
+                }
+            } else {
+                LinkError::Refused {
+                    peer: name.clone(),
+                    status,
+                }
+            }
         })?;
     let mut inbound = response.into_inner();
     let first = tokio::time::timeout(timeouts.welcome, inbound.message())
@@ -266,6 +311,8 @@ pub struct LinkSettings {
     pub not_ready_failover_after: Option<Duration>,
     /// Pauses after a round in which every peer failed.
     pub backoff: Backoff,
+    /// Mutual TLS to every peer (`None`: plaintext).
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// What happened on a link, as [`Link::next`] reports it.
@@ -406,12 +453,14 @@ impl Link {
                         // Peer lists refuse to load empty; nothing to dial.
                         return std::future::pending().await;
                     };
-                    let (target, hello, timeouts) = (
+                    let (target, hello, timeouts, tls) = (
                         peer.clone(),
                         self.settings.hello.clone(),
                         self.settings.timeouts,
+                        self.settings.tls.clone(),
                     );
-                    let attempt = async move { open(&target, hello, timeouts).await }.boxed();
+                    let attempt =
+                        async move { open(&target, hello, timeouts, tls.as_ref()).await }.boxed();
                     self.state = State::Dialing { peer, attempt };
                 }
                 State::Dialing { peer, attempt } => match attempt.as_mut().await {
@@ -654,6 +703,7 @@ impl Stream {
                             walk.index(),
                             settings.hello.clone(),
                             settings.timeouts,
+                            settings.tls.clone(),
                         )
                         .boxed(),
                     );
@@ -729,11 +779,12 @@ async fn scout_ready_peer(
     current: usize,
     hello: Hello,
     timeouts: LinkTimeouts,
+    tls: Option<ClientTlsConfig>,
 ) -> Option<(usize, OpenStream)> {
     let n = peers.len();
     for step in 1..n {
         let index = (current + step) % n;
-        if let Ok(open) = open(&peers[index], hello.clone(), timeouts).await {
+        if let Ok(open) = open(&peers[index], hello.clone(), timeouts, tls.as_ref()).await {
             if open.welcome.ready {
                 return Some((index, open));
             }
@@ -806,7 +857,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 1,
         };
-        let err = open(&peer, Hello::default(), LinkTimeouts::default())
+        let err = open(&peer, Hello::default(), LinkTimeouts::default(), None)
             .await
             .expect_err("nobody listens");
         assert!(err.to_string().contains("S9 (127.0.0.1:1)"), "{err}");

@@ -14,6 +14,10 @@
 //!   settlement is awaited, what a report updates, what the periodic
 //!   [`SessionView`] and the end of the stream tell the rest of the node.
 //!
+//! With TLS, a Hello is accepted only for an identity the peer's
+//! certificate names (`smesh://<tier>/<id>`, see [`crate::tls`]): a peer
+//! cannot speak for another id or another tier (`PERMISSION_DENIED`).
+//!
 //! A batch is acknowledged only once the handler's settlement of it, and of
 //! every batch before it, resolved; a settlement that fails ends the stream
 //! (the peer sends everything unacknowledged again, here or elsewhere).
@@ -42,11 +46,13 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::accept::ConnectionInfo;
 use crate::event;
 use crate::heartbeat::Heartbeat;
 use crate::ids;
 use crate::ratelimit::LogEvery;
 use crate::time::now_unix_nanos;
+use crate::tls::{self, PeerIdentity};
 
 /// Identifies one accepted stream for the lifetime of the node.
 pub type ConnId = u64;
@@ -112,6 +118,8 @@ pub struct Caller {
     pub hello: Hello,
     /// The peer's address, for logs and the console.
     pub address: String,
+    /// The identity its certificate proved (`None` on a plaintext link).
+    pub identity: Option<PeerIdentity>,
 }
 
 /// What a session knows about its peer, given to the [`Handler`] once per
@@ -225,6 +233,9 @@ struct Shared<T> {
     /// Every session task, so a node can wait for them to drain.
     sessions: TaskTracker,
     next_conn: AtomicU64,
+    /// Hellos refused for their identity, logged at most every 10 s (a
+    /// peer can repeat them at will).
+    refused: std::sync::Mutex<LogEvery>,
 }
 
 /// The `smesh.mesh.v1.Mesh` service as a tier serves it.
@@ -260,6 +271,7 @@ impl<T: Tier> MeshService<T> {
                 shutdown,
                 sessions: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
+                refused: std::sync::Mutex::new(LogEvery::default()),
             }),
         }
     }
@@ -286,9 +298,25 @@ impl<T: Tier> Mesh for MeshService<T> {
         if shared.shutdown.is_cancelled() {
             return Err(Status::unavailable(format!("{me} is shutting down")));
         }
-        let address = remote_address(&request);
+        let connection = ConnectionInfo::of(&request).cloned();
+        let address = connection
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), |c| c.remote.to_string());
         let mut inbound = request.into_inner();
         let hello = read_hello(&mut inbound, shared.settings.hello_timeout).await?;
+        let identity = match authenticate(&hello, connection.as_ref()) {
+            Ok(identity) => identity,
+            Err(status) => {
+                let mut refused = match shared.refused.lock() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if let Some(unlogged) = refused.tick() {
+                    warn!(%address, error = %status.message(), also_since_last_log = unlogged, "stream refused");
+                }
+                return Err(status);
+            }
+        };
         let welcome = Welcome {
             node_id: shared.node_id.clone(),
             kind: shared.kind as i32,
@@ -305,6 +333,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             conn: shared.next_conn.fetch_add(1, Ordering::Relaxed),
             hello,
             address,
+            identity,
         };
         let (commands_tx, commands) = mpsc::channel(SESSION_COMMANDS);
         let handler = shared.tier.connected(&caller, commands_tx).await?;
@@ -673,16 +702,34 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
     Ok(())
 }
 
+/// The identity a Hello may use on this connection: on a TLS connection,
+/// only one the peer's certificate names; `None` on a plaintext one.
+fn authenticate(
+    hello: &Hello,
+    connection: Option<&ConnectionInfo>,
+) -> Result<Option<PeerIdentity>, Status> {
+    let Some(certified) = connection.and_then(|c| c.certified.as_ref()) else {
+        return Ok(None);
+    };
+    let kind = NodeKind::try_from(hello.kind).unwrap_or(NodeKind::Unspecified);
+    let Some(tier) = tls::Tier::of(kind) else {
+        return Err(Status::permission_denied(
+            "Hello names no tier (client or sidecar): refused on a TLS link",
+        ));
+    };
+    let claimed = PeerIdentity::new(tier, hello.node_id.clone());
+    if certified.contains(&claimed) {
+        return Ok(Some(claimed));
+    }
+    Err(Status::permission_denied(format!(
+        "Hello as {claimed}, but the peer's certificate is for {}: a node may only use the id and tier its certificate names",
+        tls::names(certified)
+    )))
+}
+
 /// A downlink frame.
 fn down(frame: Down) -> Downlink {
     Downlink { frame: Some(frame) }
-}
-
-/// The peer's address of a request, for logs and the console.
-fn remote_address<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
 /// A tier's name in log lines and messages.
@@ -698,6 +745,44 @@ pub fn kind_name(kind: NodeKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::Tier;
+
+    #[test]
+    fn a_hello_may_use_only_an_identity_its_certificate_names() {
+        let hello = |kind: NodeKind, id: &str| Hello {
+            node_id: id.into(),
+            kind: kind as i32,
+            ..Hello::default()
+        };
+        let over_tls = ConnectionInfo {
+            remote: "127.0.0.1:1".parse().expect("address"),
+            certified: Some(vec![PeerIdentity::new(Tier::Client, "c1")].into()),
+        };
+        let plaintext = ConnectionInfo {
+            certified: None,
+            ..over_tls.clone()
+        };
+        assert_eq!(
+            authenticate(&hello(NodeKind::Client, "c1"), Some(&over_tls)).expect("its own"),
+            Some(PeerIdentity::new(Tier::Client, "c1"))
+        );
+        for (kind, id) in [
+            (NodeKind::Client, "c2"),
+            (NodeKind::Sidecar, "c1"),
+            (NodeKind::Unspecified, "c1"),
+        ] {
+            let refused = authenticate(&hello(kind, id), Some(&over_tls)).expect_err("refused");
+            assert_eq!(
+                refused.code(),
+                tonic::Code::PermissionDenied,
+                "{kind:?} {id}"
+            );
+        }
+        assert_eq!(
+            authenticate(&hello(NodeKind::Client, "c2"), Some(&plaintext)).expect("plaintext"),
+            None
+        );
+    }
 
     #[test]
     fn settings_refuse_heartbeats_a_session_cannot_keep() {

@@ -31,6 +31,7 @@ fn link_to(peers: &[&Peer], window: usize, not_ready_failover_after: Option<Dura
         window,
         not_ready_failover_after,
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
+        tls: None,
     })
 }
 

@@ -14,6 +14,9 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response};
 
+use smesh_core::accept::ConnectionInfo;
+use smesh_core::tls::{self, Tier};
+
 use crate::registry::{CheckError, RegistryHandle};
 
 type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -200,4 +203,22 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(produce(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The admin API's door on a TLS listener: only a console's certificate
+/// (`smesh://console/<name>`) may call it; a device's or a sidecar's,
+/// though signed by the same CA, gets `PERMISSION_DENIED`. On a plaintext
+/// listener (loopback, or `--insecure-plaintext`) every call passes.
+#[allow(clippy::result_large_err)] // tonic's interceptor signature
+pub(crate) fn only_consoles(request: Request<()>) -> Result<Request<()>, tonic::Status> {
+    let certified = ConnectionInfo::of(&request).and_then(|c| c.certified.as_ref());
+    match certified {
+        Some(identities) if !identities.iter().any(|i| i.tier == Tier::Console) => {
+            Err(tonic::Status::permission_denied(format!(
+                "the admin API answers consoles only (a certificate for smesh://console/<name>); this one is for {}",
+                tls::names(identities)
+            )))
+        }
+        _ => Ok(request),
+    }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, check_duration, duration_text, parse_duration};
+use smesh_core::cli::{LogArgs, TlsArgs, check_duration, duration_text, parse_duration};
+use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 
 use crate::Config;
 use crate::kafka::KafkaConfig;
@@ -147,6 +148,15 @@ pub struct MasterArgs {
         value_parser = parse_duration
     )]
     pub grace: Duration,
+    /// Mutual TLS for sidecars and the admin API (`--tls-cert`, `--tls-key`,
+    /// `--tls-ca`); the certificate must name `smesh://master/<id>`.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Serve sidecars (and the admin API) in plaintext on a non-loopback
+    /// address, without certificates: anyone on the network can read and
+    /// forge the traffic.
+    #[arg(long, env = "SMESH_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
@@ -245,7 +255,13 @@ pub fn valid_topic(topic: &str) -> bool {
 impl MasterArgs {
     /// Checks everything that can be checked before binding a port.
     pub fn into_config(self) -> Result<Config, String> {
+        smesh_core::cli::check_id(&self.id)?;
+        let tls = self
+            .tls
+            .load(Some(&PeerIdentity::new(Tier::Master, self.id.clone())))?;
+        let secure = tls.is_some();
         let config = Config::builder(self.id)
+            .tls(tls)
             .kafka_brokers(self.kafka_brokers)
             .topic(self.topic)
             .compression(self.compression)
@@ -264,6 +280,13 @@ impl MasterArgs {
                 "--listen and --admin-listen are both {}",
                 self.listen
             ));
+        }
+        // Last: every other mistake is named first, whatever the addresses.
+        for (flag, address) in [
+            ("--listen", self.listen),
+            ("--admin-listen", self.admin_listen),
+        ] {
+            smesh_core::cli::check_plaintext(flag, address, secure, self.insecure_plaintext)?;
         }
         Ok(config)
     }
@@ -291,6 +314,7 @@ impl Config {
             heartbeat_misses: defaults::HEARTBEAT_MISSES,
             health_report: PathBuf::from(defaults::HEALTH_REPORT),
             probe_timeout: defaults::PROBE_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -315,9 +339,17 @@ pub struct ConfigBuilder {
     heartbeat_misses: u32,
     health_report: PathBuf,
     probe_timeout: Duration,
+    tls: Option<NodeTls>,
 }
 
 impl ConfigBuilder {
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`, loaded: mutual TLS for
+    /// sidecars and the admin API (`None`: plaintext).
+    pub fn tls(mut self, tls: Option<NodeTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// `--kafka-brokers`: comma-separated `host:port`.
     pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
         self.kafka_brokers = brokers.into();
@@ -438,7 +470,11 @@ impl ConfigBuilder {
             self.heartbeat_interval,
             self.heartbeat_misses,
         )?;
+        if let Some(tls) = &self.tls {
+            tls.check_names(&PeerIdentity::new(Tier::Master, self.id.clone()))?;
+        }
         Ok(Config {
+            tls: self.tls,
             kafka: KafkaConfig {
                 brokers: brokers.join(","),
                 topic: self.topic,
@@ -464,8 +500,13 @@ mod tests {
 
     /// Parses flags as `smesh-master` does, but blind to `SMESH_*` variables,
     /// so that only the flags' own defaults fill in the rest.
+    /// (With `--insecure-plaintext`: the default `--listen` is every
+    /// interface, refused in plaintext without it; see
+    /// `plaintext_beyond_loopback_needs_the_flag`.)
     fn parse_without_env(flags: &[&str]) -> Result<Config, String> {
-        let argv = std::iter::once("smesh-master").chain(flags.iter().copied());
+        let argv = ["smesh-master", "--insecure-plaintext"]
+            .into_iter()
+            .chain(flags.iter().copied());
         let matches = MasterArgs::command()
             .mut_args(|arg| arg.env(None::<&'static str>))
             .try_get_matches_from(argv)
@@ -550,8 +591,29 @@ mod tests {
         assert!(err.contains("invalid --kafka-brokers"), "{err}");
     }
 
+    #[test]
+    fn plaintext_beyond_loopback_needs_the_flag() {
+        let parse = |flags: &[&str]| {
+            MasterArgs::try_parse_from(std::iter::once("smesh-master").chain(flags.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(MasterArgs::into_config)
+        };
+        let err = parse(&[]).expect_err("0.0.0.0 in plaintext");
+        assert!(err.contains("--listen 0.0.0.0:9010"), "{err}");
+        let err = parse(&[
+            "--listen",
+            "127.0.0.1:9010",
+            "--admin-listen",
+            "0.0.0.0:9011",
+        ])
+        .expect_err("admin on 0.0.0.0 in plaintext");
+        assert!(err.contains("--admin-listen 0.0.0.0:9011"), "{err}");
+        assert!(parse(&["--listen", "127.0.0.1:9010"]).is_ok());
+        assert!(parse(&["--insecure-plaintext"]).is_ok());
+    }
+
     fn args(extra: &[&str]) -> Result<Config, String> {
-        let mut argv = vec!["smesh-master"];
+        let mut argv = vec!["smesh-master", "--insecure-plaintext"];
         argv.extend_from_slice(extra);
         MasterArgs::try_parse_from(argv)
             .map_err(|e| e.to_string())

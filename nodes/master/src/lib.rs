@@ -71,6 +71,8 @@ pub struct Config {
     pub report_path: PathBuf,
     /// Default wait per peer in a health check.
     pub probe_timeout: Duration,
+    /// Mutual TLS for sidecars and the admin API; `None`: plaintext.
+    pub tls: Option<smesh_core::tls::NodeTls>,
 }
 
 /// Why a master could not start or stopped.
@@ -205,7 +207,8 @@ impl Master {
             let (admin_reporter, admin_health, admin_reflection) = grpc::health_and_reflection()?;
             let service = AdminService::new(handle.clone(), config.probe_timeout, shutdown.clone());
             let shutdown = shutdown.clone();
-            info!(address = %admin_address, "admin API listening");
+            let tls = config.tls.clone();
+            info!(address = %admin_address, tls = tls.is_some(), "admin API listening");
             tasks.spawn(async move {
                 // The admin API answers whether Kafka is up or not: SERVING
                 // for as long as it listens (so probes can name the service).
@@ -215,17 +218,27 @@ impl Master {
                 let served = grpc::server()
                     .add_service(admin_health)
                     .add_service(admin_reflection)
-                    .add_service(AdminServer::new(service))
-                    .serve_with_incoming_shutdown(grpc::incoming(admin), shutdown.cancelled_owned())
+                    .add_service(AdminServer::with_interceptor(service, admin::only_consoles))
+                    .serve_with_incoming_shutdown(
+                        grpc::incoming(admin, tls.as_ref()),
+                        shutdown.cancelled_owned(),
+                    )
                     .await;
                 if let Err(err) = served {
                     warn!(%err, "admin API stopped");
                 }
             });
         }
-        info!(id = %config.id, %address, brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
-        let served =
-            grpc::serve_mesh(mesh, health_service, reflection, listener, shutdown.clone()).await;
+        info!(id = %config.id, %address, tls = config.tls.is_some(), brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
+        let served = grpc::serve_mesh(
+            mesh,
+            health_service,
+            reflection,
+            listener,
+            config.tls.as_ref(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         sessions.close();
         sessions.wait().await;

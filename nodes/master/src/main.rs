@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
+    cli::warn_plaintext("--listen", args.listen, config.tls.is_some());
+    cli::warn_plaintext("--admin-listen", args.admin_listen, config.tls.is_some());
     let runtime = cli::runtime("smesh-master");
     runtime.block_on(async move {
         let master = match Master::new(config) {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use smesh_core::backoff::Backoff;
-use smesh_core::cli::{LogArgs, check_duration, duration_text, parse_duration};
+use smesh_core::cli::{LogArgs, TlsArgs, check_duration, duration_text, parse_duration};
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
 use smesh_core::session::SessionSettings;
+use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 use smesh_proto::mesh::{Hello, NodeKind};
 
 use crate::Config;
@@ -122,6 +123,14 @@ pub struct SidecarArgs {
         value_parser = parse_duration
     )]
     pub grace: Duration,
+    /// Mutual TLS towards clients and masters (`--tls-cert`, `--tls-key`,
+    /// `--tls-ca`); the certificate must name `smesh://sidecar/<id>`.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Serve clients in plaintext on a non-loopback --listen address, without
+    /// certificates: anyone on the network can read and forge the traffic.
+    #[arg(long, env = "SMESH_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
@@ -134,7 +143,12 @@ impl SidecarArgs {
         smesh_core::cli::check_id(&self.id)?;
         let masters =
             peers::load(&self.masters, smesh_core::MASTER_PORT).map_err(|e| e.to_string())?;
-        Config::builder(self.id, masters)
+        let tls = self
+            .tls
+            .load(Some(&PeerIdentity::new(Tier::Sidecar, self.id.clone())))?;
+        let secure = tls.is_some();
+        let config = Config::builder(self.id, masters)
+            .tls(tls)
             .window(self.window)
             .max_pending_events(self.max_pending_events)
             .max_event_bytes(self.max_event_bytes)
@@ -143,7 +157,10 @@ impl SidecarArgs {
             .heartbeat_timeout(self.heartbeat_timeout)
             .connect_timeout(self.connect_timeout)
             .not_ready_failover_after(self.not_ready_failover_after)
-            .build()
+            .build()?;
+        // Last: every other mistake is named first, whatever the address.
+        smesh_core::cli::check_plaintext("--listen", self.listen, secure, self.insecure_plaintext)?;
+        Ok(config)
     }
 }
 
@@ -166,6 +183,7 @@ impl Config {
             heartbeat_timeout: defaults::HEARTBEAT_TIMEOUT,
             connect_timeout: defaults::CONNECT_TIMEOUT,
             not_ready_failover_after: defaults::NOT_READY_FAILOVER_AFTER,
+            tls: None,
         }
     }
 }
@@ -187,9 +205,17 @@ pub struct ConfigBuilder {
     heartbeat_timeout: Duration,
     connect_timeout: Duration,
     not_ready_failover_after: Duration,
+    tls: Option<NodeTls>,
 }
 
 impl ConfigBuilder {
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`, loaded: mutual TLS towards
+    /// clients and masters (`None`: plaintext).
+    pub fn tls(mut self, tls: Option<NodeTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// `--window`.
     pub fn window(mut self, events: u32) -> Self {
         self.window = events;
@@ -257,9 +283,13 @@ impl ConfigBuilder {
             self.heartbeat_interval,
             self.heartbeat_misses,
         )?;
+        if let Some(tls) = &self.tls {
+            tls.check_names(&PeerIdentity::new(Tier::Sidecar, self.id.clone()))?;
+        }
         Ok(Config {
             id: self.id.clone(),
             sessions,
+            tls: self.tls.clone(),
             upstream: UpstreamSettings {
                 link: LinkSettings {
                     hello: Hello {
@@ -278,6 +308,7 @@ impl ConfigBuilder {
                     window: usize::MAX,
                     not_ready_failover_after: Some(self.not_ready_failover_after),
                     backoff: Backoff::default(),
+                    tls: self.tls.as_ref().map(NodeTls::client_config),
                 },
                 max_pending_events: self.max_pending_events,
                 report_interval: self.heartbeat_interval,
@@ -294,8 +325,12 @@ mod tests {
 
     /// Parses flags as `smesh-sidecar` does, but blind to `SMESH_*`
     /// variables, so that only the flags' own defaults fill in the rest.
+    /// (With `--insecure-plaintext`: the default `--listen` is every
+    /// interface, refused in plaintext without it.)
     fn parse_without_env(flags: &[&str]) -> Result<Config, String> {
-        let argv = std::iter::once("smesh-sidecar").chain(flags.iter().copied());
+        let argv = ["smesh-sidecar", "--insecure-plaintext"]
+            .into_iter()
+            .chain(flags.iter().copied());
         let matches = SidecarArgs::command()
             .mut_args(|arg| arg.env(None::<&'static str>))
             .try_get_matches_from(argv)

@@ -43,6 +43,9 @@ pub struct Config {
     pub sessions: SessionSettings,
     /// The master link.
     pub upstream: UpstreamSettings,
+    /// Mutual TLS for client streams (the master link has its own copy in
+    /// `upstream`); `None`: plaintext.
+    pub tls: Option<smesh_core::tls::NodeTls>,
 }
 
 /// Why a sidecar stopped.
@@ -150,9 +153,16 @@ impl Sidecar {
             shutdown.clone(),
         );
         let sessions = mesh.sessions();
-        info!(id = %config.id, %address, masters = config.upstream.link.peers.len(), "sidecar listening");
-        let served =
-            grpc::serve_mesh(mesh, health_service, reflection, listener, shutdown.clone()).await;
+        info!(id = %config.id, %address, masters = config.upstream.link.peers.len(), tls = config.tls.is_some(), "sidecar listening");
+        let served = grpc::serve_mesh(
+            mesh,
+            health_service,
+            reflection,
+            listener,
+            config.tls.as_ref(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         sessions.close();
         sessions.wait().await;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
+    cli::warn_plaintext("--listen", listen, config.tls.is_some());
     let runtime = cli::runtime("smesh-sidecar");
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(listen).await {

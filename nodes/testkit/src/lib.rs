@@ -165,7 +165,7 @@ impl Upstream {
         let token = shutdown.clone();
         let served = tokio::spawn(async move {
             let sessions = mesh.sessions();
-            let _ = grpc::serve_mesh(mesh, health, reflection, listener, token).await;
+            let _ = grpc::serve_mesh(mesh, health, reflection, listener, None, token).await;
             sessions.close();
             sessions.wait().await;
         });
@@ -220,9 +220,18 @@ pub struct RawPeer {
 impl RawPeer {
     /// Opens a stream and sends `first` (normally a Hello).
     pub async fn open(peer: &Peer, first: Option<Up>) -> Result<Self, Status> {
-        let channel = grpc::connect(&peer.uri(), Duration::from_secs(2))
+        Self::open_with(peer, first, None).await
+    }
+
+    /// [`RawPeer::open`] through mutual TLS with `tls`.
+    pub async fn open_with(
+        peer: &Peer,
+        first: Option<Up>,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, Status> {
+        let channel = grpc::connect(&peer.uri(), Duration::from_secs(2), tls)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| Status::unavailable(grpc::error_chain(&e)))?;
         let (tx, rx) = mpsc::channel(64);
         if let Some(frame) = first {
             tx.send(Uplink { frame: Some(frame) })

@@ -41,7 +41,7 @@ pub async fn connect_idle_clients(port: u16, n: usize) -> Vec<tokio::task::JoinH
             version: smesh_core::VERSION.to_string(),
             incarnation: String::new(),
         };
-        let mut link = match link::open(&peer, hello, LinkTimeouts::default()).await {
+        let mut link = match link::open(&peer, hello, LinkTimeouts::default(), None).await {
             Ok(link) => link,
             Err(err) => panic!("idle client {i} could not connect: {err}"),
         };

@@ -1,0 +1,349 @@
+//! Mutual TLS on every link: a mesh over mTLS delivers everything, and a
+//! peer that cannot prove who it is is refused with a reason on both
+//! sides. Real processes on 127.0.0.1, certificates made by rcgen in the
+//! test, a real Kafka broker.
+
+// Test helpers fail loudly, like the tests they serve.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use smesh_core::peers::Peer;
+use smesh_core::tls::Tier;
+use smesh_proto::mesh::uplink::Frame as Up;
+use smesh_proto::mesh::{Hello, NodeKind};
+use smesh_testkit::RawPeer;
+use smesh_tests::kafka::KafkaBroker;
+use smesh_tests::nodes::{self, Process};
+use smesh_tests::pki::{NodeCerts, Pki};
+use smesh_tests::records::{judge, read_topic};
+use smesh_tests::unique_topic;
+
+const EVENTS: u64 = 2000;
+
+/// A master and a sidecar, both on mutual TLS from `pki`.
+async fn secure_master_and_sidecar(
+    dir: &Path,
+    pki: &Pki,
+    kafka: &str,
+    topic: &str,
+) -> (Process, Process) {
+    let master = nodes::master(dir, "M1", kafka, topic, 0)
+        .args(pki.issue(Tier::Master, "M1").flags())
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir, "S1", &[("M1", master.port)], 0)
+        .args(pki.issue(Tier::Sidecar, "S1").flags())
+        .spawn()
+        .await;
+    (master, sidecar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_over_mutual_tls_delivers_everything() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("tls");
+    let pki = Pki::new(dir.path(), "ops");
+    let (master, sidecar) =
+        secure_master_and_sidecar(dir.path(), &pki, &kafka.bootstrap(), &topic).await;
+    assert!(
+        master.log().contains("\"tls\":true"),
+        "the master serves TLS"
+    );
+
+    let input = dir.path().join("c1.jsonl");
+    let mut sent = BTreeMap::new();
+    sent.insert(
+        "c1".to_string(),
+        nodes::write_lines(&input, "c1", 0..EVENTS, 40),
+    );
+    let mut client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[nodes::file_source(&input, false)],
+    )
+    .args(pki.issue(Tier::Client, "c1").flags())
+    .spawn()
+    .await;
+    let status = client.wait_exit(Duration::from_secs(120)).await;
+    assert!(status.success(), "the client exited with {status}");
+    let records = read_topic(
+        &kafka.bootstrap(),
+        &topic,
+        EVENTS as usize,
+        Duration::from_secs(30),
+    );
+    let verdict = judge(&records, &sent);
+    verdict.assert_complete("over mutual TLS");
+    assert_eq!(verdict.duplicates, 0);
+    // The sidecar knew its client by the certificate it checked.
+    sidecar
+        .wait_logged("client connected", Duration::from_secs(1))
+        .await;
+
+    // The console reaches the admin API over mutual TLS, with a console's
+    // certificate; a client's certificate (same CA) is refused.
+    let admin = master
+        .logged_port("admin API listening")
+        .expect("admin port");
+    let console = pki.issue(Tier::Console, "ops");
+    let output = console_status(admin, &console);
+    assert!(
+        output.status.success(),
+        "status over mTLS: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("S1"));
+    let output = console_status(admin, &pki.issue(Tier::Client, "c9"));
+    assert_eq!(output.status.code(), Some(69));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("the admin API answers consoles only"),
+        "{stdout}"
+    );
+}
+
+fn console_status(admin_port: u16, certs: &NodeCerts) -> std::process::Output {
+    std::process::Command::new(nodes::binary("smesh-console"))
+        .args(["status", "--master", &format!("127.0.0.1:{admin_port}")])
+        .args(certs.flags())
+        .output()
+        .expect("run smesh-console status")
+}
+
+/// Starts client `id` of `sidecar_port` with `flags`, waits for it to log
+/// `client_says`, then stops it.
+async fn refused_client(
+    dir: &Path,
+    id: &str,
+    sidecar_port: u16,
+    flags: Vec<String>,
+    client_says: &str,
+) {
+    let input = dir.join(format!("{id}.jsonl"));
+    nodes::write_lines(&input, id, 0..10, 40);
+    let mut client = nodes::client(
+        dir,
+        id,
+        &[("S1", sidecar_port)],
+        &[nodes::file_source(&input, false)],
+    )
+    .args(flags)
+    .spawn()
+    .await;
+    client
+        .wait_logged_text(client_says, Duration::from_secs(20))
+        .await;
+    client.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_cannot_prove_who_they_are_are_refused_with_a_reason_on_both_sides() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("tls-refused");
+    let pki = Pki::new(dir.path(), "ops");
+    let rogue = Pki::new(dir.path(), "rogue");
+    let (_master, sidecar) =
+        secure_master_and_sidecar(dir.path(), &pki, &kafka.bootstrap(), &topic).await;
+
+    // A certificate from another CA.
+    refused_client(
+        dir.path(),
+        "wrong-ca",
+        sidecar.port,
+        rogue.issue(Tier::Client, "wrong-ca").trusting(&pki).flags(),
+        "UnknownCA",
+    )
+    .await;
+    sidecar
+        .wait_logged_text("not signed by this node's --tls-ca", Duration::from_secs(5))
+        .await;
+
+    // An expired certificate from the right CA.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = pki.issue_valid(
+        Tier::Client,
+        "expired",
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
+    );
+    refused_client(
+        dir.path(),
+        "expired",
+        sidecar.port,
+        expired.flags(),
+        "CertificateExpired",
+    )
+    .await;
+    sidecar
+        .wait_logged_text("outside its validity period", Duration::from_secs(5))
+        .await;
+
+    // A plaintext client.
+    refused_client(
+        dir.path(),
+        "plaintext",
+        sidecar.port,
+        Vec::new(),
+        "if it requires TLS, give this node --tls-cert",
+    )
+    .await;
+    sidecar
+        .wait_logged_text("speaks plaintext to a TLS listener", Duration::from_secs(5))
+        .await;
+
+    // The server side of the wrong CA: a sidecar certificate the client's CA did not sign.
+    // (The client's own log says the sidecar's certificate is unknown.)
+    let other = nodes::sidecar(dir.path(), "S2", &[("M1", 1)], 0)
+        .args(rogue.issue(Tier::Sidecar, "S2").trusting(&pki).flags())
+        .spawn()
+        .await;
+    refused_client(
+        dir.path(),
+        "rogue-server",
+        other.port,
+        pki.issue(Tier::Client, "rogue-server").flags(),
+        "UnknownIssuer",
+    )
+    .await;
+
+    // A device whose certificate names c2 saying Hello as c1: the sidecar
+    // refuses the stream, the peer reads why.
+    let c2 = pki.issue(Tier::Client, "c2").load();
+    let peer = Peer {
+        id: "S1".into(),
+        host: "127.0.0.1".into(),
+        port: sidecar.port,
+    };
+    let hello = |id: &str| {
+        Some(Up::Hello(Hello {
+            node_id: id.into(),
+            kind: NodeKind::Client as i32,
+            version: "test".into(),
+            incarnation: "1".into(),
+        }))
+    };
+    let Err(refused) = RawPeer::open_with(&peer, hello("c1"), Some(&c2.client_config())).await
+    else {
+        panic!("c2's certificate cannot say Hello as c1");
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains(
+            "Hello as smesh://client/c1, but the peer's certificate is for smesh://client/c2"
+        ),
+        "{refused:?}"
+    );
+    sidecar
+        .wait_logged_text(
+            "but the peer's certificate is for smesh://client/c2",
+            Duration::from_secs(5),
+        )
+        .await;
+    // Nor as a sidecar of the same id: the tier is bound too.
+    let as_sidecar = Some(Up::Hello(Hello {
+        node_id: "c2".into(),
+        kind: NodeKind::Sidecar as i32,
+        version: "test".into(),
+        incarnation: "1".into(),
+    }));
+    let Err(refused) = RawPeer::open_with(&peer, as_sidecar, Some(&c2.client_config())).await
+    else {
+        panic!("a client's certificate cannot say Hello as a sidecar");
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    // Its own id is welcome.
+    RawPeer::open_with(&peer, hello("c2"), Some(&c2.client_config()))
+        .await
+        .expect("c2 as c2");
+
+    // And a client process started with another id's certificate refuses
+    // to start, saying why.
+    let output = std::process::Command::new(nodes::binary("smesh-client"))
+        .args(["--id", "c1", "--sidecars"])
+        .arg(dir.path().join("wrong-ca").join("clientCon.csv"))
+        .args(pki.issue(Tier::Client, "c2").flags())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run smesh-client");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not for smesh://client/c1"), "{stderr}");
+}
+
+#[tokio::test]
+async fn plaintext_beyond_loopback_or_unusable_certificates_stop_a_node_before_it_listens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "ops");
+    let masters = dir.path().join("sidecarCon.csv");
+    nodes::write_peers(&masters, &[("M1", 9010)]);
+    let sidecar = |extra: &[String]| {
+        let mut command = std::process::Command::new(nodes::binary("smesh-sidecar"));
+        command
+            .args(["--id", "S1", "--masters"])
+            .arg(&masters)
+            .args(extra);
+        output_within(command, Duration::from_secs(10))
+    };
+    let refused = |extra: &[String], needle: &str| {
+        let output = sidecar(extra);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(64), "{extra:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    };
+    let any = vec!["--listen".to_string(), "0.0.0.0:0".to_string()];
+    refused(&any, "--listen 0.0.0.0:0 is not a loopback address");
+    let certs = pki.issue(Tier::Sidecar, "S1");
+    let mut unreadable = certs.flags();
+    unreadable[1] = dir.path().join("missing.pem").display().to_string();
+    refused(&unreadable, "cannot read the certificate");
+    let mut not_pem = certs.flags();
+    not_pem[5] = masters.display().to_string();
+    refused(&not_pem, "holds no PEM certificate");
+    refused(&certs.flags()[..2], "give all three or none");
+    refused(
+        &pki.issue(Tier::Sidecar, "S9").flags(),
+        "not for smesh://sidecar/S1",
+    );
+
+    // With the flag that says what it gives up, it starts, and warns.
+    let mut flagged = nodes::sidecar(dir.path(), "S1", &[("M1", 1)], 0)
+        .with_flag("--listen", "0.0.0.0:0")
+        .arg("--insecure-plaintext")
+        .spawn()
+        .await;
+    flagged
+        .wait_logged("serving plaintext beyond loopback", Duration::from_secs(5))
+        .await;
+    flagged.kill();
+}
+
+/// Runs `command` to its end, or kills it and fails after `within` (a node
+/// that should have refused to start would otherwise run for ever).
+fn output_within(mut command: std::process::Command, within: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("kill");
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "{command:?} still ran after {within:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
