@@ -562,3 +562,52 @@ async fn http_and_stdin_sources_deliver_what_they_read() {
     .assert_complete("stdin");
     assert_eq!(piped_records[0].header("content-type"), Some("text/plain"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_body_larger_than_the_limit_goes_whole_to_the_rejected_file() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("http-oversized");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    // An open-data API whose answer outgrew the client's limit.
+    let body: &'static str =
+        Box::leak(format!("{{\"big\":\"{}\"}}", "b".repeat(5_000)).into_boxed_str());
+    let port = serve_json(body).await;
+    let source = format!("http:url=http://127.0.0.1:{port}/big.json,every=1s");
+    let poller = nodes::client(dir.path(), "big", &[("S1", sidecar.port)], &[source])
+        .args(["--max-event-bytes", "2000"])
+        .spawn()
+        .await;
+    let rejected_path = nodes::client_dir(dir.path(), "big").join("safeData.rejected.csv");
+    // Two polls, two rejections: the source goes on after the first.
+    let rejected = eventually("two rejected bodies", Duration::from_secs(30), || {
+        let path = rejected_path.clone();
+        async move {
+            let text = std::fs::read_to_string(path).ok()?;
+            (text.matches("more than the limit of 2000 bytes").count() >= 2).then_some(text)
+        }
+    })
+    .await;
+    assert!(
+        rejected.contains(&"b".repeat(5_000)),
+        "the body is kept whole"
+    );
+    assert!(
+        !poller
+            .log_events("larger than --max-event-bytes")
+            .is_empty(),
+        "the client says so:\n{}",
+        poller.log_tail(20)
+    );
+    let records = smesh_tests::records::read_all(&kafka.bootstrap(), &topic);
+    assert!(
+        records.is_empty(),
+        "nothing of it in Kafka: {}",
+        records.len()
+    );
+}
