@@ -611,3 +611,26 @@ async fn an_http_body_larger_than_the_limit_goes_whole_to_the_rejected_file() {
         records.len()
     );
 }
+
+#[test]
+fn a_file_source_that_cannot_read_its_file_stops_the_client_with_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = dir.path().join("clientCon.csv");
+    std::fs::write(&clients, "S1;127.0.0.1:9;\n").expect("write");
+    let missing = dir.path().join("missing.jsonl");
+    let source = format!("file:path={},follow=false", missing.display());
+    let (code, stderr) = run_to_exit(
+        "smesh-client",
+        dir.path(),
+        &[
+            "--sidecars",
+            clients.to_str().expect("utf8"),
+            "--spool-file",
+            dir.path().join("safeData.csv").to_str().expect("utf8"),
+            "--source",
+            &source,
+        ],
+    );
+    assert_eq!(code, 70, "not exit 0 having read nothing: {stderr}");
+    assert!(stderr.contains("missing.jsonl"), "{stderr}");
+}

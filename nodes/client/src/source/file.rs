@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use smesh_core::time::now_unix_nanos;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::identity::{FileIdentity, Sameness};
 use super::lines::{BoundedLines, Line};
@@ -449,7 +449,10 @@ async fn run(spec: FileSpec, context: SourceContext) {
                 }
                 Err(err) => {
                     if !spec.follow {
-                        warn!(path = %spec.path.display(), %err, "cannot read file; file source stops");
+                        // Nothing will come of it: the client stops with
+                        // this error rather than exit 0 having read nothing.
+                        error!(path = %spec.path.display(), %err, "cannot read file; file source stops");
+                        context.fail(format!("cannot read {}: {err}", spec.path.display()));
                         return;
                     }
                     if !warned_missing {
