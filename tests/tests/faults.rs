@@ -779,5 +779,11 @@ async fn broker_freezes_longer_than_the_delivery_timeout_keep_every_clients_orde
         sent.insert(name.to_string(), feeder.lines.clone());
     }
     let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    if !verdict.lost.is_empty() {
+        // What the nodes saw, for a failure that only shows under load.
+        for node in [&master, &sidecar].into_iter().chain(&clients) {
+            eprintln!("--- {} ---\n{}", node.name, node.log_tail(60));
+        }
+    }
     verdict.assert_complete("two broker freezes longer than the delivery timeout");
 }
