@@ -91,39 +91,57 @@ impl InProcessMaster {
 
     /// A new raw stream, as sidecar `S1`.
     async fn sidecar(&self) -> RawPeer {
-        let hello = Up::Hello(Hello {
-            node_id: "S1".to_string(),
-            kind: NodeKind::Sidecar as i32,
-            version: "test".to_string(),
-            incarnation: "1".to_string(),
-        });
-        RawPeer::open(&self.peer, Some(hello))
+        RawPeer::open(&self.peer, Some(sidecar_hello()))
             .await
             .expect("stream")
     }
 }
 
-/// Frames until an ack, answering pings; `None` if none came within `wait`.
-async fn ack_within(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
-    let frames = async {
-        loop {
-            match sidecar.next().await.expect("the stream stays up") {
-                Some(frame) => match frame.frame {
-                    Some(Down::Ack(ack)) => return ack,
-                    Some(Down::Ping(ping)) => {
-                        let pong = Up::Pong(Pong {
-                            nonce: ping.nonce,
-                            sent_unix_nanos: ping.sent_unix_nanos,
-                        });
-                        let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
-                    }
-                    _ => {}
-                },
-                None => panic!("the master closed the stream"),
-            }
+/// The Hello of sidecar `S1`.
+fn sidecar_hello() -> Up {
+    Up::Hello(Hello {
+        node_id: "S1".to_string(),
+        kind: NodeKind::Sidecar as i32,
+        version: "test".to_string(),
+        incarnation: "1".to_string(),
+    })
+}
+
+/// What a sidecar stream brings next, pings aside.
+enum Next {
+    Ack(Ack),
+    /// The master ended the stream, with its reason if it gave one.
+    Ended(Option<tonic::Status>),
+}
+
+/// Frames until an ack or the end of the stream, answering pings.
+async fn ack_or_end(sidecar: &mut RawPeer) -> Next {
+    loop {
+        match sidecar.inbound.message().await {
+            Ok(Some(frame)) => match frame.frame {
+                Some(Down::Ack(ack)) => return Next::Ack(ack),
+                Some(Down::Ping(ping)) => {
+                    let pong = Up::Pong(Pong {
+                        nonce: ping.nonce,
+                        sent_unix_nanos: ping.sent_unix_nanos,
+                    });
+                    let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
+                }
+                _ => {}
+            },
+            Ok(None) => return Next::Ended(None),
+            Err(status) => return Next::Ended(Some(status)),
         }
-    };
-    tokio::time::timeout(wait, frames).await.ok()
+    }
+}
+
+/// The next ack; `None` if none came within `wait`. The stream must stay up.
+async fn ack_within(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
+    match tokio::time::timeout(wait, ack_or_end(sidecar)).await {
+        Ok(Next::Ack(ack)) => Some(ack),
+        Ok(Next::Ended(why)) => panic!("the stream stays up, yet it ended: {why:?}"),
+        Err(_) => None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,28 +368,13 @@ async fn a_full_producer_queue_holds_batches_back_but_not_the_heartbeats() {
     master.token.cancel();
 }
 
-/// The next ack on `sidecar`, answering pings; `None` once the stream ended
-/// (or nothing came within `wait`).
+/// The next ack on `sidecar`; `None` once the stream ended (or nothing
+/// came within `wait`).
 async fn next_ack(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
-    let frames = async {
-        loop {
-            match sidecar.inbound.message().await {
-                Ok(Some(frame)) => match frame.frame {
-                    Some(Down::Ack(ack)) => return Some(ack),
-                    Some(Down::Ping(ping)) => {
-                        let pong = Up::Pong(Pong {
-                            nonce: ping.nonce,
-                            sent_unix_nanos: ping.sent_unix_nanos,
-                        });
-                        let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
-                    }
-                    _ => {}
-                },
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    };
-    tokio::time::timeout(wait, frames).await.ok().flatten()
+    match tokio::time::timeout(wait, ack_or_end(sidecar)).await {
+        Ok(Next::Ack(ack)) => Some(ack),
+        Ok(Next::Ended(_)) | Err(_) => None,
+    }
 }
 
 /// Plays a sidecar that resends every unacknowledged batch on a new stream
@@ -389,13 +392,7 @@ async fn deliver_all(
             "{} batches never acknowledged",
             pending.len()
         );
-        let hello = Up::Hello(Hello {
-            node_id: "S1".to_string(),
-            kind: NodeKind::Sidecar as i32,
-            version: "test".to_string(),
-            incarnation: "1".to_string(),
-        });
-        let Ok(mut stream) = RawPeer::open(&master.peer, Some(hello)).await else {
+        let Ok(mut stream) = RawPeer::open(&master.peer, Some(sidecar_hello())).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -515,32 +512,13 @@ async fn a_stuck_batch_ends_its_stream_only_while_kafka_counts_as_reachable() {
         .expect("batch 1 acknowledged while Kafka runs");
     kafka.freeze();
     sidecar.send(batch(2, events("c1", 6, 5))).await;
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match sidecar.inbound.message().await {
-                Ok(Some(frame)) => match frame.frame {
-                    Some(Down::Ack(ack)) => {
-                        return Err(format!("acknowledged while frozen: {ack:?}"));
-                    }
-                    Some(Down::Ping(ping)) => {
-                        let pong = Up::Pong(Pong {
-                            nonce: ping.nonce,
-                            sent_unix_nanos: ping.sent_unix_nanos,
-                        });
-                        let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
-                    }
-                    _ => {}
-                },
-                Ok(None) => return Err("the stream ended without a reason".to_string()),
-                Err(status) => return Ok(status),
-            }
-        }
-    })
-    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), ack_or_end(&mut sidecar)).await;
     kafka.thaw();
-    let ended = ended
-        .expect("the stream ends once the delivery timeout passed")
-        .expect("an error status");
+    let ended = match ended.expect("the stream ends once the delivery timeout passed") {
+        Next::Ended(Some(status)) => status,
+        Next::Ended(None) => panic!("the stream ended without a reason"),
+        Next::Ack(ack) => panic!("acknowledged while frozen: {ack:?}"),
+    };
     assert!(ended.message().contains("within 2s"), "{}", ended.message());
     master.token.cancel();
 
