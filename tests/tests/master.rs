@@ -14,7 +14,7 @@ use smesh_proto::admin::admin_client::AdminClient;
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Ack, Hello, NodeKind, Pong, Uplink};
-use smesh_testkit::{RawPeer, batch, events};
+use smesh_testkit::{Next, RawPeer, batch, events};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::records::{create_topic, judge, read_topic};
 use smesh_tests::{eventually, health_of_service, unique_topic};
@@ -107,37 +107,9 @@ fn sidecar_hello() -> Up {
     })
 }
 
-/// What a sidecar stream brings next, pings aside.
-enum Next {
-    Ack(Ack),
-    /// The master ended the stream, with its reason if it gave one.
-    Ended(Option<tonic::Status>),
-}
-
-/// Frames until an ack or the end of the stream, answering pings.
-async fn ack_or_end(sidecar: &mut RawPeer) -> Next {
-    loop {
-        match sidecar.inbound.message().await {
-            Ok(Some(frame)) => match frame.frame {
-                Some(Down::Ack(ack)) => return Next::Ack(ack),
-                Some(Down::Ping(ping)) => {
-                    let pong = Up::Pong(Pong {
-                        nonce: ping.nonce,
-                        sent_unix_nanos: ping.sent_unix_nanos,
-                    });
-                    let _ = sidecar.tx.send(Uplink { frame: Some(pong) }).await;
-                }
-                _ => {}
-            },
-            Ok(None) => return Next::Ended(None),
-            Err(status) => return Next::Ended(Some(status)),
-        }
-    }
-}
-
 /// The next ack; `None` if none came within `wait`. The stream must stay up.
 async fn ack_within(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
-    match tokio::time::timeout(wait, ack_or_end(sidecar)).await {
+    match tokio::time::timeout(wait, sidecar.ack_or_end()).await {
         Ok(Next::Ack(ack)) => Some(ack),
         Ok(Next::Ended(why)) => panic!("the stream stays up, yet it ended: {why:?}"),
         Err(_) => None,
@@ -371,7 +343,7 @@ async fn a_full_producer_queue_holds_batches_back_but_not_the_heartbeats() {
 /// The next ack on `sidecar`; `None` once the stream ended (or nothing
 /// came within `wait`).
 async fn next_ack(sidecar: &mut RawPeer, wait: Duration) -> Option<Ack> {
-    match tokio::time::timeout(wait, ack_or_end(sidecar)).await {
+    match tokio::time::timeout(wait, sidecar.ack_or_end()).await {
         Ok(Next::Ack(ack)) => Some(ack),
         Ok(Next::Ended(_)) | Err(_) => None,
     }
@@ -512,7 +484,7 @@ async fn a_stuck_batch_ends_its_stream_only_while_kafka_counts_as_reachable() {
         .expect("batch 1 acknowledged while Kafka runs");
     kafka.freeze();
     sidecar.send(batch(2, events("c1", 6, 5))).await;
-    let ended = tokio::time::timeout(Duration::from_secs(20), ack_or_end(&mut sidecar)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), sidecar.ack_or_end()).await;
     kafka.thaw();
     let ended = match ended.expect("the stream ends once the delivery timeout passed") {
         Next::Ended(Some(status)) => status,

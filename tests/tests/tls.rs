@@ -14,7 +14,7 @@ use smesh_core::peers::Peer;
 use smesh_core::tls::Tier;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Hello, NodeKind};
-use smesh_testkit::RawPeer;
+use smesh_testkit::{Next, RawPeer};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Process};
 use smesh_tests::pki::{NodeCerts, Pki};
@@ -346,4 +346,134 @@ fn output_within(mut command: std::process::Command, within: Duration) -> std::p
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("output")
+}
+
+/// Events of `client`'s numbering `incarnation` with sequences `first..`,
+/// whose data no client ever sent.
+fn forged(client: &str, incarnation: u64, first: u64, n: usize) -> Vec<smesh_proto::mesh::Event> {
+    let mut events = smesh_testkit::events(client, first, n);
+    for event in &mut events {
+        event.incarnation = incarnation;
+        event.id = smesh_core::event::event_id(client, incarnation, event.sequence);
+        event.data = format!("forged {}", event.sequence).into_bytes().into();
+        // What a sidecar says of a client it authenticated: a peer may lie.
+        event.client_authenticated = true;
+    }
+    events
+}
+
+/// Opens a stream as `kind` `id` with `certs`, sends `events` as batch 1,
+/// and returns the ids the upstream rejected (`Err` if it ended the stream
+/// or refused the Hello instead).
+async fn forge(
+    peer: &Peer,
+    certs: &NodeCerts,
+    kind: NodeKind,
+    id: &str,
+    events: Vec<smesh_proto::mesh::Event>,
+) -> Result<Vec<String>, tonic::Status> {
+    let hello = Up::Hello(Hello {
+        node_id: id.into(),
+        kind: kind as i32,
+        version: "test".into(),
+        incarnation: "1".into(),
+    });
+    let mut stream =
+        RawPeer::open_with(peer, Some(hello), Some(&certs.load().client_config())).await?;
+    stream.send(smesh_testkit::batch(1, events)).await;
+    match tokio::time::timeout(Duration::from_secs(30), stream.ack_or_end()).await {
+        Ok(Next::Ack(ack)) => Ok(ack.rejected.into_iter().map(|r| r.event_id).collect()),
+        Ok(Next::Ended(status)) => Err(status.unwrap_or_else(|| tonic::Status::aborted("ended"))),
+        Err(_) => panic!("no answer to a forged batch within 30 s"),
+    }
+}
+
+/// The attack of issue 10: a peer publishes a victim's next sequence
+/// numbers so the master takes the victim's real events for resends. Over
+/// mutual TLS no certificate but the victim's own (through a sidecar that
+/// checked it) can speak for the victim, so every forged event is refused
+/// and every real one arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_sequence_peer_cannot_make_any_real_event_disappear() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("tls-forged");
+    let pki = Pki::new(dir.path(), "ops");
+    let (master, sidecar) =
+        secure_master_and_sidecar(dir.path(), &pki, &kafka.bootstrap(), &topic).await;
+    let victim_certs = pki.issue(Tier::Client, "c1");
+    let input = dir.path().join("c1.jsonl");
+    let mut lines = nodes::write_lines(&input, "c1", 0..1000, 40);
+    let run_victim = || async {
+        let mut victim = nodes::client(
+            dir.path(),
+            "c1",
+            &[("S1", sidecar.port)],
+            &[nodes::file_source(&input, false)],
+        )
+        .args(victim_certs.flags())
+        .spawn()
+        .await;
+        let status = victim.wait_exit(Duration::from_secs(120)).await;
+        assert!(status.success(), "the victim exited with {status}");
+    };
+    run_victim().await;
+    // What an attacker can learn from the topic: the victim's numbering and
+    // where it stands.
+    let records = read_topic(&kafka.bootstrap(), &topic, 1000, Duration::from_secs(30));
+    let last = records.last().expect("the victim's first events");
+    let incarnation = last.incarnation().expect("an incarnation");
+    let next = last.sequence().expect("a sequence") + 1;
+    let upcoming = || forged("c1", incarnation, next, 2000);
+    let at_master = Peer {
+        id: "M1".into(),
+        host: "127.0.0.1".into(),
+        port: master.port,
+    };
+    let at_sidecar = Peer {
+        id: "S1".into(),
+        host: "127.0.0.1".into(),
+        port: sidecar.port,
+    };
+
+    // A sidecar's certificate, but the client was authenticated by no
+    // sidecar (a sidecar only marks clients whose certificate it checked).
+    let rogue_sidecar = pki.issue(Tier::Sidecar, "S666");
+    let mut unmarked = upcoming();
+    for event in &mut unmarked {
+        event.client_authenticated = false;
+    }
+    let rejected = forge(
+        &at_master,
+        &rogue_sidecar,
+        NodeKind::Sidecar,
+        "S666",
+        unmarked,
+    )
+    .await
+    .expect("the master answers a sidecar");
+    assert_eq!(rejected.len(), 2000, "every unvouched event is rejected");
+    master
+        .wait_logged_text("did not authenticate client", Duration::from_secs(5))
+        .await;
+    // Another device's certificate, straight to the master: it may speak
+    // only for itself.
+    let evil = pki.issue(Tier::Client, "evil");
+    let rejected = forge(&at_master, &evil, NodeKind::Client, "evil", upcoming())
+        .await
+        .expect("the master answers a client");
+    assert_eq!(rejected.len(), 2000, "a device speaks only for itself");
+    // The same device through the sidecar: its stream ends.
+    let refused = forge(&at_sidecar, &evil, NodeKind::Client, "evil", upcoming())
+        .await
+        .expect_err("the sidecar ends a stream that speaks for another client");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    // The victim goes on: every real event arrives, no forged one.
+    lines.extend(nodes::write_lines(&input, "c1", 1000..3000, 40));
+    run_victim().await;
+    let records = read_topic(&kafka.bootstrap(), &topic, 3000, Duration::from_secs(30));
+    let verdict = judge(&records, &BTreeMap::from([("c1".to_string(), lines)]));
+    verdict.assert_complete("after forged sequences");
+    assert!(verdict.unexpected.is_empty(), "{verdict:?}");
 }

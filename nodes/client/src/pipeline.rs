@@ -555,6 +555,8 @@ impl Pipeline {
             client_id: self.config.id.clone(),
             sequence,
             incarnation,
+            // The sidecar's to say.
+            client_authenticated: false,
         };
         if let Some(oversized) = reading.oversized {
             return self

@@ -16,11 +16,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use smesh_core::event;
+use smesh_core::ratelimit::LogEvery;
 use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
 use smesh_core::time::now_unix_nanos;
+use smesh_core::tls::{self, PeerIdentity};
 use smesh_proto::admin::{HeartbeatSample, KafkaStatus, Tier as PeerTier};
-use smesh_proto::mesh::{Batch, Rejected, Report};
+use smesh_proto::mesh::{Batch, Event, Rejected, Report};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::warn;
@@ -85,6 +89,8 @@ impl Tier for SidecarStreams {
         Ok(SidecarSession {
             conn: caller.conn,
             peer: caller.hello.node_id.clone(),
+            identity: caller.identity.clone(),
+            rejections: Arc::new(Mutex::new(LogEvery::default())),
             streams: self.clone(),
             unsettled: Arc::new(Semaphore::new(MAX_UNSETTLED as usize)),
             after_careful: false,
@@ -100,6 +106,11 @@ pub struct SidecarSession {
     conn: ConnId,
     /// The sidecar's id.
     peer: String,
+    /// Who the peer's certificate proved it is (`None` on plaintext): which
+    /// client ids its events may carry (see [`refusal`]).
+    identity: Option<PeerIdentity>,
+    /// Rejected events, logged at most every 10 s: a peer decides how many.
+    rejections: Arc<Mutex<LogEvery>>,
     streams: SidecarStreams,
     /// One permit per batch not settled yet, to wait for all of them.
     unsettled: Arc<Semaphore>,
@@ -322,16 +333,16 @@ impl SidecarSession {
         let mut rejected = Vec::new();
         let mut duplicates = 0u64;
         for (event, seen) in batch.events.iter().zip(seen) {
-            if seen {
-                duplicates += 1;
-                continue;
-            }
-            if let Err(invalid) = event::validate(event, streams.max_event_bytes) {
-                warn!(peer = %self.peer, event = %event.id, reason = %invalid, "rejecting event");
+            if let Some(reason) = refusal(self.identity.as_ref(), event, streams.max_event_bytes) {
+                log_rejection(&self.rejections, &self.peer, event, &reason);
                 rejected.push(Rejected {
                     event_id: event.id.clone(),
-                    reason: invalid.to_string(),
+                    reason,
                 });
+                continue;
+            }
+            if seen {
+                duplicates += 1;
                 continue;
             }
             loop {
@@ -352,7 +363,7 @@ impl SidecarSession {
                     Err(PublishError::QueueFull) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
                     // Refused before it was queued: about this event alone.
                     Err(PublishError::Permanent(reason)) => {
-                        warn!(peer = %self.peer, event = %event.id, %reason, "rejecting event");
+                        log_rejection(&self.rejections, &self.peer, event, &reason);
                         rejected.push(Rejected {
                             event_id: event.id.clone(),
                             reason,
@@ -436,6 +447,8 @@ impl SidecarSession {
     ) -> Outcome {
         let streams = self.streams.clone();
         let peer = self.peer.clone();
+        let identity = self.identity.clone();
+        let rejections = Arc::clone(&self.rejections);
         let seq = batch.seq;
         let (outcome_tx, outcome) = oneshot::channel();
         tokio::spawn(async move {
@@ -443,13 +456,15 @@ impl SidecarSession {
             let mut failed = None;
             for event in &batch.events {
                 let key = (event.client_id.as_str(), event.incarnation, event.sequence);
-                if streams.delivered.published(std::iter::once(key)) == [true] {
+                let refused = refusal(identity.as_ref(), event, streams.max_event_bytes);
+                if refused.is_none() && streams.delivered.published(std::iter::once(key)) == [true]
+                {
                     Counters::add(&streams.counters.duplicates, 1);
                     continue;
                 }
-                let refused = match event::validate(event, streams.max_event_bytes) {
-                    Err(invalid) => Some(invalid.to_string()),
-                    Ok(()) => match producers
+                let refused = match refused {
+                    Some(reason) => Some(reason),
+                    None => match producers
                         .publish_alone(event)
                         .map_err(|err| streams.sink.classify(&err))
                     {
@@ -481,7 +496,7 @@ impl SidecarSession {
                         Counters::add(&streams.counters.published, 1);
                     }
                     Some(reason) => {
-                        warn!(peer = %peer, event = %event.id, %reason, "Kafka refuses this event on its own; rejecting it");
+                        log_rejection(&rejections, &peer, event, &reason);
                         Counters::add(&streams.counters.failed, 1);
                         rejected.push(Rejected {
                             event_id: event.id.clone(),
@@ -499,5 +514,103 @@ impl SidecarSession {
             });
         });
         outcome
+    }
+}
+
+/// Why `event` may not be published on a stream from `identity`, if it may
+/// not: a client id the stream may not speak for, or an invalid event.
+///
+/// On plaintext nothing is authenticated and every id is taken as said. On
+/// TLS a master takes a client id only from a sidecar that authenticated
+/// that client (the sidecar marks such events), or from the client itself
+/// when its own certificate is presented here. The resend memory is keyed
+/// by these ids, so no peer can make another client's events look like
+/// resends.
+fn refusal(
+    identity: Option<&PeerIdentity>,
+    event: &Event,
+    max_event_bytes: usize,
+) -> Option<String> {
+    let unproven = match identity {
+        None => None,
+        Some(PeerIdentity {
+            tier: tls::Tier::Sidecar,
+            id,
+        }) => (!event.client_authenticated).then(|| {
+            format!(
+                "sidecar {id} did not authenticate client {}: a master on TLS takes a client id only from a sidecar that checked the client's certificate",
+                smesh_core::ids::quote(&event.client_id)
+            )
+        }),
+        Some(PeerIdentity {
+            tier: tls::Tier::Client,
+            id,
+        }) if *id == event.client_id => None,
+        Some(other) => Some(format!(
+            "{other} may not publish events of client {}",
+            smesh_core::ids::quote(&event.client_id)
+        )),
+    };
+    unproven.or_else(|| {
+        event::validate(event, max_event_bytes)
+            .err()
+            .map(|invalid| invalid.to_string())
+    })
+}
+
+/// Logs a rejected event, at most once per interval per stream.
+fn log_rejection(log: &Mutex<LogEvery>, peer: &str, event: &Event, reason: &str) {
+    let mut log = match log.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(unlogged) = log.tick() {
+        warn!(%peer, event = %smesh_core::ids::quote(&event.id), %reason, also_since_last_log = unlogged, "rejecting event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_of(client: &str, authenticated: bool) -> Event {
+        Event {
+            id: smesh_core::event::event_id(client, 1, 1),
+            source: "test".into(),
+            r#type: "dev.smesh.test".into(),
+            specversion: smesh_core::event::SPEC_VERSION.into(),
+            client_id: client.into(),
+            sequence: 1,
+            incarnation: 1,
+            client_authenticated: authenticated,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn a_client_id_is_taken_only_from_whom_a_certificate_proves_may_speak_for_it() {
+        let sidecar = PeerIdentity::new(tls::Tier::Sidecar, "S1");
+        let device = PeerIdentity::new(tls::Tier::Client, "c1");
+        let master = PeerIdentity::new(tls::Tier::Master, "c1");
+        let cases = [
+            // Plaintext: nothing is authenticated, ids are taken as said.
+            (None, event_of("c1", false), true),
+            (Some(&sidecar), event_of("c1", true), true),
+            (Some(&sidecar), event_of("c1", false), false),
+            (Some(&device), event_of("c1", false), true),
+            (Some(&device), event_of("c2", true), false),
+            (Some(&master), event_of("c1", true), false),
+        ];
+        for (identity, event, taken) in cases {
+            assert_eq!(
+                refusal(identity, &event, 1000).is_none(),
+                taken,
+                "{identity:?} {event:?}"
+            );
+        }
+        // An invalid event is refused whoever sends it.
+        let mut invalid = event_of("c1", true);
+        invalid.source = String::new();
+        assert!(refusal(Some(&sidecar), &invalid, 1000).is_some());
     }
 }

@@ -6,7 +6,8 @@
 //! as much as it may, the session stops reading and HTTP/2 flow control
 //! pushes back on the client. The batch settles when the master
 //! acknowledged it. Each session keeps the client's row in the
-//! [`ClientTable`](crate::clients::ClientTable) fresh.
+//! [`ClientTable`](crate::clients::ClientTable) fresh, and marks each event
+//! with whether its client proved its id with a certificate.
 
 use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
 use smesh_core::time::now_unix_nanos;
@@ -64,6 +65,7 @@ impl Tier for ClientStreams {
             upstream: self.upstream.clone(),
             permit: None,
             table: self.table.clone(),
+            authenticated: caller.identity.is_some(),
         })
     }
 }
@@ -78,6 +80,10 @@ pub struct ClientSession {
     /// Room on the master link, reserved before the batch is taken from it.
     permit: Option<OwnedPermit<Forward>>,
     table: TableHandle,
+    /// Whether the client proved its id with a certificate: its events say
+    /// so to the master, which takes client ids only from a sidecar that
+    /// authenticated them.
+    authenticated: bool,
 }
 
 impl ClientSession {
@@ -125,8 +131,12 @@ impl Handler for ClientSession {
         Ok(())
     }
 
-    async fn forward(&mut self, batch: Batch) -> Result<Settlement, Status> {
+    async fn forward(&mut self, mut batch: Batch) -> Result<Settlement, Status> {
         self.reserve(&batch).await?;
+        // The sidecar's word, never the client's.
+        for event in &mut batch.events {
+            event.client_authenticated = self.authenticated;
+        }
         let permit = self.permit.take().ok_or_else(link_gone)?;
         let (settled, settlement) = oneshot::channel();
         permit.send(Forward {

@@ -21,9 +21,12 @@ use smesh_core::peers::Peer;
 use smesh_core::session::{
     Caller, Handler, MeshService, SessionCommand, SessionSettings, SessionView, Settlement, Tier,
 };
+use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_client::MeshClient;
 use smesh_proto::mesh::uplink::Frame as Up;
-use smesh_proto::mesh::{Batch, Downlink, Event, Hello, NodeKind, Rejected, Report, Uplink};
+use smesh_proto::mesh::{
+    Ack, Batch, Downlink, Event, Hello, NodeKind, Pong, Rejected, Report, Uplink,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -260,6 +263,35 @@ impl RawPeer {
             .await
             .expect("a frame in time")
     }
+
+    /// Frames until an ack or the end of the stream, answering pings.
+    pub async fn ack_or_end(&mut self) -> Next {
+        loop {
+            match self.inbound.message().await {
+                Ok(Some(frame)) => match frame.frame {
+                    Some(Down::Ack(ack)) => return Next::Ack(ack),
+                    Some(Down::Ping(ping)) => {
+                        let pong = Up::Pong(Pong {
+                            nonce: ping.nonce,
+                            sent_unix_nanos: ping.sent_unix_nanos,
+                        });
+                        let _ = self.tx.send(Uplink { frame: Some(pong) }).await;
+                    }
+                    _ => {}
+                },
+                Ok(None) => return Next::Ended(None),
+                Err(status) => return Next::Ended(Some(status)),
+            }
+        }
+    }
+}
+
+/// What a stream brings next, pings aside.
+#[derive(Debug)]
+pub enum Next {
+    Ack(Ack),
+    /// The upstream ended the stream, with its reason if it gave one.
+    Ended(Option<Status>),
 }
 
 pub fn hello(id: &str) -> Up {

@@ -337,6 +337,8 @@ impl RowDecoder {
             client_id: client_id.to_string(),
             sequence,
             incarnation,
+            // The sidecar's to say.
+            client_authenticated: false,
         };
         if event.id.is_empty() {
             return Err(bad("id is empty"));
