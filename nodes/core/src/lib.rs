@@ -15,6 +15,7 @@
 //! - [`ids`]: what node ids, versions and incarnations may look like.
 //! - [`accept`]: the door of every server: connection limits, silent peers.
 //! - [`tls`]: mutual TLS from PEM files; identities in certificates.
+//! - [`pki`]: a CA that issues smesh certificates (rcgen).
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`ratelimit`]: log lines a peer can repeat, one per interval.
 //! - [`retention`]: forgetting peers that left, after a while and beyond a count.
@@ -31,6 +32,7 @@ pub mod heartbeat;
 pub mod ids;
 pub mod link;
 pub mod peers;
+pub mod pki;
 pub mod ratelimit;
 pub mod retention;
 pub mod session;
