@@ -194,6 +194,9 @@ fn main() -> ExitCode {
 async fn run_demo_dashboard(args: &DemoArgs, log_path: &Path) -> anyhow::Result<()> {
     tui::check_terminal()?;
     let mesh = smesh_demo::start(args).await?;
+    if let Some(files) = &mesh.console_tls {
+        smesh_console::remote::use_tls(smesh_core::tls::NodeTls::load(files)?.client_config());
+    }
     let outcome = tui::run(
         vec![mesh.admin_address.clone()],
         log_path,

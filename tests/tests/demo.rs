@@ -1,5 +1,6 @@
 //! The README's first command: `smesh-console demo` runs a whole mesh on the
-//! embedded Kafka and shows events moving through every tier.
+//! embedded Kafka, over mutual TLS with a throw-away CA, and shows events
+//! moving through every tier.
 
 // Test helpers fail loudly, like the tests they serve.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -23,6 +24,9 @@ fn the_headless_demo_moves_events_through_every_tier() {
         "demo failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let first = stdout.lines().next().expect("a first line");
+    assert!(first.contains("every link mutual TLS"), "{first}");
+    assert!(dir.path().join("pki").join("ca.pem").exists(), "{first}");
     let last = stdout.lines().last().expect("summary lines");
     // clients: read R acked A pending P | sidecars: forwarded F | master: published N (…/s) | kafka: ready
     let numbers: Vec<u64> = last

@@ -6,6 +6,9 @@
 //! master's admin API; with `--headless` a summary line every second shows
 //! what each tier has done.
 //!
+//! Every link is mutual TLS, with certificates from a throw-away CA the
+//! demo makes in `<dir>/pki` at each start (`--plaintext` runs it without).
+//!
 //! The nodes are configured in code, through each node's `Config::builder`,
 //! so they run with the defaults the binaries have without flags, and their
 //! peers are handed over as values, not written to peer-list files.
@@ -25,6 +28,8 @@ use clap::Args;
 use rdkafka::mocking::MockCluster;
 use smesh_core::cli::parse_duration;
 use smesh_core::peers::Peer;
+use smesh_core::pki::{Ca, validity};
+use smesh_core::tls::{NodeTls, PeerIdentity, Tier, TlsFiles};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,9 +59,13 @@ pub struct DemoArgs {
     /// Stop by itself after this long (default: run until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Where the clients keep their spools (default: a temporary directory).
+    /// Where the clients keep their spools and the demo its throw-away CA
+    /// (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run every link in plaintext instead of mutual TLS.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 /// Counters of every node of the demo mesh, read for the summary line.
@@ -115,6 +124,8 @@ pub struct DemoMesh {
     pub admin_address: String,
     /// The Kafka bootstrap servers the master publishes to, to tell the user.
     pub kafka: String,
+    /// The console's certificate for the admin API (`None`: plaintext).
+    pub console_tls: Option<TlsFiles>,
     /// Cancelled to stop every node.
     pub token: CancellationToken,
     /// Every node's task, awaited by [`DemoMesh::stop`].
@@ -156,19 +167,92 @@ fn loopback(listener: &TcpListener, id: &str) -> anyhow::Result<Peer> {
     })
 }
 
+/// The demo's throw-away CA: certificates for every node and the console,
+/// made afresh at each start, valid for a week, in `<dir>/pki`.
+struct DemoPki {
+    dir: PathBuf,
+    ca: Ca,
+    ca_path: PathBuf,
+}
+
+impl DemoPki {
+    fn new(dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let (from, until) = validity(7);
+        let ca = Ca::new("smesh demo CA (throw-away)", from, until)?;
+        let ca_path = dir.join("ca.pem");
+        write(&ca_path, &ca.issued.cert_pem, false)?;
+        Ok(Self { dir, ca, ca_path })
+    }
+
+    /// The files of `tier` `id`'s certificate (also for 127.0.0.1, where
+    /// sidecars and the master are dialed).
+    fn files(&self, tier: Tier, id: &str) -> anyhow::Result<TlsFiles> {
+        let (from, until) = validity(7);
+        let issued = self.ca.issue(
+            &PeerIdentity::new(tier, id),
+            &["127.0.0.1".to_string()],
+            from,
+            until,
+        )?;
+        let files = TlsFiles {
+            cert: self.dir.join(format!("{tier}-{id}.pem")),
+            key: self.dir.join(format!("{tier}-{id}.key")),
+            ca: self.ca_path.clone(),
+        };
+        write(&files.key, &issued.key_pem, true)?;
+        write(&files.cert, &issued.cert_pem, false)?;
+        Ok(files)
+    }
+
+    /// `tier` `id`'s certificate, loaded as a node loads it.
+    fn load(&self, tier: Tier, id: &str) -> anyhow::Result<NodeTls> {
+        Ok(NodeTls::load(&self.files(tier, id)?)?)
+    }
+}
+
+/// Writes (or replaces: the demo's CA is its own) a PEM file; keys `0600`.
+fn write(path: &Path, content: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// The master: the defaults, but for Kafka, the topic and where health
 /// checks go.
-fn master_config(args: &DemoArgs, kafka: &str, dir: &Path) -> Result<smesh_master::Config, String> {
+fn master_config(
+    args: &DemoArgs,
+    kafka: &str,
+    dir: &Path,
+    tls: Option<NodeTls>,
+) -> Result<smesh_master::Config, String> {
     smesh_master::Config::builder("master-1")
         .kafka_brokers(kafka)
         .topic(&args.topic)
         .health_report(dir.join("healthCheckReport.csv"))
+        .tls(tls)
         .build()
 }
 
 /// A sidecar: the defaults, with the one master.
-fn sidecar_config(id: &str, master: Peer) -> Result<smesh_sidecar::Config, String> {
-    smesh_sidecar::Config::builder(id, vec![master]).build()
+fn sidecar_config(
+    id: &str,
+    master: Peer,
+    tls: Option<NodeTls>,
+) -> Result<smesh_sidecar::Config, String> {
+    smesh_sidecar::Config::builder(id, vec![master])
+        .tls(tls)
+        .build()
 }
 
 /// A client: three synthetic sensors at `rate` readings per second, its
@@ -178,12 +262,14 @@ fn client_config(
     sidecars: Vec<Peer>,
     rate: f64,
     own: &Path,
+    tls: Option<NodeTls>,
 ) -> Result<smesh_client::Config, String> {
     // A source is made only from its `--source` text.
     let sensors = format!("sensor:rate={rate},sensors=3").parse()?;
     smesh_client::Config::builder(id, sidecars)
         .sources(vec![sensors])
         .spool_file(own.join("safeData.csv"))
+        .tls(tls)
         .build()
 }
 
@@ -207,6 +293,18 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pki = if args.plaintext {
+        None
+    } else {
+        Some(DemoPki::new(&dir)?)
+    };
+    let tls = |tier: Tier, id: &str| -> anyhow::Result<Option<NodeTls>> {
+        pki.as_ref().map(|pki| pki.load(tier, id)).transpose()
+    };
+    let console_tls = pki
+        .as_ref()
+        .map(|pki| pki.files(Tier::Console, "demo"))
+        .transpose()?;
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
 
@@ -214,7 +312,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
     let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
     let admin_address = admin_listener.local_addr()?.to_string();
     let master_peer = loopback(&master_listener, "master-1")?;
-    let master_config = master_config(args, &kafka, &dir).map_err(anyhow::Error::msg)?;
+    let master_config = master_config(args, &kafka, &dir, tls(Tier::Master, "master-1")?)
+        .map_err(anyhow::Error::msg)?;
     let master = smesh_master::Master::new(master_config)?;
     let master_counters = master.counters();
     let master_handle = master.handle();
@@ -236,7 +335,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let id = format!("sidecar-{i}");
         sidecar_peers.push(loopback(&listener, &id)?);
-        let config = sidecar_config(&id, master_peer.clone()).map_err(anyhow::Error::msg)?;
+        let config = sidecar_config(&id, master_peer.clone(), tls(Tier::Sidecar, &id)?)
+            .map_err(anyhow::Error::msg)?;
         let sidecar = smesh_sidecar::Sidecar::new(config);
         sidecar_counters.push(sidecar.counters());
         let token = token.clone();
@@ -255,7 +355,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         // Spread the clients: each prefers a different sidecar first.
         let mut order = sidecar_peers.clone();
         order.rotate_left((i as usize - 1) % sidecar_peers.len());
-        let config = client_config(&id, order, args.rate, &own).map_err(anyhow::Error::msg)?;
+        let config = client_config(&id, order, args.rate, &own, tls(Tier::Client, &id)?)
+            .map_err(anyhow::Error::msg)?;
         let client = smesh_client::Client::new(config);
         client_counters.push(client.counters());
         let token = token.clone();
@@ -274,6 +375,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         master: master_handle,
         admin_address,
         kafka,
+        console_tls,
         token,
         tasks,
         _mock: mock,
@@ -301,7 +403,7 @@ pub fn summary_line(now: Summary, before: Summary, elapsed: Duration, kafka_read
 pub async fn run_headless(args: &DemoArgs) -> anyhow::Result<()> {
     let mesh = start(args).await?;
     println!(
-        "smesh demo: 1 master, {} sidecars, {} clients; Kafka at {}{}",
+        "smesh demo: 1 master, {} sidecars, {} clients; Kafka at {}{}; {}",
         args.sidecars,
         args.clients,
         mesh.kafka,
@@ -309,6 +411,13 @@ pub async fn run_headless(args: &DemoArgs) -> anyhow::Result<()> {
             " (embedded mock cluster)"
         } else {
             ""
+        },
+        match &mesh.console_tls {
+            Some(files) => format!(
+                "every link mutual TLS (throw-away CA {})",
+                files.ca.display()
+            ),
+            None => "plaintext".to_string(),
         }
     );
     let started = Instant::now();
@@ -352,19 +461,36 @@ mod tests {
             rate: 20.0,
             duration: None,
             dir: None,
+            plaintext: false,
         };
+        let temp = tempfile::tempdir().expect("tempdir");
+        let pki = DemoPki::new(temp.path()).expect("a throw-away CA");
+        let tls = |tier, id| Some(pki.load(tier, id).expect("certificates nodes load"));
         let dir = Path::new("/nonexistent/demo");
-        let master = master_config(&args, "127.0.0.1:9092", dir).expect("master");
+        let master = master_config(&args, "127.0.0.1:9092", dir, tls(Tier::Master, "master-1"))
+            .expect("master");
         assert_eq!(master.report_path, dir.join("healthCheckReport.csv"));
+        assert!(master.tls.is_some());
         let peer = |id: &str, port| Peer {
             id: id.to_string(),
             host: "127.0.0.1".to_string(),
             port,
         };
-        let sidecar = sidecar_config("sidecar-1", peer("master-1", 9010)).expect("sidecar");
+        let sidecar = sidecar_config(
+            "sidecar-1",
+            peer("master-1", 9010),
+            tls(Tier::Sidecar, "sidecar-1"),
+        )
+        .expect("sidecar");
         assert_eq!(sidecar.upstream.link.peers, vec![peer("master-1", 9010)]);
-        let client = client_config("client-1", vec![peer("sidecar-1", 9000)], args.rate, dir)
-            .expect("client");
+        let client = client_config(
+            "client-1",
+            vec![peer("sidecar-1", 9000)],
+            args.rate,
+            dir,
+            tls(Tier::Client, "client-1"),
+        )
+        .expect("client");
         assert_eq!(client.spool_file, dir.join("safeData.csv"));
         assert_eq!(client.sources.len(), 1);
     }
