@@ -16,9 +16,9 @@ use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Hello, NodeKind};
 use smesh_testkit::{Next, RawPeer};
 use smesh_tests::kafka::KafkaBroker;
-use smesh_tests::nodes::{self, Process};
+use smesh_tests::nodes::{self, Feeder, Process};
 use smesh_tests::pki::{NodeCerts, Pki};
-use smesh_tests::records::{judge, read_topic};
+use smesh_tests::records::{judge, read_topic, read_until_complete};
 use smesh_tests::unique_topic;
 
 const EVENTS: u64 = 2000;
@@ -212,6 +212,21 @@ async fn peers_that_cannot_prove_who_they_are_are_refused_with_a_reason_on_both_
     )
     .await;
 
+    // A sidecar with a good certificate, but for another id than the
+    // client's peer list gives it: the client refuses to send it anything.
+    let misnamed = nodes::sidecar(dir.path(), "S3", &[("M1", 1)], 0)
+        .args(pki.issue(Tier::Sidecar, "S3").flags())
+        .spawn()
+        .await;
+    refused_client(
+        dir.path(),
+        "misnamed",
+        misnamed.port,
+        pki.issue(Tier::Client, "misnamed").flags(),
+        "is for smesh://sidecar/S3, not smesh://sidecar/S1 or smesh://master/S1",
+    )
+    .await;
+
     // A device whose certificate names c2 saying Hello as c1: the sidecar
     // refuses the stream, the peer reads why.
     let c2 = pki.issue(Tier::Client, "c2").load();
@@ -275,6 +290,155 @@ async fn peers_that_cannot_prove_who_they_are_are_refused_with_a_reason_on_both_
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("not for smesh://client/c1"), "{stderr}");
+}
+
+/// Where a node reads its TLS files: one place, rewritten on rotation.
+fn live_certs(dir: &Path, id: &str) -> NodeCerts {
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).expect("live dir");
+    NodeCerts {
+        cert: live.join(format!("{id}.pem")),
+        key: live.join(format!("{id}.key")),
+        ca: live.join(format!("{id}-ca.pem")),
+    }
+}
+
+/// Writes `from`'s certificate and key over `to`'s, in place, key first, as
+/// an operator's copy would (a node may look between the two).
+fn install(from: &NodeCerts, to: &NodeCerts) {
+    std::fs::copy(&from.key, &to.key).expect("install key");
+    std::fs::copy(&from.cert, &to.cert).expect("install cert");
+}
+
+/// Writes the CA bundle `to` reads: the certificates of `cas`.
+fn trust(cas: &[&Pki], to: &NodeCerts) {
+    let bundle: Vec<u8> = cas
+        .iter()
+        .flat_map(|pki| std::fs::read(pki.ca_path()).expect("read CA"))
+        .collect();
+    std::fs::write(&to.ca, bundle).expect("write CA bundle");
+}
+
+/// Waits until `node` has logged `times` reloads of its certificates.
+async fn reloaded(node: &Process, name: &str, times: usize) {
+    smesh_tests::eventually(
+        &format!("{name} reloads its certificates ({times})"),
+        Duration::from_secs(20),
+        || async { (node.log_events("TLS certificates reloaded").len() >= times).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_to_a_new_ca_under_load_without_losing_a_stream_or_an_event() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("tls-rotation");
+    let old = Pki::new(dir.path(), "old");
+    let new = Pki::new(dir.path(), "new");
+    let nodes_and_tiers = [
+        ("M1", Tier::Master),
+        ("M2", Tier::Master),
+        ("S1", Tier::Sidecar),
+        ("S2", Tier::Sidecar),
+        ("c1", Tier::Client),
+    ];
+    for (id, tier) in nodes_and_tiers {
+        let live = live_certs(dir.path(), id);
+        install(&old.issue(tier, id), &live);
+        trust(&[&old], &live);
+    }
+    let flags = |id: &str| live_certs(dir.path(), id).flags();
+    let m1 = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .args(flags("M1"))
+        .spawn()
+        .await;
+    let mut m1 = m1;
+    let m2 = nodes::master(dir.path(), "M2", &kafka.bootstrap(), &topic, 0)
+        .args(flags("M2"))
+        .spawn()
+        .await;
+    let masters = [("M1", m1.port), ("M2", m2.port)];
+    let mut s1 = nodes::sidecar(dir.path(), "S1", &masters, 0)
+        .args(flags("S1"))
+        .spawn()
+        .await;
+    let s2 = nodes::sidecar(dir.path(), "S2", &masters, 0)
+        .args(flags("S2"))
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 10_000, 50, Duration::from_millis(100));
+    let client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", s1.port), ("S2", s2.port)],
+        &[nodes::file_source(&input, true)],
+    )
+    .args(flags("c1"))
+    .spawn()
+    .await;
+    client
+        .wait_logged(
+            "first acknowledgement from sidecar",
+            Duration::from_secs(30),
+        )
+        .await;
+    let running: [(&str, &Process); 5] = [
+        ("M1", &m1),
+        ("M2", &m2),
+        ("S1", &s1),
+        ("S2", &s2),
+        ("c1", &client),
+    ];
+
+    // 1. Trust both CAs; 2. present certificates of the new one; 3. trust
+    // the new one only. Every node reloads at each step, under load.
+    for (id, _) in nodes_and_tiers {
+        trust(&[&old, &new], &live_certs(dir.path(), id));
+    }
+    for (id, node) in running {
+        reloaded(node, id, 1).await;
+    }
+    for (id, tier) in nodes_and_tiers {
+        install(&new.issue(tier, id), &live_certs(dir.path(), id));
+    }
+    for (id, node) in running {
+        reloaded(node, id, 2).await;
+    }
+    for (id, _) in nodes_and_tiers {
+        trust(&[&new], &live_certs(dir.path(), id));
+    }
+    for (id, node) in running {
+        reloaded(node, id, 3).await;
+    }
+    // The streams opened on the old certificates went on.
+    assert_eq!(client.log_events("connected to sidecar").len(), 1);
+    assert_eq!(s1.log_events("connected to master").len(), 1);
+
+    // New connections are made with the new certificates only: the
+    // client's to S2, S2's to M2 (M1 and S1 die).
+    s1.kill();
+    m1.kill();
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) =
+        read_until_complete(&kafka.bootstrap(), &topic, &sent, Duration::from_secs(90)).await;
+    verdict.assert_complete("certificates rotated under load");
+    let connected = client.log_events("connected to sidecar");
+    assert!(
+        connected.iter().any(|e| e["fields"]["sidecar"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("S2"))),
+        "the client moved to S2 on the new certificates: {connected:?}"
+    );
+    let to_m2 = s2.log_events("connected to master");
+    assert!(
+        to_m2.iter().any(|e| e["fields"]["master"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("M2"))),
+        "S2 moved to M2 on the new certificates: {to_m2:?}"
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,6 @@ use smesh_core::cli::{LogArgs, TlsArgs, check_duration, duration_text, parse_dur
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
-use tonic::transport::ClientTlsConfig;
 
 use crate::source::SourceSpec;
 
@@ -219,7 +218,7 @@ pub struct Config {
     /// Where counters and latency percentiles go on exit, if anywhere.
     pub stats_file: Option<PathBuf>,
     /// Mutual TLS to the sidecars; `None`: plaintext.
-    pub tls: Option<ClientTlsConfig>,
+    pub tls: Option<NodeTls>,
 }
 
 impl Config {
@@ -408,7 +407,7 @@ impl ConfigBuilder {
             tls.check_names(&PeerIdentity::new(Tier::Client, self.id.clone()))?;
         }
         Ok(Config {
-            tls: self.tls.as_ref().map(NodeTls::client_config),
+            tls: self.tls,
             id: self.id,
             sidecars: self.sidecars,
             sources,

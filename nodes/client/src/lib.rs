@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use smesh_core::backoff::Backoff;
 use smesh_core::link::{Link, LinkSettings};
+use smesh_core::tls::{PeerIdentity, Tier};
 use smesh_proto::mesh::{Hello, NodeKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -153,6 +154,10 @@ impl Client {
         // Stops sources and the pipeline: at shutdown, or when a source fails.
         let stop = shutdown.child_token();
         let failure = SourceFailure::default();
+        if let Some(tls) = &config.tls {
+            let own = PeerIdentity::new(Tier::Client, config.id.clone());
+            tasks.spawn(tls.clone().keep_fresh(Some(own), stop.clone()));
+        }
         // Small: readings waiting here are not yet in the spool.
         let (readings_tx, readings) = mpsc::channel(READINGS_QUEUE);
         source::spawn_all(

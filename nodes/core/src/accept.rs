@@ -29,7 +29,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -37,7 +36,7 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::ratelimit::LogEvery;
-use crate::tls::{PeerIdentity, identities_of};
+use crate::tls::{NodeTls, PeerIdentity, identities_of, not_after_of};
 
 /// The first byte of a TLS connection (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -77,6 +76,8 @@ pub struct ConnectionInfo {
     /// `None` for a plaintext connection; with TLS, the identities the
     /// peer's certificate (verified against the CA) names.
     pub certified: Option<Arc<[PeerIdentity]>>,
+    /// With TLS, when the peer's certificate expires (shown to operators).
+    pub certified_until: Option<std::time::SystemTime>,
 }
 
 impl ConnectionInfo {
@@ -214,7 +215,7 @@ impl AsyncWrite for Admitted {
 pub fn admit(
     listener: TcpListener,
     limits: DoorLimits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<NodeTls>,
 ) -> ReceiverStream<io::Result<Admitted>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(listener, limits, tls, tx));
@@ -224,7 +225,7 @@ pub fn admit(
 async fn accept_loop(
     listener: TcpListener,
     limits: DoorLimits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<NodeTls>,
     admitted: mpsc::Sender<io::Result<Admitted>>,
 ) {
     let refusals_logs: RefusalLogs =
@@ -271,16 +272,20 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let admitted = admitted.clone();
-        let tls = tls.clone();
+        // The certificates of the moment: a reload applies from the next
+        // connection on.
+        let tls = tls.as_ref().map(NodeTls::acceptor);
         let refusal_logs = Arc::clone(&refusals_logs);
         tokio::spawn(async move {
             let Some(first) = speaks_within(&stream, limits.first_bytes_within, peer).await else {
                 return;
             };
-            let (stream, certified) = match tls {
-                None => (Io::Plain(stream), None),
+            let (stream, certified, certified_until) = match tls {
+                None => (Io::Plain(stream), None, None),
                 Some(tls) => match handshake(tls, stream, first, limits.handshake_within).await {
-                    Ok((stream, identities)) => (Io::Tls(Box::new(stream)), Some(identities)),
+                    Ok((stream, identities, until)) => {
+                        (Io::Tls(Box::new(stream)), Some(identities), until)
+                    }
                     Err((refusal, detail)) => {
                         log_refusal(&refusal_logs, peer, refusal, &detail);
                         return;
@@ -293,6 +298,7 @@ async fn accept_loop(
                     info: ConnectionInfo {
                         remote: peer,
                         certified,
+                        certified_until,
                     },
                     _slot: slot,
                     _address: address,
@@ -380,13 +386,13 @@ fn log_refusal(logs: &RefusalLogs, peer: SocketAddr, refusal: Refusal, detail: &
 }
 
 /// The server's side of the TLS handshake, within `within`; on success the
-/// stream and the identities the peer's certificate names.
+/// stream, the identities the peer's certificate names and when it expires.
 async fn handshake(
-    tls: TlsAcceptor,
+    tls: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     first: u8,
     within: Duration,
-) -> Result<(TlsStream<TcpStream>, Arc<[PeerIdentity]>), (Refusal, String)> {
+) -> Result<Handshaken, (Refusal, String)> {
     if first != TLS_HANDSHAKE_RECORD {
         return Err((
             Refusal::Plaintext,
@@ -398,15 +404,23 @@ async fn handshake(
         Ok(Err(err)) => return Err((Refusal::of(&err), err.to_string())),
         Err(_) => return Err((Refusal::Timeout, format!("not done within {within:?}"))),
     };
-    let identities = stream
+    let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|leaf| identities_of(leaf))
-        .unwrap_or_default();
-    Ok((stream, identities.into()))
+        .and_then(|chain| chain.first());
+    let identities = leaf.map(|leaf| identities_of(leaf)).unwrap_or_default();
+    let until = leaf.and_then(|leaf| not_after_of(leaf));
+    Ok((stream, identities.into(), until))
 }
+
+/// A finished handshake: the stream, the identities of the peer's
+/// certificate and its expiry.
+type Handshaken = (
+    TlsStream<TcpStream>,
+    Arc<[PeerIdentity]>,
+    Option<std::time::SystemTime>,
+);
 
 #[cfg(test)]
 mod tests {
@@ -499,7 +513,7 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let _admitted = admit(listener, limits, Some(tls.acceptor()));
+        let _admitted = admit(listener, limits, Some(tls));
         // The first byte of a TLS record, then nothing.
         let mut stalled = TcpStream::connect(address).await.expect("connect");
         stalled

@@ -6,7 +6,8 @@ use std::time::Duration;
 use smesh_proto::mesh::mesh_server::{Mesh, MeshServer};
 
 use crate::accept::{Admitted, DoorLimits, admit};
-use crate::tls::NodeTls;
+use crate::peers::Peer;
+use crate::tls::{NodeTls, Tier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,7 +61,7 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<&NodeTls>,
 ) -> ReceiverStream<std::io::Result<Admitted>> {
-    admit(listener, DoorLimits::default(), tls.map(NodeTls::acceptor))
+    admit(listener, DoorLimits::default(), tls.cloned())
 }
 
 /// An endpoint to a peer, with timeouts so a dead peer fails fast. With
@@ -94,6 +95,33 @@ pub async fn connect(
     tls: Option<&ClientTlsConfig>,
 ) -> Result<Channel, tonic::transport::Error> {
     endpoint(uri, connect_timeout, tls)?.connect().await
+}
+
+/// Connects to `peer` now: in plaintext without `tls`, else through mutual
+/// TLS with the certificates of the moment, refusing a peer whose
+/// certificate does not name `smesh://<tier>/<peer id>` for one of
+/// `upstream` (see [`NodeTls::dial`]).
+pub async fn connect_peer(
+    peer: &Peer,
+    connect_timeout: Duration,
+    tls: Option<&NodeTls>,
+    upstream: &'static [Tier],
+) -> Result<Channel, tonic::transport::Error> {
+    let Some(tls) = tls else {
+        return connect(&peer.uri(), connect_timeout, None).await;
+    };
+    let (tls, target) = (tls.clone(), peer.clone());
+    // TLS is done by the connector, so the endpoint itself stays `http://`.
+    endpoint(&peer.uri(), connect_timeout, None)?
+        .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
+            let (tls, target) = (tls.clone(), target.clone());
+            async move {
+                tls.dial(&target, upstream, connect_timeout)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
 }
 
 /// An error with the errors under it, `outer: inner: innermost`: tonic's

@@ -32,7 +32,6 @@ use smesh_proto::mesh::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::ClientTlsConfig;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -40,6 +39,7 @@ use crate::grpc;
 use crate::heartbeat::{Liveness, answer};
 use crate::peers::Peer;
 use crate::session::kind_name;
+use crate::tls::{NodeTls, Tier};
 
 /// Frames queued towards the peer before the sender waits (HTTP/2 flow
 /// control and the event window bound what is really in flight).
@@ -154,10 +154,11 @@ pub async fn open(
     peer: &Peer,
     hello: Hello,
     timeouts: LinkTimeouts,
-    tls: Option<&ClientTlsConfig>,
+    tls: Option<&NodeTls>,
 ) -> Result<OpenStream, LinkError> {
     let name = peer.to_string();
-    let channel = grpc::connect(&peer.uri(), timeouts.connect, tls)
+    let upstream = Tier::of(hello.kind()).map_or(&[][..], Tier::upstream);
+    let channel = grpc::connect_peer(peer, timeouts.connect, tls, upstream)
         .await
         .map_err(|source| LinkError::Connect {
             peer: name.clone(),
@@ -311,8 +312,10 @@ pub struct LinkSettings {
     pub not_ready_failover_after: Option<Duration>,
     /// Pauses after a round in which every peer failed.
     pub backoff: Backoff,
-    /// Mutual TLS to every peer (`None`: plaintext).
-    pub tls: Option<ClientTlsConfig>,
+    /// Mutual TLS to every peer (`None`: plaintext); each dial takes the
+    /// certificates of the moment, and checks that the peer's certificate
+    /// names the id its peer list gives it.
+    pub tls: Option<NodeTls>,
 }
 
 /// What happened on a link, as [`Link::next`] reports it.
@@ -779,7 +782,7 @@ async fn scout_ready_peer(
     current: usize,
     hello: Hello,
     timeouts: LinkTimeouts,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<NodeTls>,
 ) -> Option<(usize, OpenStream)> {
     let n = peers.len();
     for step in 1..n {

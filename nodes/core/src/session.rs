@@ -757,9 +757,11 @@ mod tests {
         let over_tls = ConnectionInfo {
             remote: "127.0.0.1:1".parse().expect("address"),
             certified: Some(vec![PeerIdentity::new(Tier::Client, "c1")].into()),
+            certified_until: None,
         };
         let plaintext = ConnectionInfo {
             certified: None,
+            certified_until: None,
             ..over_tls.clone()
         };
         assert_eq!(

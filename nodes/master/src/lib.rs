@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use smesh_core::grpc;
 use smesh_core::session::{MeshService, SessionSettings};
 use smesh_core::time::now_unix_nanos;
+use smesh_core::tls::{PeerIdentity, Tier};
 use smesh_proto::admin::KafkaStatus;
 use smesh_proto::admin::admin_server::AdminServer;
 use smesh_proto::mesh::NodeKind;
@@ -173,6 +174,10 @@ impl Master {
             shutdown.clone(),
         ));
         tasks.spawn(registry.run(shutdown.clone()));
+        if let Some(tls) = &config.tls {
+            let own = PeerIdentity::new(Tier::Master, config.id.clone());
+            tasks.spawn(tls.clone().keep_fresh(Some(own), shutdown.clone()));
+        }
         tasks.spawn(grpc::follow_readiness(
             health,
             handle.kafka.clone(),

@@ -308,7 +308,7 @@ impl ConfigBuilder {
                     window: usize::MAX,
                     not_ready_failover_after: Some(self.not_ready_failover_after),
                     backoff: Backoff::default(),
-                    tls: self.tls.as_ref().map(NodeTls::client_config),
+                    tls: self.tls.clone(),
                 },
                 max_pending_events: self.max_pending_events,
                 report_interval: self.heartbeat_interval,

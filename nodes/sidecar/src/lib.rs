@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use smesh_core::grpc;
 use smesh_core::session::{MeshService, SessionSettings};
+use smesh_core::tls::{PeerIdentity, Tier};
 use smesh_proto::mesh::NodeKind;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -118,6 +119,10 @@ impl Sidecar {
         let (upstream_tx, inbox) = mpsc::channel(256);
 
         tasks.spawn(table.run(shutdown.clone()));
+        if let Some(tls) = &config.tls {
+            let own = PeerIdentity::new(Tier::Sidecar, config.id.clone());
+            tasks.spawn(tls.clone().keep_fresh(Some(own), shutdown.clone()));
+        }
         let upstream = Upstream::new(
             config.upstream.clone(),
             inbox,
