@@ -113,6 +113,12 @@ pub fn encoded_len(event: &Event) -> usize {
     event.encoded_len()
 }
 
+/// The encoded size of a batch's events: what a batch counts against a
+/// stream's byte window (`Welcome.window_bytes`), the same at both ends.
+pub fn batch_bytes(events: &[Event]) -> u64 {
+    events.iter().map(|event| encoded_len(event) as u64).sum()
+}
+
 /// Checks required attributes, attribute syntax and size.
 pub fn validate(event: &Event, max_bytes: usize) -> Result<(), InvalidEvent> {
     let id = || event.id.clone();

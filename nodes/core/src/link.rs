@@ -35,6 +35,7 @@ use tonic::Streaming;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::event;
 use crate::grpc;
 use crate::heartbeat::{Liveness, answer};
 use crate::peers::Peer;
@@ -400,9 +401,13 @@ struct Stream {
     /// Most events unacknowledged on this stream.
     window: usize,
     next_seq: u64,
-    /// Batches sent and not yet acknowledged, oldest first: (seq, events).
-    in_flight: VecDeque<(u64, usize)>,
+    /// Most encoded bytes unacknowledged before a batch may no longer go.
+    window_bytes: u64,
+    /// Batches sent and not yet acknowledged, oldest first: (seq, events,
+    /// bytes).
+    in_flight: VecDeque<(u64, usize, u64)>,
     in_flight_events: usize,
+    in_flight_bytes: u64,
     liveness: Liveness,
     opened: Instant,
     /// Whether the first ack arrived (it is logged: the failover time).
@@ -553,17 +558,26 @@ impl Link {
         self.stream().map_or(0, |s| s.in_flight_events)
     }
 
-    /// How many more events the window allows now (0 without a stream).
+    /// How many more events the window allows now (0 without a stream, or
+    /// while the byte window is full).
     pub fn room(&self) -> usize {
-        self.stream()
-            .map_or(0, |s| s.window.saturating_sub(s.in_flight_events))
+        self.stream().map_or(0, |s| {
+            if s.in_flight_bytes >= s.window_bytes {
+                0
+            } else {
+                s.window.saturating_sub(s.in_flight_events)
+            }
+        })
     }
 
-    /// Whether a batch of `events` may go now: it fits the window, or
-    /// nothing is in flight (a batch larger than the window goes alone).
+    /// Whether a batch of `events` may go now: it fits the window and the
+    /// byte window is not full, or nothing is in flight (a batch larger than
+    /// the window goes alone).
     pub fn fits(&self, events: usize) -> bool {
-        self.stream()
-            .is_some_and(|s| s.in_flight_events == 0 || s.in_flight_events + events <= s.window)
+        self.stream().is_some_and(|s| {
+            s.in_flight_events == 0
+                || (s.in_flight_events + events <= s.window && s.in_flight_bytes < s.window_bytes)
+        })
     }
 
     /// A sender for frames that go out beside the owner's own (probe
@@ -579,8 +593,10 @@ impl Link {
         };
         let seq = stream.next_seq;
         stream.next_seq += 1;
-        stream.in_flight.push_back((seq, events.len()));
+        let bytes = event::batch_bytes(&events);
+        stream.in_flight.push_back((seq, events.len(), bytes));
         stream.in_flight_events += events.len();
+        stream.in_flight_bytes += bytes;
         self.send(Up::Batch(Batch { seq, events })).await
     }
 
@@ -611,10 +627,16 @@ impl Stream {
         let ready = open.welcome.ready;
         Self {
             window: (open.welcome.window as usize).min(settings.window).max(1),
+            // 0: an upstream from before byte windows.
+            window_bytes: match open.welcome.window_bytes {
+                0 => u64::MAX,
+                bytes => bytes,
+            },
             open,
             next_seq: 1,
             in_flight: VecDeque::new(),
             in_flight_events: 0,
+            in_flight_bytes: 0,
             liveness: Liveness::new(settings.heartbeat_timeout, now),
             opened: now,
             acked: false,
@@ -728,13 +750,14 @@ impl Stream {
                     )));
                 }
                 let (mut batches, mut events) = (0, 0);
-                while let Some(&(seq, n)) = self.in_flight.front() {
+                while let Some(&(seq, n, bytes)) = self.in_flight.front() {
                     if seq > ack.through {
                         break;
                     }
                     self.in_flight.pop_front();
                     batches += 1;
                     events += n;
+                    self.in_flight_bytes -= bytes;
                 }
                 self.in_flight_events -= events;
                 if !self.acked {

@@ -68,6 +68,9 @@ const SESSION_COMMANDS: usize = 16;
 pub struct SessionSettings {
     /// Events a peer may have sent and not yet seen acknowledged.
     pub window: u32,
+    /// A peer may send a batch only while it has fewer encoded bytes than
+    /// this unacknowledged (so one stream holds at most this plus a batch).
+    pub window_bytes: u64,
     /// Largest encoded event accepted, told to the peer in the Welcome.
     pub max_event_bytes: usize,
     /// How often the peer is pinged.
@@ -77,6 +80,9 @@ pub struct SessionSettings {
     /// How long a new stream may take to say Hello.
     pub hello_timeout: Duration,
 }
+
+/// The byte window of [`SessionSettings::new`]: 16 MiB a stream.
+pub const DEFAULT_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long a new stream may take to say Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,11 +107,21 @@ impl SessionSettings {
         }
         Ok(Self {
             window,
+            window_bytes: DEFAULT_WINDOW_BYTES,
             max_event_bytes,
             heartbeat_interval,
             heartbeat_misses,
             hello_timeout: HELLO_TIMEOUT,
         })
+    }
+
+    /// The same with a byte window of `bytes` (at least 1).
+    pub fn with_window_bytes(mut self, bytes: u64) -> Result<Self, String> {
+        if bytes == 0 {
+            return Err("--window-bytes must be at least 1".to_string());
+        }
+        self.window_bytes = bytes;
+        Ok(self)
     }
 }
 
@@ -324,6 +340,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             window: shared.settings.window,
             max_event_bytes: u32::try_from(shared.settings.max_event_bytes).unwrap_or(u32::MAX),
             ready: shared.tier.ready(),
+            window_bytes: shared.settings.window_bytes,
         };
         let (out, rx) = mpsc::channel(DOWNLINK_FRAMES);
         out.send(Ok(down(Down::Welcome(welcome))))
@@ -350,6 +367,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             heartbeat: Heartbeat::new(shared.settings.heartbeat_misses),
             pending: FuturesOrdered::new(),
             in_flight: 0,
+            in_flight_bytes: 0,
             next_seq: 1,
             waiting: VecDeque::new(),
             refused_log: LogEvery::default(),
@@ -365,7 +383,9 @@ impl<T: Tier> Mesh for MeshService<T> {
 }
 
 /// A batch's settlement, with what the session needs to acknowledge it.
-type Pending = BoxFuture<'static, (u64, usize, Result<Vec<Rejected>, Status>)>;
+/// A forwarded batch once settled: its number, events, bytes and outcome.
+type Settled = (u64, usize, u64, Result<Vec<Rejected>, Status>);
+type Pending = BoxFuture<'static, Settled>;
 
 /// One accepted stream.
 struct Session<T: Tier> {
@@ -384,6 +404,8 @@ struct Session<T: Tier> {
     pending: FuturesOrdered<Pending>,
     /// Events taken and not yet acknowledged.
     in_flight: usize,
+    /// Their encoded size.
+    in_flight_bytes: u64,
     next_seq: u64,
     /// Batches read from the peer that the handler has no room for yet,
     /// oldest first; bounded by the window.
@@ -516,6 +538,14 @@ impl<T: Tier> Session<T> {
                 self.in_flight + n
             )));
         }
+        let window_bytes = self.shared.settings.window_bytes;
+        if self.in_flight_bytes >= window_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "byte window exceeded: a batch sent while {} bytes were unacknowledged, window is {window_bytes} bytes",
+                self.in_flight_bytes
+            )));
+        }
+        let bytes = event::batch_bytes(&batch.events);
         self.handler.check(&batch)?;
         // The Welcome said how large an event may be: larger ones are
         // refused here, each on its own (the peer keeps them in its
@@ -545,13 +575,25 @@ impl<T: Tier> Session<T> {
             }
         }
         self.in_flight += n;
+        self.in_flight_bytes += bytes;
         self.events_forwarded += n as u64;
         self.batches_forwarded += 1;
-        self.waiting.push_back(Waiting { batch, refused });
+        self.waiting.push_back(Waiting {
+            batch,
+            refused,
+            bytes,
+        });
         Ok(())
     }
 
-    async fn forward(&mut self, Waiting { batch, refused }: Waiting) -> Result<(), Status> {
+    async fn forward(
+        &mut self,
+        Waiting {
+            batch,
+            refused,
+            bytes,
+        }: Waiting,
+    ) -> Result<(), Status> {
         let seq = batch.seq;
         let n = batch.events.len() + refused.len();
         let settlement: Settlement = if batch.events.is_empty() {
@@ -565,24 +607,24 @@ impl<T: Tier> Session<T> {
                 rejected
             })
         });
-        self.pending
-            .push_back(Box::pin(settlement.map(move |outcome| (seq, n, outcome))));
+        self.pending.push_back(Box::pin(
+            settlement.map(move |outcome| (seq, n, bytes, outcome)),
+        ));
         Ok(())
     }
 
     /// Acknowledges settled batches as one cumulative ack (several may be
     /// settled at once).
-    async fn settle(
-        &mut self,
-        (seq, n, outcome): (u64, usize, Result<Vec<Rejected>, Status>),
-    ) -> Result<(), Status> {
+    async fn settle(&mut self, (seq, n, bytes, outcome): Settled) -> Result<(), Status> {
         let mut through = seq;
         let mut rejected = outcome?;
         self.in_flight = self.in_flight.saturating_sub(n);
-        while let Some(Some((seq, n, outcome))) = self.pending.next().now_or_never() {
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+        while let Some(Some((seq, n, bytes, outcome))) = self.pending.next().now_or_never() {
             rejected.extend(outcome?);
             through = seq;
             self.in_flight = self.in_flight.saturating_sub(n);
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         }
         self.send(Down::Ack(Ack { through, rejected })).await
     }
@@ -650,6 +692,9 @@ struct Waiting {
     /// Events refused at the door (too large); acknowledged as rejected
     /// with the batch.
     refused: Vec<Rejected>,
+    /// The batch's encoded events as read, refused ones included: what it
+    /// counts against the byte window.
+    bytes: u64,
 }
 
 /// Waits until the handler can take the oldest waiting batch.

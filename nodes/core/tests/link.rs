@@ -10,6 +10,7 @@ use std::time::Duration;
 use smesh_core::backoff::Backoff;
 use smesh_core::link::{Link, LinkEvent, LinkSettings, LinkTimeouts};
 use smesh_core::peers::Peer;
+use smesh_core::session::SessionSettings;
 use smesh_proto::mesh::{Hello, NodeKind, PeerStatus, Rejected};
 use smesh_testkit::{Seen, Upstream, events, settings};
 use tonic::Status;
@@ -148,6 +149,38 @@ async fn the_window_is_the_smaller_of_ours_and_the_upstreams() {
 }
 
 #[tokio::test]
+async fn no_batch_goes_while_the_byte_window_is_full() {
+    let mut s1 = Upstream::start(
+        "S1",
+        SessionSettings {
+            window_bytes: 2000,
+            ..settings()
+        },
+    )
+    .await;
+    let mut link = link_to(&[&s1.peer], 1000, None);
+    assert_eq!(up_peer(&next(&mut link).await), Some("S1"));
+    let batch = events("c1", 1, 10);
+    let bytes = smesh_core::event::batch_bytes(&batch);
+    assert!(bytes < 1000, "{bytes}");
+    link.send_batch(batch).await.expect("sent");
+    assert_eq!(link.room(), 90, "bytes left: the event window decides");
+    link.send_batch(events("c1", 11, 20)).await.expect("sent");
+    assert_eq!(link.room(), 0, "the byte window is full");
+    assert!(!link.fits(1));
+    let _ = s1.batch().await.settle.send(Ok(Vec::new()));
+    let _ = s1.batch().await.settle.send(Ok(Vec::new()));
+    let mut acked = 0;
+    while acked < 30 {
+        match next(&mut link).await {
+            LinkEvent::Acked { events, .. } => acked += events,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    assert_eq!(link.room(), 100, "acknowledged bytes free the byte window");
+}
+
+#[tokio::test]
 async fn pings_are_answered_so_the_upstream_sees_the_link_up() {
     let mut s1 = Upstream::start("S1", settings()).await;
     let mut link = link_to(&[&s1.peer], 1000, None);
@@ -269,6 +302,8 @@ impl smesh_proto::mesh::mesh_server::Mesh for Forger {
                             window: 1000,
                             max_event_bytes: 1_000_000,
                             ready: true,
+                            // As an upstream from before byte windows.
+                            window_bytes: 0,
                         };
                         let _ = tx.send(down(Down::Welcome(welcome))).await;
                     }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use smesh_core::session::SessionSettings;
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{Ack, PeerStatus, Pong, Rejected};
@@ -151,6 +152,32 @@ async fn protocol_violations_end_the_stream_with_a_clear_status() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("window is 100"), "{status:?}");
     assert_eq!(upstream.batch().await.batch.seq, 1, "the first batch fit");
+
+    // A batch only while fewer bytes than the byte window are in flight.
+    let mut small = Upstream::start(
+        "S2",
+        SessionSettings {
+            window_bytes: 2000,
+            ..settings()
+        },
+    )
+    .await;
+    let mut peer = welcomed(&small, "c4").await;
+    let first = events("c4", 1, 30);
+    assert!(smesh_core::event::batch_bytes(&first) > 2000);
+    peer.send(batch(1, first)).await;
+    peer.send(batch(2, events("c4", 31, 1))).await;
+    let status = end_status(&mut peer).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("window is 2000 bytes"),
+        "{status:?}"
+    );
+    assert_eq!(
+        small.batch().await.batch.seq,
+        1,
+        "a batch over the byte window fits when nothing is in flight"
+    );
 
     // Hello comes first, and once.
     let refused = RawPeer::open(&upstream.peer, Some(batch(1, Vec::new()))).await;

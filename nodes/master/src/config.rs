@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use smesh_core::cli::{LogArgs, TlsArgs, check_duration, duration_text, parse_duration};
+use smesh_core::cli::{
+    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+};
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 
 use crate::Config;
@@ -48,6 +50,8 @@ pub mod defaults {
     pub const KAFKA_UNAVAILABLE_AFTER: Duration = Duration::from_secs(5);
     /// `--window`: four times the mesh-wide default.
     pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW * 4;
+    /// `--window-bytes`: what one sidecar's stream may hold in the master.
+    pub const WINDOW_BYTES: u64 = 64 << 20;
     /// `--max-event-bytes`: the mesh-wide default.
     pub const MAX_EVENT_BYTES: usize = smesh_core::DEFAULT_MAX_EVENT_BYTES;
     /// `--heartbeat-interval`.
@@ -111,6 +115,16 @@ pub struct MasterArgs {
     /// Events a sidecar may have unacknowledged on its stream.
     #[arg(long, env = "SMESH_WINDOW", default_value_t = defaults::WINDOW)]
     pub window: u32,
+    /// A sidecar may send a batch only while it has fewer bytes (encoded
+    /// events) than this unacknowledged: what one sidecar can make the
+    /// master hold, besides one batch.
+    #[arg(
+        long,
+        env = "SMESH_WINDOW_BYTES",
+        default_value = size_flag(defaults::WINDOW_BYTES),
+        value_parser = parse_bytes
+    )]
+    pub window_bytes: u64,
     /// Largest event accepted, in bytes (attributes and data).
     #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = defaults::MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
@@ -269,6 +283,7 @@ impl MasterArgs {
             .delivery_timeout(self.delivery_timeout)
             .kafka_unavailable_after(self.kafka_unavailable_after)
             .window(self.window)
+            .window_bytes(self.window_bytes)
             .max_event_bytes(self.max_event_bytes)
             .heartbeat_interval(self.heartbeat_interval)
             .heartbeat_misses(self.heartbeat_misses)
@@ -309,6 +324,7 @@ impl Config {
             delivery_timeout: defaults::DELIVERY_TIMEOUT,
             kafka_unavailable_after: defaults::KAFKA_UNAVAILABLE_AFTER,
             window: defaults::WINDOW,
+            window_bytes: defaults::WINDOW_BYTES,
             max_event_bytes: defaults::MAX_EVENT_BYTES,
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             heartbeat_misses: defaults::HEARTBEAT_MISSES,
@@ -334,6 +350,7 @@ pub struct ConfigBuilder {
     delivery_timeout: Duration,
     kafka_unavailable_after: Duration,
     window: u32,
+    window_bytes: u64,
     max_event_bytes: usize,
     heartbeat_interval: Duration,
     heartbeat_misses: u32,
@@ -389,6 +406,12 @@ impl ConfigBuilder {
     /// `--window`.
     pub fn window(mut self, events: u32) -> Self {
         self.window = events;
+        self
+    }
+
+    /// `--window-bytes`.
+    pub fn window_bytes(mut self, bytes: u64) -> Self {
+        self.window_bytes = bytes;
         self
     }
 
@@ -469,7 +492,8 @@ impl ConfigBuilder {
             self.max_event_bytes,
             self.heartbeat_interval,
             self.heartbeat_misses,
-        )?;
+        )?
+        .with_window_bytes(self.window_bytes)?;
         if let Some(tls) = &self.tls {
             tls.check_names(&PeerIdentity::new(Tier::Master, self.id.clone()))?;
         }

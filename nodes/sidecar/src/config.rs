@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use smesh_core::backoff::Backoff;
-use smesh_core::cli::{LogArgs, TlsArgs, check_duration, duration_text, parse_duration};
+use smesh_core::cli::{
+    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+};
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
 use smesh_core::session::SessionSettings;
@@ -37,8 +39,12 @@ pub mod defaults {
     pub const MASTERS: &str = "files/sidecarCon.csv";
     /// `--window`: the mesh-wide default.
     pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW;
+    /// `--window-bytes`: what one client's stream may hold in the sidecar.
+    pub const WINDOW_BYTES: u64 = 16 << 20;
     /// `--max-pending-events`.
     pub const MAX_PENDING_EVENTS: usize = 200_000;
+    /// `--max-pending-bytes`.
+    pub const MAX_PENDING_BYTES: u64 = 256 << 20;
     /// `--max-event-bytes`: the mesh-wide default.
     pub const MAX_EVENT_BYTES: usize = smesh_core::DEFAULT_MAX_EVENT_BYTES;
     /// `--heartbeat-interval`.
@@ -72,10 +78,30 @@ pub struct SidecarArgs {
     /// Events a client may have unacknowledged on its stream.
     #[arg(long, env = "SMESH_WINDOW", default_value_t = defaults::WINDOW)]
     pub window: u32,
+    /// A client may send a batch only while it has fewer bytes (encoded
+    /// events) than this unacknowledged: what one client can make the
+    /// sidecar hold, besides one batch.
+    #[arg(
+        long,
+        env = "SMESH_WINDOW_BYTES",
+        default_value = size_flag(defaults::WINDOW_BYTES),
+        value_parser = parse_bytes
+    )]
+    pub window_bytes: u64,
     /// Events the sidecar holds at most for all its clients together; client
     /// streams wait while it is full.
     #[arg(long, env = "SMESH_MAX_PENDING_EVENTS", default_value_t = defaults::MAX_PENDING_EVENTS)]
     pub max_pending_events: usize,
+    /// Bytes (encoded events) the sidecar holds at most for all its clients
+    /// together on their way to a master; client streams wait while it is
+    /// full.
+    #[arg(
+        long,
+        env = "SMESH_MAX_PENDING_BYTES",
+        default_value = size_flag(defaults::MAX_PENDING_BYTES),
+        value_parser = parse_bytes
+    )]
+    pub max_pending_bytes: u64,
     /// Largest event a client may send, in bytes.
     #[arg(long, env = "SMESH_MAX_EVENT_BYTES", default_value_t = defaults::MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
@@ -150,7 +176,9 @@ impl SidecarArgs {
         let config = Config::builder(self.id, masters)
             .tls(tls)
             .window(self.window)
+            .window_bytes(self.window_bytes)
             .max_pending_events(self.max_pending_events)
+            .max_pending_bytes(self.max_pending_bytes)
             .max_event_bytes(self.max_event_bytes)
             .heartbeat_interval(self.heartbeat_interval)
             .heartbeat_misses(self.heartbeat_misses)
@@ -176,7 +204,9 @@ impl Config {
             id: id.into(),
             masters,
             window: defaults::WINDOW,
+            window_bytes: defaults::WINDOW_BYTES,
             max_pending_events: defaults::MAX_PENDING_EVENTS,
+            max_pending_bytes: defaults::MAX_PENDING_BYTES,
             max_event_bytes: defaults::MAX_EVENT_BYTES,
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             heartbeat_misses: defaults::HEARTBEAT_MISSES,
@@ -198,7 +228,9 @@ pub struct ConfigBuilder {
     id: String,
     masters: Vec<Peer>,
     window: u32,
+    window_bytes: u64,
     max_pending_events: usize,
+    max_pending_bytes: u64,
     max_event_bytes: usize,
     heartbeat_interval: Duration,
     heartbeat_misses: u32,
@@ -222,9 +254,21 @@ impl ConfigBuilder {
         self
     }
 
+    /// `--window-bytes`.
+    pub fn window_bytes(mut self, bytes: u64) -> Self {
+        self.window_bytes = bytes;
+        self
+    }
+
     /// `--max-pending-events`.
     pub fn max_pending_events(mut self, events: usize) -> Self {
         self.max_pending_events = events;
+        self
+    }
+
+    /// `--max-pending-bytes`.
+    pub fn max_pending_bytes(mut self, bytes: u64) -> Self {
+        self.max_pending_bytes = bytes;
         self
     }
 
@@ -271,8 +315,11 @@ impl ConfigBuilder {
         if self.masters.is_empty() {
             return Err("no masters: a sidecar needs at least one".to_string());
         }
-        if self.window == 0 || self.max_pending_events == 0 {
-            return Err("--window and --max-pending-events must be at least 1".to_string());
+        if self.window == 0 || self.max_pending_events == 0 || self.max_pending_bytes == 0 {
+            return Err(
+                "--window, --max-pending-events and --max-pending-bytes must be at least 1"
+                    .to_string(),
+            );
         }
         check_duration("--heartbeat-timeout", self.heartbeat_timeout)?;
         check_duration("--connect-timeout", self.connect_timeout)?;
@@ -282,7 +329,8 @@ impl ConfigBuilder {
             self.max_event_bytes,
             self.heartbeat_interval,
             self.heartbeat_misses,
-        )?;
+        )?
+        .with_window_bytes(self.window_bytes)?;
         if let Some(tls) = &self.tls {
             tls.check_names(&PeerIdentity::new(Tier::Sidecar, self.id.clone()))?;
         }
@@ -311,6 +359,7 @@ impl ConfigBuilder {
                     tls: self.tls.clone(),
                 },
                 max_pending_events: self.max_pending_events,
+                max_pending_bytes: self.max_pending_bytes,
                 report_interval: self.heartbeat_interval,
             },
         })

@@ -140,6 +140,7 @@ impl Handler for ClientSession {
         let permit = self.permit.take().ok_or_else(link_gone)?;
         let (settled, settlement) = oneshot::channel();
         permit.send(Forward {
+            bytes: smesh_core::event::batch_bytes(&batch.events),
             events: batch.events,
             settled,
         });

@@ -28,6 +28,8 @@ use crate::clients::TableHandle;
 pub struct Forward {
     /// The batch's events, in the client's order.
     pub events: Vec<Event>,
+    /// Their encoded size, counted against `--max-pending-bytes`.
+    pub bytes: u64,
     /// Told the batch's rejected events once the master acknowledged it.
     pub settled: oneshot::Sender<Vec<Rejected>>,
 }
@@ -39,6 +41,8 @@ pub struct UpstreamSettings {
     pub link: LinkSettings,
     /// Events held at most (sent or waiting); sessions wait beyond that.
     pub max_pending_events: usize,
+    /// Bytes (encoded events) held at most, for every client together.
+    pub max_pending_bytes: u64,
     /// How often the client table is reported to the master.
     pub report_interval: Duration,
 }
@@ -60,6 +64,7 @@ pub struct UpstreamCounters {
 pub struct Upstream {
     link: Link,
     max_pending_events: usize,
+    max_pending_bytes: u64,
     report_interval: Duration,
     inbox: mpsc::Receiver<Forward>,
     table: TableHandle,
@@ -69,6 +74,8 @@ pub struct Upstream {
     /// current stream.
     pending: VecDeque<Forward>,
     pending_events: usize,
+    /// The encoded size of the events held.
+    pending_bytes: u64,
     sent: usize,
     stopping: bool,
 }
@@ -78,6 +85,7 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("link", &self.link)
             .field("pending_events", &self.pending_events)
+            .field("pending_bytes", &self.pending_bytes)
             .finish()
     }
 }
@@ -94,6 +102,7 @@ impl Upstream {
         Self {
             link: Link::new(settings.link),
             max_pending_events: settings.max_pending_events,
+            max_pending_bytes: settings.max_pending_bytes,
             report_interval: settings.report_interval,
             inbox,
             table,
@@ -101,17 +110,21 @@ impl Upstream {
             counters,
             pending: VecDeque::new(),
             pending_events: 0,
+            pending_bytes: 0,
             sent: 0,
             stopping: false,
         }
     }
 
+    /// Whether another batch may be taken: both budgets have room (a
+    /// batch may go over them, as a window may).
     fn room(&self) -> bool {
-        self.pending_events < self.max_pending_events
+        self.pending_events < self.max_pending_events && self.pending_bytes < self.max_pending_bytes
     }
 
     fn push(&mut self, forward: Forward) {
         self.pending_events += forward.events.len();
+        self.pending_bytes += forward.bytes;
         self.counters
             .events_forwarded
             .fetch_add(forward.events.len() as u64, Relaxed);
@@ -235,6 +248,7 @@ impl Upstream {
             let n = done.events.len();
             self.sent -= 1;
             self.pending_events -= n;
+            self.pending_bytes -= done.bytes;
             self.counters.events_acked.fetch_add(n as u64, Relaxed);
             let mine = if rejected_ids.is_empty() {
                 Vec::new()

@@ -134,6 +134,7 @@ pub struct Upstream {
 pub fn settings() -> SessionSettings {
     SessionSettings {
         window: 100,
+        window_bytes: 16 << 20,
         max_event_bytes: 1_000_000,
         heartbeat_interval: Duration::from_secs(1),
         heartbeat_misses: 3,
