@@ -136,6 +136,9 @@ pub struct Caller {
     pub address: String,
     /// The identity its certificate proved (`None` on a plaintext link).
     pub identity: Option<PeerIdentity>,
+    /// When that certificate expires (`None` on a plaintext link), for
+    /// operators to renew it in time.
+    pub certified_until: Option<std::time::SystemTime>,
 }
 
 /// What a session knows about its peer, given to the [`Handler`] once per
@@ -351,6 +354,7 @@ impl<T: Tier> Mesh for MeshService<T> {
             hello,
             address,
             identity,
+            certified_until: connection.as_ref().and_then(|c| c.certified_until),
         };
         let (commands_tx, commands) = mpsc::channel(SESSION_COMMANDS);
         let handler = shared.tier.connected(&caller, commands_tx).await?;

@@ -50,6 +50,9 @@ impl Tier for ClientStreams {
             last_seen_unix_nanos: now,
             status: PeerStatus::Up as i32,
             version: caller.hello.version.clone(),
+            certificate_not_after_unix_nanos: caller
+                .certified_until
+                .map_or(0, smesh_core::time::unix_nanos),
             ..ClientInfo::default()
         };
         self.table
