@@ -134,6 +134,7 @@ fn master_a_status() -> Status {
                     }),
                     version: "0.1.0".to_string(),
                     in_flight,
+                    certificate_not_after_unix_nanos: 0,
                 }),
             }
         };
