@@ -60,7 +60,16 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<&NodeTls>,
 ) -> ReceiverStream<std::io::Result<Admitted>> {
-    admit(listener, DoorLimits::default(), tls.map(NodeTls::acceptor))
+    incoming_through(listener, tls.map(NodeTls::acceptor))
+}
+
+/// [`incoming`] with the TLS acceptor given (e.g.
+/// [`NodeTls::acceptor_certificate_optional`]); `None`: plaintext.
+pub fn incoming_through(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> ReceiverStream<std::io::Result<Admitted>> {
+    admit(listener, DoorLimits::default(), tls)
 }
 
 /// An endpoint to a peer, with timeouts so a dead peer fails fast. With

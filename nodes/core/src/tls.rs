@@ -204,6 +204,9 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct NodeTls {
     server: Arc<ServerConfig>,
+    /// The same, but a peer may also come without a certificate (it must
+    /// then prove itself otherwise: the admin API's bearer token).
+    server_certificate_optional: Arc<ServerConfig>,
     client: ClientTlsConfig,
     identities: Vec<PeerIdentity>,
 }
@@ -243,25 +246,37 @@ impl NodeTls {
             reason,
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(roots);
+        let verifier_error = |err: rustls::server::VerifierBuilderError| TlsError::Invalid {
+            what: "CA bundle",
+            path: files.ca.clone(),
+            problem: format!("cannot verify peers: {err}"),
+        };
         let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
                 .build()
-                .map_err(|err| TlsError::Invalid {
-                    what: "CA bundle",
-                    path: files.ca.clone(),
-                    problem: format!("cannot verify peers: {err}"),
-                })?;
+                .map_err(verifier_error)?;
+        let optional_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
+                .allow_unauthenticated()
+                .build()
+                .map_err(verifier_error)?;
         let identities = chain
             .first()
             .map(|leaf| identities_of(leaf))
             .unwrap_or_default();
-        let mut server = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| pair(err.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|err| pair(err.to_string()))?;
-        server.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let server_with = |verifier| {
+            let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()
+                .map_err(|err| pair(err.to_string()))?
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(|err| pair(err.to_string()))?;
+            server.alpn_protocols = vec![ALPN_H2.to_vec()];
+            Ok::<_, TlsError>(Arc::new(server))
+        };
+        let server = server_with(verifier)?;
+        let server_certificate_optional = server_with(optional_verifier)?;
         let client = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&ca_pem))
             .identity(Identity::from_pem(&cert_pem, &key_pem));
@@ -271,7 +286,8 @@ impl NodeTls {
             .tls_config(client.clone())
             .map_err(|err| pair(crate::grpc::error_chain(&err)))?;
         Ok(Self {
-            server: Arc::new(server),
+            server,
+            server_certificate_optional,
             client,
             identities,
         })
@@ -280,6 +296,15 @@ impl NodeTls {
     /// The accepting end: requires a client certificate from the CA.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(Arc::clone(&self.server))
+    }
+
+    /// An accepting end where a client certificate is optional: one that
+    /// is presented must still be signed by the CA, and a connection
+    /// without one has no identity ([`crate::accept::ConnectionInfo`]'s
+    /// `certified` is empty). For the admin API when it also takes a
+    /// bearer token.
+    pub fn acceptor_certificate_optional(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.server_certificate_optional))
     }
 
     /// The dialing end: verifies the server against the CA and presents
