@@ -195,9 +195,11 @@ fn master_a_status() -> Status {
             totals: Some(totals()),
             rates: Some(Rates::default()),
         }),
+        sidecars_total: u32::try_from(sidecars.len()).unwrap_or(u32::MAX),
+        clients_total: u32::try_from(clients.len()).unwrap_or(u32::MAX),
         sidecars,
         clients,
-        recent_checks: Vec::new(),
+        ..Status::default()
     }
 }
 
@@ -923,7 +925,7 @@ fn extreme_values_are_cut_not_fatal() {
                 ..ClientInfo::default()
             }),
         }],
-        recent_checks: Vec::new(),
+        ..Status::default()
     };
     let mut app = App::new(Mesh::new(vec!["a".repeat(400)]), i64::MAX, "/".repeat(500));
     app.on_remote(RemoteEvent::Connection {

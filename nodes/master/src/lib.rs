@@ -73,6 +73,9 @@ pub struct Config {
     pub probe_timeout: Duration,
     /// Mutual TLS for sidecars and the admin API; `None`: plaintext.
     pub tls: Option<smesh_core::tls::NodeTls>,
+    /// The admin API's bearer token (`--admin-token-file`); `None`: the
+    /// admin API takes console certificates only (or, in plaintext, anyone).
+    pub admin_token: Option<smesh_core::token::AdminToken>,
 }
 
 /// Why a master could not start or stopped.
@@ -207,8 +210,17 @@ impl Master {
             let (admin_reporter, admin_health, admin_reflection) = grpc::health_and_reflection()?;
             let service = AdminService::new(handle.clone(), config.probe_timeout, shutdown.clone());
             let shutdown = shutdown.clone();
-            let tls = config.tls.clone();
-            info!(address = %admin_address, tls = tls.is_some(), "admin API listening");
+            // With a token, a TLS client need not bring a certificate: the
+            // token proves it instead (see `admin::AdminDoor`).
+            let acceptor = config.tls.as_ref().map(|tls| {
+                if config.admin_token.is_some() {
+                    tls.acceptor_certificate_optional()
+                } else {
+                    tls.acceptor()
+                }
+            });
+            let door = admin::AdminDoor::new(config.admin_token.clone());
+            info!(address = %admin_address, tls = acceptor.is_some(), token = config.admin_token.is_some(), "admin API listening");
             tasks.spawn(async move {
                 // The admin API answers whether Kafka is up or not: SERVING
                 // for as long as it listens (so probes can name the service).
@@ -218,9 +230,9 @@ impl Master {
                 let served = grpc::server()
                     .add_service(admin_health)
                     .add_service(admin_reflection)
-                    .add_service(AdminServer::with_interceptor(service, admin::only_consoles))
+                    .add_service(AdminServer::with_interceptor(service, door))
                     .serve_with_incoming_shutdown(
-                        grpc::incoming(admin, tls.as_ref()),
+                        grpc::incoming_through(admin, acceptor),
                         shutdown.cancelled_owned(),
                     )
                     .await;
