@@ -190,16 +190,15 @@ impl StatusDocument {
             if m.clients_not_shown > 0 {
                 out.push_str(&format!(
                     "  ({} more clients of master {} not shown: the console fetches at most {} per master)\n",
-                    format::count(m.clients_not_shown),
+                    m.clients_not_shown,
                     m.id,
-                    format::count(remote::MAX_CLIENTS_FETCHED as u64)
+                    remote::MAX_CLIENTS_FETCHED
                 ));
             }
             if m.sidecars_not_shown > 0 {
                 out.push_str(&format!(
                     "  ({} more sidecars of master {} not shown: they did not fit in its answer)\n",
-                    format::count(m.sidecars_not_shown),
-                    m.id
+                    m.sidecars_not_shown, m.id
                 ));
             }
         }
