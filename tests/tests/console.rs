@@ -361,12 +361,25 @@ fn a_master_refuses_to_start_with_an_unusable_token_file() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).expect("write token");
-        let output = Command::new(nodes::binary("smesh-master"))
+        let mut master = Command::new(nodes::binary("smesh-master"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--admin-token-file")
             .arg(&path)
-            .output()
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run smesh-master");
+        // A master that took the file would run until stopped: bound the wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while master.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = master.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = master.wait_with_output().expect("wait for smesh-master");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(64), "{name}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
