@@ -480,6 +480,13 @@ impl Mesh {
             .collect()
     }
 
+    /// Clients the masters know that the console did not fetch, in all.
+    pub fn clients_not_shown(&self) -> u64 {
+        self.master_rows()
+            .iter()
+            .fold(0u64, |sum, m| sum.saturating_add(m.clients_not_shown))
+    }
+
     /// Sidecars of every master; a sidecar known to several masters shows
     /// once, as the master it is connected to sees it.
     pub fn sidecar_rows(&self) -> Vec<SidecarRow> {

@@ -516,6 +516,26 @@ fn every_view_by_its_number_key() {
 }
 
 #[test]
+fn clients_a_master_has_beyond_what_the_console_fetched_are_counted_in_the_title() {
+    let mut app = fixture();
+    let mut status = master_a_status();
+    status.clients_total = u32::try_from(status.clients.len()).unwrap() + 5_000;
+    app.on_remote(RemoteEvent::Status {
+        master: MASTER_A,
+        status: Box::new(status),
+    });
+    press(&mut app, KeyCode::Char('3'));
+    let terminal = screen(&app);
+    assert!(
+        find(terminal.backend().buffer(), "· 5000 more not shown").is_some(),
+        "{}",
+        terminal.backend()
+    );
+    // The shown ones are listed as before.
+    assert_eq!(client_ids(&app), client_ids(&fixture()));
+}
+
+#[test]
 fn tab_and_shift_tab_reach_the_same_screens_as_number_keys() {
     let by_number = |index: usize| {
         let mut app = fixture();
