@@ -11,7 +11,7 @@ use smesh_core::cli::parse_duration;
 use smesh_proto::admin::{HealthCheckReport, Status};
 
 use crate::format;
-use crate::remote;
+use crate::remote::{self, AdminDialer, RemoteError};
 use crate::state::{PeerState, PeerTier};
 use crate::status::MasterSelection;
 
@@ -80,7 +80,7 @@ pub struct MasterAnswer {
     /// The master's admin address.
     pub address: String,
     /// Its status and its health check, or why it could not be asked.
-    pub answer: Result<(Status, HealthCheckReport), String>,
+    pub answer: Result<(Status, HealthCheckReport), RemoteError>,
 }
 
 /// One finding that lowers the verdict.
@@ -166,15 +166,18 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
         let (status, report) = match &answer.answer {
             Ok(pair) => pair,
             Err(error) => {
-                problem(
-                    Verdict::Unknown,
-                    format!("master {} unreachable: {error}", answer.address),
-                );
+                // Refused or unreachable, nothing is known of the mesh: UNKNOWN.
+                let message = if error.is_refusal() {
+                    format!("master {} {error}", answer.address)
+                } else {
+                    format!("master {} unreachable: {error}", answer.address)
+                };
+                problem(Verdict::Unknown, message);
                 masters.push(MasterResult {
                     address: answer.address.clone(),
                     reachable: false,
                     id: None,
-                    error: Some(error.clone()),
+                    error: Some(error.to_string()),
                     kafka_ready: None,
                     check_id: None,
                     peers: Vec::new(),
@@ -305,10 +308,10 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
 }
 
 /// Runs the check through every master at once.
-pub async fn run(args: &CheckArgs, addresses: &[String]) -> Outcome {
+pub async fn run(dialer: &AdminDialer, args: &CheckArgs, addresses: &[String]) -> Outcome {
     let answers = futures::future::join_all(addresses.iter().map(|address| async move {
-        let check = remote::health_check(address, args.peer.clone(), args.timeout);
-        let status = remote::status(address, args.timeout);
+        let check = remote::health_check(dialer, address, args.peer.clone(), args.timeout);
+        let status = remote::status(dialer, address, args.timeout);
         let (check, status) = tokio::join!(check, status);
         MasterAnswer {
             address: address.clone(),
@@ -423,7 +426,7 @@ mod tests {
         rows[0] = row(Tier::Sidecar, "S1", PeerStatus::Down, 0);
         let unreachable = MasterAnswer {
             address: "10.0.0.9:9011".into(),
-            answer: Err("connection refused".into()),
+            answer: Err(RemoteError::Unreachable("connection refused".into())),
         };
         let outcome = judge(
             &[answer(rows, true, 0), unreachable.clone()],
@@ -445,5 +448,26 @@ mod tests {
             (Verdict::Unknown, 3)
         );
         assert!(!only_unreachable.masters[0].reachable);
+    }
+
+    #[test]
+    fn a_refused_console_is_unknown_and_says_why() {
+        let refused = MasterAnswer {
+            address: "127.0.0.1:9011".into(),
+            answer: Err(RemoteError::from_status(
+                "127.0.0.1:9011",
+                &tonic::Status::unauthenticated("the admin API needs credentials: give …"),
+            )),
+        };
+        let outcome = judge(&[refused], Thresholds::default());
+        assert_eq!((outcome.status, outcome.exit_code), (Verdict::Unknown, 3));
+        assert!(
+            outcome.summary.starts_with(
+                "SMESH UNKNOWN - master 127.0.0.1:9011 refused the console: UNAUTHENTICATED: the admin API needs credentials"
+            ),
+            "{}",
+            outcome.summary
+        );
+        assert!(!outcome.masters[0].reachable);
     }
 }

@@ -76,13 +76,13 @@ fn main() -> ExitCode {
         .unwrap_or_else(tui::default_log_path);
     match cli.command {
         None => {
-            let addresses = match cli
+            let (dialer, addresses) = match cli
                 .dashboard
                 .masters
-                .set_up_tls()
-                .and_then(|()| cli.dashboard.masters.addresses())
+                .dialer()
+                .and_then(|dialer| Ok((dialer, cli.dashboard.masters.addresses()?)))
             {
-                Ok(addresses) => addresses,
+                Ok(both) => both,
                 Err(reason) => cli::usage_error(&reason),
             };
             if let Err(err) =
@@ -93,20 +93,25 @@ fn main() -> ExitCode {
             }
             finish(
                 runtime
-                    .block_on(tui::run(addresses, &log_path, cli.dashboard.check_timeout))
+                    .block_on(tui::run(
+                        dialer,
+                        addresses,
+                        &log_path,
+                        cli.dashboard.check_timeout,
+                    ))
                     .map_err(Into::into),
             )
         }
         Some(Command::Check(args)) => {
-            let addresses = match args
+            let (dialer, addresses) = match args
                 .masters
-                .set_up_tls()
-                .and_then(|()| args.masters.addresses())
+                .dialer()
+                .and_then(|dialer| Ok((dialer, args.masters.addresses()?)))
             {
-                Ok(addresses) => addresses,
+                Ok(both) => both,
                 Err(reason) => cli::usage_error(&reason),
             };
-            let outcome = runtime.block_on(check::run(&args, &addresses));
+            let outcome = runtime.block_on(check::run(&dialer, &args, &addresses));
             if args.json {
                 match serde_json::to_string_pretty(&outcome) {
                     Ok(json) => println!("{json}"),
@@ -121,15 +126,15 @@ fn main() -> ExitCode {
             ExitCode::from(outcome.exit_code)
         }
         Some(Command::Status(args)) => {
-            let addresses = match args
+            let (dialer, addresses) = match args
                 .masters
-                .set_up_tls()
-                .and_then(|()| args.masters.addresses())
+                .dialer()
+                .and_then(|dialer| Ok((dialer, args.masters.addresses()?)))
             {
-                Ok(addresses) => addresses,
+                Ok(both) => both,
                 Err(reason) => cli::usage_error(&reason),
             };
-            let mesh = runtime.block_on(status::gather(&addresses, args.timeout));
+            let mesh = runtime.block_on(status::gather(&dialer, &addresses, args.timeout));
             let document = status::StatusDocument::from_mesh(&mesh);
             if args.json {
                 match serde_json::to_string_pretty(&document) {
@@ -194,10 +199,12 @@ fn main() -> ExitCode {
 async fn run_demo_dashboard(args: &DemoArgs, log_path: &Path) -> anyhow::Result<()> {
     tui::check_terminal()?;
     let mesh = smesh_demo::start(args).await?;
-    if let Some(files) = &mesh.console_tls {
-        smesh_console::remote::use_tls(smesh_core::tls::NodeTls::load(files)?.client_config());
-    }
+    let tls = match &mesh.console_tls {
+        Some(files) => Some(smesh_core::tls::NodeTls::load(files)?.client_config()),
+        None => None,
+    };
     let outcome = tui::run(
+        smesh_console::remote::AdminDialer::new(tls, None),
         vec![mesh.admin_address.clone()],
         log_path,
         Duration::from_secs(2),

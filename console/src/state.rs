@@ -248,6 +248,11 @@ pub struct MasterRow {
     pub published_per_s: f64,
     /// Received events per second, lately.
     pub events_in_per_s: f64,
+    /// Clients it knows that the console did not fetch (beyond
+    /// `remote::MAX_CLIENTS_FETCHED`), so not in the client rows.
+    pub clients_not_shown: u64,
+    /// Sidecars it knows that did not fit in its answer.
+    pub sidecars_not_shown: u64,
 }
 
 /// One sidecar, merged across masters (see [`Mesh::sidecar_rows`]).
@@ -464,9 +469,22 @@ impl Mesh {
                     duplicates: totals.duplicates,
                     published_per_s: rates.published_per_s,
                     events_in_per_s: rates.events_in_per_s,
+                    clients_not_shown: view.status.as_ref().map_or(0, |s| {
+                        u64::from(s.clients_total).saturating_sub(s.clients.len() as u64)
+                    }),
+                    sidecars_not_shown: view.status.as_ref().map_or(0, |s| {
+                        u64::from(s.sidecars_total).saturating_sub(s.sidecars.len() as u64)
+                    }),
                 }
             })
             .collect()
+    }
+
+    /// Clients the masters know that the console did not fetch, in all.
+    pub fn clients_not_shown(&self) -> u64 {
+        self.master_rows()
+            .iter()
+            .fold(0u64, |sum, m| sum.saturating_add(m.clients_not_shown))
     }
 
     /// Sidecars of every master; a sidecar known to several masters shows
@@ -709,9 +727,11 @@ pub(crate) mod fixtures {
                 id: master.to_string(),
                 ..MasterInfo::default()
             }),
+            sidecars_total: u32::try_from(sidecars.len()).unwrap_or(u32::MAX),
+            clients_total: u32::try_from(clients.len()).unwrap_or(u32::MAX),
             sidecars,
             clients,
-            recent_checks: Vec::new(),
+            ..Status::default()
         }
     }
 

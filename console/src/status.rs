@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use smesh_core::cli::parse_duration;
+use smesh_core::token::AdminToken;
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 use crate::format;
 use crate::remote;
@@ -25,18 +27,32 @@ pub struct MasterSelection {
     pub masters_file: Option<PathBuf>,
     /// Mutual TLS to the admin APIs (`--tls-cert`, `--tls-key`, `--tls-ca`),
     /// with a console's certificate (`smesh://console/<name>`).
+    /// With --admin-token-file alone, `--tls-ca` may come without a
+    /// certificate: the master is verified, the token proves the console.
     #[command(flatten)]
     pub tls: smesh_core::cli::TlsArgs,
+    /// A file holding the masters' admin bearer token (as given to their
+    /// --admin-token-file); sent on every call instead of, or beside, a
+    /// console certificate.
+    #[arg(long, env = "SMESH_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl MasterSelection {
-    /// Loads the TLS files, if given, and makes every admin connection of
-    /// this process use them (see [`remote::use_tls`]).
-    pub fn set_up_tls(&self) -> Result<(), String> {
-        if let Some(tls) = self.tls.load(None)? {
-            remote::use_tls(tls.client_config());
-        }
-        Ok(())
+    /// How to dial the admin APIs: loads the TLS files and the token, if
+    /// given. Errors name the flag (for exit 64).
+    pub fn dialer(&self) -> Result<remote::AdminDialer, String> {
+        let token = self
+            .admin_token_file
+            .as_deref()
+            .map(AdminToken::read)
+            .transpose()
+            .map_err(|err| err.to_string())?;
+        let tls = match (&self.tls.tls_cert, &self.tls.tls_key, &self.tls.tls_ca) {
+            (None, None, Some(ca)) if token.is_some() => Some(verify_only(ca)?),
+            _ => self.tls.load(None)?.map(|tls| tls.client_config()),
+        };
+        Ok(remote::AdminDialer::new(tls, token))
     }
 
     /// The admin addresses to dial, in order, without repeats.
@@ -69,6 +85,24 @@ impl MasterSelection {
     }
 }
 
+/// TLS that verifies the master against the CA in `ca` and shows no
+/// certificate of its own (a token proves who calls).
+fn verify_only(ca: &std::path::Path) -> Result<ClientTlsConfig, String> {
+    let pem = std::fs::read(ca).map_err(|err| format!("--tls-ca {}: {err}", ca.display()))?;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    // tonic checks the PEM only when an endpoint takes it: check it now.
+    tonic::transport::Endpoint::from_static("https://localhost")
+        .tls_config(tls.clone())
+        .map_err(|err| {
+            format!(
+                "--tls-ca {}: {}",
+                ca.display(),
+                smesh_core::grpc::error_chain(&err)
+            )
+        })?;
+    Ok(tls)
+}
+
 /// Flags of `smesh-console status`.
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
@@ -95,10 +129,11 @@ pub struct StatusDocument {
 }
 
 /// Asks every master at once; unreachable ones are marked, not fatal.
-pub async fn gather(addresses: &[String], timeout: Duration) -> Mesh {
+pub async fn gather(dialer: &remote::AdminDialer, addresses: &[String], timeout: Duration) -> Mesh {
     let mut mesh = Mesh::new(addresses.to_vec());
     let answers =
-        futures::future::join_all(addresses.iter().map(|a| remote::status(a, timeout))).await;
+        futures::future::join_all(addresses.iter().map(|a| remote::status(dialer, a, timeout)))
+            .await;
     for (i, answer) in answers.into_iter().enumerate() {
         match answer {
             Ok(status) => {
@@ -109,7 +144,7 @@ pub async fn gather(addresses: &[String], timeout: Duration) -> Mesh {
                 i,
                 Connection::Connecting {
                     attempt: 1,
-                    error: Some(error),
+                    error: Some(error.to_string()),
                 },
             ),
         }
@@ -143,10 +178,27 @@ impl StatusDocument {
                     format::count(m.duplicates),
                 ));
             } else {
+                let error = m.error.as_deref().unwrap_or("no answer");
+                // A refusal is the console's problem (its credentials), not the master's.
+                let state = if error.starts_with(remote::REFUSED) {
+                    "REFUSED"
+                } else {
+                    "UNREACHABLE"
+                };
+                out.push_str(&format!("master {}: {state} ({error})\n", m.address));
+            }
+            if m.clients_not_shown > 0 {
                 out.push_str(&format!(
-                    "master {}: UNREACHABLE ({})\n",
-                    m.address,
-                    m.error.as_deref().unwrap_or("no answer")
+                    "  ({} more clients of master {} not shown: the console fetches at most {} per master)\n",
+                    m.clients_not_shown,
+                    m.id,
+                    remote::MAX_CLIENTS_FETCHED
+                ));
+            }
+            if m.sidecars_not_shown > 0 {
+                out.push_str(&format!(
+                    "  ({} more sidecars of master {} not shown: they did not fit in its answer)\n",
+                    m.sidecars_not_shown, m.id
                 ));
             }
         }

@@ -97,6 +97,7 @@ impl Drop for TerminalGuard {
 
 /// Runs the dashboard on `addresses` (admin APIs) until `q`/Ctrl-C.
 pub async fn run(
+    dialer: remote::AdminDialer,
     addresses: Vec<String>,
     log_path: &Path,
     check_timeout: Duration,
@@ -104,7 +105,7 @@ pub async fn run(
     check_terminal()?;
     let shutdown = CancellationToken::new();
     let (remote_tx, mut remote_rx) = mpsc::channel(1024);
-    remote::spawn_watchers(&addresses, remote_tx.clone(), &shutdown);
+    remote::spawn_watchers(&dialer, &addresses, remote_tx.clone(), &shutdown);
 
     let mut app = App::new(
         Mesh::new(addresses.clone()),
@@ -153,8 +154,12 @@ pub async fn run(
                         let address = addresses[master].clone();
                         let peer = peer.clone();
                         let tx = remote_tx.clone();
+                        let dialer = dialer.clone();
                         tokio::spawn(async move {
-                            let result = remote::health_check(&address, peer, check_timeout).await;
+                            let result =
+                                remote::health_check(&dialer, &address, peer, check_timeout)
+                                    .await
+                                    .map_err(|e| e.to_string());
                             let _ = tx.send(RemoteEvent::CheckDone { master, result }).await;
                         });
                     }

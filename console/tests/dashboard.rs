@@ -196,9 +196,11 @@ fn master_a_status() -> Status {
             totals: Some(totals()),
             rates: Some(Rates::default()),
         }),
+        sidecars_total: u32::try_from(sidecars.len()).unwrap_or(u32::MAX),
+        clients_total: u32::try_from(clients.len()).unwrap_or(u32::MAX),
         sidecars,
         clients,
-        recent_checks: Vec::new(),
+        ..Status::default()
     }
 }
 
@@ -512,6 +514,26 @@ fn every_view_by_its_number_key() {
         assert_eq!(app.selected, 0, "a new view starts at its first row");
         insta::assert_snapshot!(name, screen(&app).backend());
     }
+}
+
+#[test]
+fn clients_a_master_has_beyond_what_the_console_fetched_are_counted_in_the_title() {
+    let mut app = fixture();
+    let mut status = master_a_status();
+    status.clients_total = u32::try_from(status.clients.len()).unwrap() + 5_000;
+    app.on_remote(RemoteEvent::Status {
+        master: MASTER_A,
+        status: Box::new(status),
+    });
+    press(&mut app, KeyCode::Char('3'));
+    let terminal = screen(&app);
+    assert!(
+        find(terminal.backend().buffer(), "· 5000 more not shown").is_some(),
+        "{}",
+        terminal.backend()
+    );
+    // The shown ones are listed as before.
+    assert_eq!(client_ids(&app), client_ids(&fixture()));
 }
 
 #[test]
@@ -924,7 +946,7 @@ fn extreme_values_are_cut_not_fatal() {
                 ..ClientInfo::default()
             }),
         }],
-        recent_checks: Vec::new(),
+        ..Status::default()
     };
     let mut app = App::new(Mesh::new(vec!["a".repeat(400)]), i64::MAX, "/".repeat(500));
     app.on_remote(RemoteEvent::Connection {

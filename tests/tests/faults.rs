@@ -549,7 +549,7 @@ async fn heartbeats_measure_every_peer_and_health_checks_write_a_row_per_peer() 
         let mut admin = admin.clone();
         async move {
             let status = admin
-                .get_status(GetStatusRequest {})
+                .get_status(GetStatusRequest::default())
                 .await
                 .ok()?
                 .into_inner();

@@ -172,7 +172,7 @@ async fn totals(admin_port: u16) -> Option<smesh_proto::admin::Totals> {
     let mut admin = AdminClient::connect(format!("http://127.0.0.1:{admin_port}"))
         .await
         .ok()?;
-    let status = admin.get_status(GetStatusRequest {}).await.ok()?;
+    let status = admin.get_status(GetStatusRequest::default()).await.ok()?;
     status.into_inner().master?.totals
 }
 

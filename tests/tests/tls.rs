@@ -641,3 +641,68 @@ async fn a_forged_sequence_peer_cannot_make_any_real_event_disappear() {
     verdict.assert_complete("after forged sequences");
     assert!(verdict.unexpected.is_empty(), "{verdict:?}");
 }
+
+/// With a token, the admin API on TLS also answers a caller that shows no
+/// certificate but brings the token (scripts); a console certificate still
+/// works, and a caller with neither is refused UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_on_tls_takes_a_token_instead_of_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "ops");
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "tls-token-0123456789abcdef\n").expect("token");
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "wrong-token-0123456789abcdef\n").expect("token");
+    // Kafka is not needed for the admin API.
+    let nowhere = format!("127.0.0.1:{}", nodes::reserve_port());
+    let master = nodes::master(dir.path(), "M1", &nowhere, &unique_topic("tls-token"), 0)
+        .args(pki.issue(Tier::Master, "M1").flags())
+        .arg("--admin-token-file")
+        .arg(token.display().to_string())
+        .spawn()
+        .await;
+    let admin = master
+        .logged_port("admin API listening")
+        .expect("admin port");
+    let status = |flags: Vec<String>| {
+        std::process::Command::new(nodes::binary("smesh-console"))
+            .args(["status", "--master", &format!("127.0.0.1:{admin}")])
+            .args(flags)
+            .output()
+            .expect("run smesh-console status")
+    };
+    let ca = pki.ca_path().display().to_string();
+    let with_token = |file: &Path| {
+        vec![
+            "--tls-ca".to_string(),
+            ca.clone(),
+            "--admin-token-file".to_string(),
+            file.display().to_string(),
+        ]
+    };
+
+    let output = status(with_token(&token));
+    assert!(
+        output.status.success(),
+        "the token over TLS, no certificate: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = status(pki.issue(Tier::Console, "ops").flags());
+    assert!(output.status.success(), "a console certificate, no token");
+    let output = status(with_token(&wrong));
+    assert_eq!(output.status.code(), Some(69));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("REFUSED (refused the console: UNAUTHENTICATED"),
+        "{stdout}"
+    );
+    // A device's certificate is still not a console's.
+    let output = status(pki.issue(Tier::Client, "c9").flags());
+    assert_eq!(output.status.code(), Some(69));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("PERMISSION_DENIED") && stdout.contains("answers consoles only"),
+        "{stdout}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::text::{Line, Text};
+use ratatui::text::{Line, Span, Text};
 
 use crate::app::App;
 use crate::format;
@@ -147,8 +147,16 @@ pub static CLIENTS: ViewTable<ClientRow, ClientSort> = ViewTable {
 
 pub(super) fn render_clients(app: &App, area: Rect, buf: &mut Buffer) {
     let clients = app.rows(&CLIENTS);
+    let mut title = view_title(app, &CLIENTS, clients.len());
+    let not_shown = app.mesh.clients_not_shown();
+    if not_shown > 0 {
+        // Beyond what the console fetches from a master (see `remote`).
+        title
+            .spans
+            .push(Span::raw(format!("· {not_shown} more not shown ")));
+    }
     let frame = Frame {
-        title: view_title(app, &CLIENTS, clients.len()),
+        title,
         notes: Vec::new(),
         empty: empty_text(app, "no client known yet", "no client matches"),
     };

@@ -36,7 +36,7 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::ratelimit::LogEvery;
-use crate::tls::{NodeTls, PeerIdentity, identities_of, not_after_of};
+use crate::tls::{NodeTls, PeerCertificates, PeerIdentity, identities_of, not_after_of};
 
 /// The first byte of a TLS connection (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -215,7 +215,7 @@ impl AsyncWrite for Admitted {
 pub fn admit(
     listener: TcpListener,
     limits: DoorLimits,
-    tls: Option<NodeTls>,
+    tls: Option<(NodeTls, PeerCertificates)>,
 ) -> ReceiverStream<io::Result<Admitted>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(listener, limits, tls, tx));
@@ -225,7 +225,7 @@ pub fn admit(
 async fn accept_loop(
     listener: TcpListener,
     limits: DoorLimits,
-    tls: Option<NodeTls>,
+    tls: Option<(NodeTls, PeerCertificates)>,
     admitted: mpsc::Sender<io::Result<Admitted>>,
 ) {
     let refusals_logs: RefusalLogs =
@@ -274,7 +274,7 @@ async fn accept_loop(
         let admitted = admitted.clone();
         // The certificates of the moment: a reload applies from the next
         // connection on.
-        let tls = tls.as_ref().map(NodeTls::acceptor);
+        let tls = tls.as_ref().map(|(tls, peers)| tls.acceptor_with(*peers));
         let refusal_logs = Arc::clone(&refusals_logs);
         tokio::spawn(async move {
             let Some(first) = speaks_within(&stream, limits.first_bytes_within, peer).await else {
@@ -513,7 +513,7 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let _admitted = admit(listener, limits, Some(tls));
+        let _admitted = admit(listener, limits, Some((tls, PeerCertificates::Required)));
         // The first byte of a TLS record, then nothing.
         let mut stalled = TcpStream::connect(address).await.expect("connect");
         stalled

@@ -7,7 +7,7 @@ use smesh_proto::mesh::mesh_server::{Mesh, MeshServer};
 
 use crate::accept::{Admitted, DoorLimits, admit};
 use crate::peers::Peer;
-use crate::tls::{NodeTls, Tier};
+use crate::tls::{NodeTls, PeerCertificates, Tier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,7 +61,19 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<&NodeTls>,
 ) -> ReceiverStream<std::io::Result<Admitted>> {
-    admit(listener, DoorLimits::default(), tls.cloned())
+    incoming_through(
+        listener,
+        tls.map(|tls| (tls.clone(), PeerCertificates::Required)),
+    )
+}
+
+/// [`incoming`] with the peers' certificates required or optional
+/// ([`PeerCertificates`]); `None`: plaintext.
+pub fn incoming_through(
+    listener: TcpListener,
+    tls: Option<(NodeTls, PeerCertificates)>,
+) -> ReceiverStream<std::io::Result<Admitted>> {
+    admit(listener, DoorLimits::default(), tls)
 }
 
 /// An endpoint to a peer, with timeouts so a dead peer fails fast. With

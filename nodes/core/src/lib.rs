@@ -15,6 +15,7 @@
 //! - [`ids`]: what node ids, versions and incarnations may look like.
 //! - [`accept`]: the door of every server: connection limits, silent peers.
 //! - [`tls`]: mutual TLS from PEM files; identities in certificates.
+//! - [`token`]: the admin API's bearer token, read from a file.
 //! - [`pki`]: a CA that issues smesh certificates (rcgen).
 //! - [`grpc`]: server and channel settings, health and reflection services.
 //! - [`ratelimit`]: log lines a peer can repeat, one per interval.
@@ -39,6 +40,7 @@ pub mod session;
 pub mod shutdown;
 pub mod time;
 pub mod tls;
+pub mod token;
 
 /// Version of this smesh build, sent in every Hello/Welcome.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

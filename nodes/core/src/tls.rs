@@ -229,6 +229,18 @@ pub enum TlsError {
     },
 }
 
+/// Whether a server's peers must present a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerCertificates {
+    /// Every peer must (the data plane).
+    Required,
+    /// A peer may come without one and prove itself otherwise (the admin
+    /// API's bearer token); one that is presented must still be signed by
+    /// the CA, and a connection without one has no identity
+    /// ([`crate::accept::ConnectionInfo`]'s `certified` is empty).
+    Optional,
+}
+
 /// How often a node looks at its certificate files for a change.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);
 
@@ -253,6 +265,9 @@ struct Loaded {
     /// The files' bytes (certificate, key, CA bundle), to see a change.
     contents: [Vec<u8>; 3],
     server: Arc<ServerConfig>,
+    /// The same, but a peer may also come without a certificate (it must
+    /// then prove itself otherwise: the admin API's bearer token).
+    server_certificate_optional: Arc<ServerConfig>,
     dialer: Arc<ClientConfig>,
     client: ClientTlsConfig,
     identities: Vec<PeerIdentity>,
@@ -292,7 +307,16 @@ impl NodeTls {
 
     /// The accepting end: requires a client certificate from the CA.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(&self.current().server))
+        self.acceptor_with(PeerCertificates::Required)
+    }
+
+    /// The accepting end, with or without a client certificate required.
+    pub fn acceptor_with(&self, peers: PeerCertificates) -> TlsAcceptor {
+        let current = self.current();
+        TlsAcceptor::from(Arc::clone(match peers {
+            PeerCertificates::Required => &current.server,
+            PeerCertificates::Optional => &current.server_certificate_optional,
+        }))
     }
 
     /// The dialing end as tonic takes it: verifies the server against the CA
@@ -483,24 +507,35 @@ impl Loaded {
             reason,
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier_error = |err: rustls::server::VerifierBuilderError| TlsError::Invalid {
+            what: "CA bundle",
+            path: files.ca.clone(),
+            problem: format!("cannot verify peers: {err}"),
+        };
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
                 .build()
-                .map_err(|err| TlsError::Invalid {
-                    what: "CA bundle",
-                    path: files.ca.clone(),
-                    problem: format!("cannot verify peers: {err}"),
-                })?;
+                .map_err(verifier_error)?;
+        let optional_verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+                .allow_unauthenticated()
+                .build()
+                .map_err(verifier_error)?;
         let leaf = chain.first();
         let identities = leaf.map(|leaf| identities_of(leaf)).unwrap_or_default();
         let not_after = leaf.and_then(|leaf| not_after_of(leaf));
-        let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|err| pair(err.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|err| pair(err.to_string()))?;
-        server.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let server_with = |verifier| {
+            let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()
+                .map_err(|err| pair(err.to_string()))?
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(|err| pair(err.to_string()))?;
+            server.alpn_protocols = vec![ALPN_H2.to_vec()];
+            Ok::<_, TlsError>(Arc::new(server))
+        };
+        let server = server_with(verifier)?;
+        let server_certificate_optional = server_with(optional_verifier)?;
         let mut dialer = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|err| pair(err.to_string()))?
@@ -518,7 +553,8 @@ impl Loaded {
             .map_err(|err| pair(crate::grpc::error_chain(&err)))?;
         Ok(Self {
             contents,
-            server: Arc::new(server),
+            server,
+            server_certificate_optional,
             dialer: Arc::new(dialer),
             client,
             identities,

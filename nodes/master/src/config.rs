@@ -11,6 +11,7 @@ use smesh_core::cli::{
     LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
 };
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
+use smesh_core::token::AdminToken;
 
 use crate::Config;
 use crate::kafka::KafkaConfig;
@@ -166,6 +167,12 @@ pub struct MasterArgs {
     /// `--tls-ca`); the certificate must name `smesh://master/<id>`.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// A file holding the admin API's bearer token (one line, at least 16
+    /// bytes; keep it 0600). Calls that carry `authorization: Bearer <token>`
+    /// are admitted like a console certificate; without this file only a
+    /// console certificate (on TLS) or nothing at all (plaintext) is asked.
+    #[arg(long, env = "SMESH_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
     /// Serve sidecars (and the admin API) in plaintext on a non-loopback
     /// address, without certificates: anyone on the network can read and
     /// forge the traffic.
@@ -274,8 +281,15 @@ impl MasterArgs {
             .tls
             .load(Some(&PeerIdentity::new(Tier::Master, self.id.clone())))?;
         let secure = tls.is_some();
+        let admin_token = self
+            .admin_token_file
+            .as_deref()
+            .map(AdminToken::read)
+            .transpose()
+            .map_err(|err| err.to_string())?;
         let config = Config::builder(self.id)
             .tls(tls)
+            .admin_token(admin_token)
             .kafka_brokers(self.kafka_brokers)
             .topic(self.topic)
             .compression(self.compression)
@@ -331,6 +345,7 @@ impl Config {
             health_report: PathBuf::from(defaults::HEALTH_REPORT),
             probe_timeout: defaults::PROBE_TIMEOUT,
             tls: None,
+            admin_token: None,
         }
     }
 }
@@ -357,9 +372,17 @@ pub struct ConfigBuilder {
     health_report: PathBuf,
     probe_timeout: Duration,
     tls: Option<NodeTls>,
+    admin_token: Option<AdminToken>,
 }
 
 impl ConfigBuilder {
+    /// `--admin-token-file`, read: the bearer token that admits a call to
+    /// the admin API (`None`: certificates only, or none in plaintext).
+    pub fn admin_token(mut self, token: Option<AdminToken>) -> Self {
+        self.admin_token = token;
+        self
+    }
+
     /// `--tls-cert`, `--tls-key`, `--tls-ca`, loaded: mutual TLS for
     /// sidecars and the admin API (`None`: plaintext).
     pub fn tls(mut self, tls: Option<NodeTls>) -> Self {
@@ -499,6 +522,7 @@ impl ConfigBuilder {
         }
         Ok(Config {
             tls: self.tls,
+            admin_token: self.admin_token,
             kafka: KafkaConfig {
                 brokers: brokers.join(","),
                 topic: self.topic,
@@ -667,6 +691,37 @@ mod tests {
         ] {
             let err = args(flags).expect_err("refused");
             assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_token_file_must_hold_a_usable_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write");
+            path.display().to_string()
+        };
+        let good = file("good", "0123456789abcdef0123\n");
+        let config = args(&["--admin-token-file", &good]).expect("valid");
+        assert!(config.admin_token.is_some());
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef"),
+            "never shown"
+        );
+        for (path, needle) in [
+            (file("empty", ""), "empty"),
+            (file("short", "abc\n"), "at least 16"),
+            (
+                dir.path().join("missing").display().to_string(),
+                "cannot read",
+            ),
+        ] {
+            let err = args(&["--admin-token-file", &path]).expect_err("refused");
+            assert!(
+                err.starts_with("--admin-token-file") && err.contains(needle),
+                "{err}"
+            );
         }
     }
 

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use smesh_core::grpc;
 use smesh_core::session::{MeshService, SessionSettings};
 use smesh_core::time::now_unix_nanos;
-use smesh_core::tls::{PeerIdentity, Tier};
+use smesh_core::tls::{PeerCertificates, PeerIdentity, Tier};
 use smesh_proto::admin::KafkaStatus;
 use smesh_proto::admin::admin_server::AdminServer;
 use smesh_proto::mesh::NodeKind;
@@ -74,6 +74,9 @@ pub struct Config {
     pub probe_timeout: Duration,
     /// Mutual TLS for sidecars and the admin API; `None`: plaintext.
     pub tls: Option<smesh_core::tls::NodeTls>,
+    /// The admin API's bearer token (`--admin-token-file`); `None`: the
+    /// admin API takes console certificates only (or, in plaintext, anyone).
+    pub admin_token: Option<smesh_core::token::AdminToken>,
 }
 
 /// Why a master could not start or stopped.
@@ -212,8 +215,16 @@ impl Master {
             let (admin_reporter, admin_health, admin_reflection) = grpc::health_and_reflection()?;
             let service = AdminService::new(handle.clone(), config.probe_timeout, shutdown.clone());
             let shutdown = shutdown.clone();
-            let tls = config.tls.clone();
-            info!(address = %admin_address, tls = tls.is_some(), "admin API listening");
+            // With a token, a TLS client need not bring a certificate: the
+            // token proves it instead (see `admin::AdminDoor`).
+            let peers = if config.admin_token.is_some() {
+                PeerCertificates::Optional
+            } else {
+                PeerCertificates::Required
+            };
+            let acceptor = config.tls.clone().map(|tls| (tls, peers));
+            let door = admin::AdminDoor::new(config.admin_token.clone());
+            info!(address = %admin_address, tls = acceptor.is_some(), token = config.admin_token.is_some(), "admin API listening");
             tasks.spawn(async move {
                 // The admin API answers whether Kafka is up or not: SERVING
                 // for as long as it listens (so probes can name the service).
@@ -223,9 +234,9 @@ impl Master {
                 let served = grpc::server()
                     .add_service(admin_health)
                     .add_service(admin_reflection)
-                    .add_service(AdminServer::with_interceptor(service, admin::only_consoles))
+                    .add_service(AdminServer::with_interceptor(service, door))
                     .serve_with_incoming_shutdown(
-                        grpc::incoming(admin, tls.as_ref()),
+                        grpc::incoming_through(admin, acceptor),
                         shutdown.cancelled_owned(),
                     )
                     .await;

@@ -6,10 +6,12 @@
 //! health checks ([`crate::health`] runs them).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::admin::{
     ClientView, HealthCheckReport, HeartbeatSample, KafkaStatus, MasterInfo, Rates, SidecarInfo,
@@ -29,6 +31,41 @@ pub use smesh_core::session::{ConnId, SessionCommand};
 
 /// Health checks kept for the admin API's `recent_checks`.
 const RECENT_CHECKS: usize = 10;
+
+/// Clients in a `GetStatus` page when the caller does not say (an old
+/// console asks for none in particular).
+pub const DEFAULT_STATUS_CLIENTS: usize = 1_000;
+/// Most clients in a `GetStatus` page, whatever the caller asks.
+pub const MAX_STATUS_CLIENTS: usize = 5_000;
+/// Most bytes of clients in a `GetStatus` page (encoded).
+pub const MAX_STATUS_CLIENT_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of sidecars in a `GetStatus` answer (encoded); beyond them the
+/// answer says how many there are (`sidecars_total`).
+pub const MAX_STATUS_SIDECAR_BYTES: usize = 6 * 1024 * 1024;
+/// Most bytes of recent health checks in a `GetStatus` answer (encoded);
+/// older reports go first, then rows of the newest.
+pub const MAX_STATUS_CHECK_BYTES: usize = 2 * 1024 * 1024;
+
+/// Which page of the merged view a `GetStatus` asks for. With the bounds
+/// above, an answer stays below 13 MiB, under gRPC's 16 MiB.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusPage {
+    /// Clients at most (0: [`DEFAULT_STATUS_CLIENTS`]; at most [`MAX_STATUS_CLIENTS`]).
+    pub max_clients: usize,
+    /// `None`: the first page, with sidecars and recent checks. Otherwise
+    /// the clients whose id comes after this one.
+    pub after: Option<String>,
+}
+
+impl StatusPage {
+    /// The clients this page may hold.
+    fn limit(&self) -> usize {
+        match self.max_clients {
+            0 => DEFAULT_STATUS_CLIENTS,
+            n => n.min(MAX_STATUS_CLIENTS),
+        }
+    }
+}
 
 /// Everything that changes what the registry knows, or asks it something.
 #[derive(Debug)]
@@ -71,8 +108,10 @@ pub enum RegistryEvent {
         /// Why, for the log.
         reason: String,
     },
-    /// The merged view, for the admin API.
+    /// The merged view, for the admin API: one page of it.
     GetStatus {
+        /// Which clients.
+        page: StatusPage,
         /// Where it goes.
         reply: oneshot::Sender<Status>,
     },
@@ -127,11 +166,17 @@ pub struct RegistryHandle {
 }
 
 impl RegistryHandle {
-    /// The merged view of this master and its peers.
+    /// The merged view of this master and its peers: the first page (at
+    /// most [`DEFAULT_STATUS_CLIENTS`] clients).
     pub async fn status(&self) -> Option<Status> {
+        self.status_page(StatusPage::default()).await
+    }
+
+    /// One page of the merged view (see [`StatusPage`]).
+    pub async fn status_page(&self, page: StatusPage) -> Option<Status> {
         let (reply, answer) = oneshot::channel();
         self.events
-            .send(RegistryEvent::GetStatus { reply })
+            .send(RegistryEvent::GetStatus { page, reply })
             .await
             .ok()?;
         answer.await.ok()
@@ -318,8 +363,8 @@ impl Registry {
                     }
                 }
             }
-            RegistryEvent::GetStatus { reply } => {
-                let _ = reply.send(self.status());
+            RegistryEvent::GetStatus { page, reply } => {
+                let _ = reply.send(self.status(&page));
             }
             RegistryEvent::HealthCheck {
                 peer,
@@ -418,43 +463,67 @@ impl Registry {
         }
     }
 
-    fn status(&self) -> Status {
-        let mut sidecars = Vec::with_capacity(self.sidecars.len());
-        let mut clients = Vec::new();
-        for record in self.sidecars.values() {
-            let connected_clients = record
-                .clients
-                .iter()
-                .filter(|c| c.status != PeerStatus::Down as i32)
-                .count();
-            sidecars.push(SidecarInfo {
-                id: record.id.clone(),
-                address: record.address.clone(),
-                version: record.version.clone(),
-                status: if record.connected.is_some() {
-                    record.status as i32
-                } else {
-                    PeerStatus::Down as i32
-                },
-                connected: record.connected.is_some(),
-                connected_since_unix_nanos: record.connected_since,
-                last_heartbeat_unix_nanos: record.last_heartbeat,
-                rtt: Some(record.rtt.clone()),
-                events_forwarded: record.events_forwarded,
-                clients: u32::try_from(connected_clients).unwrap_or(u32::MAX),
-            });
-            for client in &record.clients {
-                clients.push(ClientView {
-                    sidecar_id: record.id.clone(),
-                    info: Some(client.clone()),
-                });
+    /// One page of the merged view, within the `MAX_STATUS_*` bounds.
+    fn status(&self, page: &StatusPage) -> Status {
+        let first = page.after.is_none();
+        let mut sidecars = Vec::new();
+        let mut sidecar_bytes = 0;
+        if first {
+            for record in self.sidecars.values() {
+                let info = sidecar_info(record);
+                let size = info.encoded_len();
+                if sidecar_bytes + size > MAX_STATUS_SIDECAR_BYTES {
+                    break;
+                }
+                sidecar_bytes += size;
+                sidecars.push(info);
             }
         }
+        let merged = merge_clients(self.sidecars.values());
+        let after = match &page.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut rest = merged.range::<str, _>((after, Bound::Unbounded)).peekable();
+        let (limit, mut clients, mut client_bytes) = (page.limit(), Vec::new(), 0);
+        while let Some((_, (sidecar, info))) = rest.peek() {
+            let view = ClientView {
+                sidecar_id: (*sidecar).to_string(),
+                info: Some((*info).clone()),
+            };
+            let size = view.encoded_len();
+            // A page holds one client at least, so paging always ends.
+            if clients.len() >= limit
+                || (!clients.is_empty() && client_bytes + size > MAX_STATUS_CLIENT_BYTES)
+            {
+                break;
+            }
+            client_bytes += size;
+            clients.push(view);
+            rest.next();
+        }
+        let next_page_token = match (rest.peek(), clients.last()) {
+            (Some(_), Some(last)) => last
+                .info
+                .as_ref()
+                .map(|i| i.client_id.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let (recent_checks, check_rows_left_out) = if first {
+            bounded_checks(&self.recent_checks, MAX_STATUS_CHECK_BYTES)
+        } else {
+            (Vec::new(), 0)
+        };
         Status {
             master: Some(self.master_info()),
             sidecars,
-            clients: merge_client_views(clients),
-            recent_checks: self.recent_checks.clone(),
+            clients,
+            recent_checks,
+            clients_total: u32::try_from(merged.len()).unwrap_or(u32::MAX),
+            next_page_token,
+            sidecars_total: u32::try_from(self.sidecars.len()).unwrap_or(u32::MAX),
+            check_rows_left_out,
         }
     }
 
@@ -553,28 +622,91 @@ impl Registry {
     }
 }
 
-/// A client that moved between sidecars is reported by both (as down by the
-/// old one): keep, per client id, the view that is connected, else the
-/// most recently seen.
-fn merge_client_views(views: Vec<ClientView>) -> Vec<ClientView> {
-    let mut by_id: BTreeMap<String, ClientView> = BTreeMap::new();
-    for view in views {
-        let Some(info) = view.info.as_ref() else {
-            continue;
-        };
-        let rank = |v: &ClientView| {
-            v.info.as_ref().map_or((false, 0), |i| {
-                (i.status != PeerStatus::Down as i32, i.last_seen_unix_nanos)
-            })
-        };
-        match by_id.get(&info.client_id) {
-            Some(existing) if rank(existing) >= rank(&view) => {}
-            _ => {
-                by_id.insert(info.client_id.clone(), view);
+/// What the admin API says of one sidecar.
+fn sidecar_info(record: &SidecarRecord) -> SidecarInfo {
+    let connected_clients = record
+        .clients
+        .iter()
+        .filter(|c| c.status != PeerStatus::Down as i32)
+        .count();
+    SidecarInfo {
+        id: record.id.clone(),
+        address: record.address.clone(),
+        version: record.version.clone(),
+        status: if record.connected.is_some() {
+            record.status as i32
+        } else {
+            PeerStatus::Down as i32
+        },
+        connected: record.connected.is_some(),
+        connected_since_unix_nanos: record.connected_since,
+        last_heartbeat_unix_nanos: record.last_heartbeat,
+        rtt: Some(record.rtt.clone()),
+        events_forwarded: record.events_forwarded,
+        clients: u32::try_from(connected_clients).unwrap_or(u32::MAX),
+    }
+}
+
+/// Every client by id, with the sidecar that reports it (borrowed: only a
+/// page is copied). A client that moved between sidecars is reported by
+/// both (as down by the old one): keep, per client id, the view that is
+/// connected, else the most recently seen.
+fn merge_clients<'a>(
+    sidecars: impl Iterator<Item = &'a SidecarRecord>,
+) -> BTreeMap<&'a str, (&'a str, &'a ClientInfo)> {
+    let rank = |i: &ClientInfo| (i.status != PeerStatus::Down as i32, i.last_seen_unix_nanos);
+    let mut by_id: BTreeMap<&str, (&str, &ClientInfo)> = BTreeMap::new();
+    for record in sidecars {
+        for info in &record.clients {
+            match by_id.get(info.client_id.as_str()) {
+                Some((_, existing)) if rank(existing) >= rank(info) => {}
+                _ => {
+                    by_id.insert(info.client_id.as_str(), (record.id.as_str(), info));
+                }
             }
         }
     }
-    by_id.into_values().collect()
+    by_id
+}
+
+/// The newest reports that fit in `max_bytes` (encoded), and how many rows
+/// were left out: older reports go whole, the newest loses its last rows.
+fn bounded_checks(
+    reports: &[HealthCheckReport],
+    max_bytes: usize,
+) -> (Vec<HealthCheckReport>, u32) {
+    let (mut kept, mut bytes, mut left_out, mut full) = (Vec::new(), 0, 0usize, false);
+    for report in reports {
+        let size = report.encoded_len();
+        if !full && bytes + size <= max_bytes {
+            bytes += size;
+            kept.push(report.clone());
+            continue;
+        }
+        let newest = kept.is_empty() && !full;
+        full = true;
+        if newest {
+            let mut partial = HealthCheckReport {
+                rows: Vec::new(),
+                ..report.clone()
+            };
+            bytes += partial.encoded_len();
+            for row in &report.rows {
+                // A row's share of the report: itself, its tag and length.
+                let size = row.encoded_len() + 8;
+                if bytes + size > max_bytes {
+                    break;
+                }
+                bytes += size;
+                partial.rows.push(row.clone());
+            }
+            left_out += report.rows.len() - partial.rows.len();
+            kept.push(partial);
+        } else {
+            left_out += report.rows.len();
+        }
+    }
+    (kept, u32::try_from(left_out).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
@@ -865,5 +997,101 @@ mod tests {
             status.clients.is_empty(),
             "the old stream's report is ignored"
         );
+    }
+
+    #[tokio::test]
+    async fn status_comes_in_pages_that_cover_every_client_once() {
+        let (handle, _token) = registry();
+        for (conn, sidecar) in [(1, "S1"), (2, "S2")] {
+            connect(&handle, conn, sidecar).await;
+            let clients = (0..2500)
+                .map(|i| client(&format!("{sidecar}-c{i:05}"), PeerStatus::Up, 1))
+                .collect();
+            report(&handle, conn, clients).await;
+        }
+        let mut seen = Vec::new();
+        let mut page = StatusPage::default();
+        let mut pages = 0;
+        loop {
+            let status = handle.status_page(page.clone()).await.expect("status");
+            pages += 1;
+            assert_eq!(status.clients_total, 5000);
+            assert!(status.clients.len() <= DEFAULT_STATUS_CLIENTS);
+            // Sidecars and checks come with the first page only.
+            assert_eq!(status.sidecars.len(), if pages == 1 { 2 } else { 0 });
+            assert_eq!(status.sidecars_total, 2);
+            seen.extend(clients(&status).into_iter().map(|c| c.0));
+            if status.next_page_token.is_empty() {
+                break;
+            }
+            page.after = Some(status.next_page_token);
+        }
+        assert_eq!(pages, 5);
+        let mut expected = seen.clone();
+        expected.sort();
+        expected.dedup();
+        assert_eq!(seen, expected, "in id order, each once");
+        assert_eq!(seen.len(), 5000);
+
+        let page = StatusPage {
+            max_clients: 1_000_000,
+            after: None,
+        };
+        let status = handle.status_page(page).await.expect("status");
+        assert_eq!(status.clients.len(), MAX_STATUS_CLIENTS);
+        assert!(status.next_page_token.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_page_stays_within_its_bytes() {
+        let (handle, _token) = registry();
+        connect(&handle, 1, "S1").await;
+        // Clients with long (valid) ids and full RTT histories.
+        let clients = (0..MAX_STATUS_CLIENTS)
+            .map(|i| ClientInfo {
+                rtt: Some(RttStats {
+                    recent_us: vec![u64::MAX; 120],
+                    ..RttStats::default()
+                }),
+                version: "v".repeat(64),
+                ..client(&format!("{i:05}{}", "x".repeat(190)), PeerStatus::Up, 1)
+            })
+            .collect();
+        report(&handle, 1, clients).await;
+        let page = StatusPage {
+            max_clients: u32::MAX as usize,
+            after: None,
+        };
+        let status = handle.status_page(page).await.expect("status");
+        let bytes: usize = status.clients.iter().map(Message::encoded_len).sum();
+        assert!(bytes <= MAX_STATUS_CLIENT_BYTES, "{bytes}");
+        assert!(status.clients.len() < MAX_STATUS_CLIENTS);
+        assert!(!status.next_page_token.is_empty());
+        assert!(status.encoded_len() < smesh_core::grpc::MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn recent_checks_lose_old_reports_then_rows_of_the_newest() {
+        let report = |id, rows| HealthCheckReport {
+            check_id: id,
+            rows: (0..rows)
+                .map(|i| smesh_proto::admin::HealthCheckRow {
+                    peer_id: format!("peer-{i:06}"),
+                    detail: "d".repeat(100),
+                    ..Default::default()
+                })
+                .collect(),
+            ..HealthCheckReport::default()
+        };
+        let reports = vec![report(3, 100), report(2, 100), report(1, 100)];
+        let one = reports[0].encoded_len();
+        let (kept, left_out) = bounded_checks(&reports, one * 2 + 10);
+        assert_eq!(kept.iter().map(|r| r.check_id).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(left_out, 100);
+        let (kept, left_out) = bounded_checks(&reports, one / 2);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].encoded_len() <= one / 2);
+        assert_eq!(left_out as usize, 300 - kept[0].rows.len());
+        assert!(kept[0].rows.len() > 10, "{}", kept[0].rows.len());
     }
 }
