@@ -7,6 +7,13 @@
 //! The broker can be hard-stopped and restarted on the same ports with the
 //! same data, to test reconnection and redelivery.
 //!
+//! [`KafkaBroker::start_secure`] starts one that serves, beside its plaintext
+//! listener, an `SSL` listener that requires a client certificate (mutual
+//! TLS) and a `SASL_SSL` listener taking SASL/PLAIN users, both with PEM key
+//! material from a CA made on the fly ([`SecureListeners`]); no keytool, no
+//! JKS. The plaintext listener stays, so fixtures (the consumer in
+//! [`crate::records`], topic creation) work the same on every broker.
+//!
 //! Environment:
 //! - `SMESH_KAFKA_LIBS`: folder of Kafka jars to use instead of the cache
 //!   (no download is attempted then).
@@ -40,6 +47,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use smesh_core::tls::Tier;
+
+use crate::pki::{NodeCerts, Pki};
 
 /// The Kafka version the fixture runs; must match `<kafka.version>` in
 /// `tests/kafka/pom.xml` (the jars are cached per version).
@@ -125,6 +136,33 @@ pub struct KafkaBroker {
     local: Option<LocalBroker>,
 }
 
+/// The TLS listeners of a broker from [`KafkaBroker::start_secure`].
+#[derive(Debug)]
+pub struct SecureListeners {
+    /// `bootstrap.servers` of the `SSL` listener, which requires a client
+    /// certificate signed by `pki`'s CA (`ssl.client.auth=required`).
+    pub ssl: String,
+    /// `bootstrap.servers` of the `SASL_SSL` listener: TLS (server
+    /// certificate only) and SASL/PLAIN with the users the broker was
+    /// started with.
+    pub sasl_ssl: String,
+    /// The CA the broker's certificate (for 127.0.0.1 and localhost) comes
+    /// from and client certificates must come from; its files live in the
+    /// broker's directory, so they go with it.
+    pub pki: Pki,
+}
+
+/// What [`LocalBroker::write_config`] puts beside the plaintext listener.
+#[derive(Debug)]
+struct SecureConfig {
+    ssl_port: u16,
+    sasl_ssl_port: u16,
+    /// The broker's own certificate and key, and the CA it trusts.
+    broker: NodeCerts,
+    /// SASL/PLAIN users and their passwords.
+    users: Vec<(String, String)>,
+}
+
 #[derive(Debug)]
 struct LocalBroker {
     dir: PathBuf,
@@ -133,6 +171,8 @@ struct LocalBroker {
     java_opts: Vec<String>,
     port: u16,
     running: Option<Running>,
+    /// The TLS listeners, for a broker from [`KafkaBroker::start_secure`].
+    secure: Option<SecureConfig>,
 }
 
 #[derive(Debug)]
@@ -165,10 +205,34 @@ impl KafkaBroker {
     /// [`KafkaBroker::start`] on a given client port (e.g. 9092 for a
     /// development broker), or a free one when `None`.
     pub fn start_with_port(port: Option<u16>) -> Result<KafkaBroker, String> {
+        Ok(Self::start_inner(port, None)?.0)
+    }
+
+    /// [`KafkaBroker::start`], serving besides its plaintext listener an
+    /// `SSL` listener that requires client certificates and a `SASL_SSL`
+    /// listener (SASL/PLAIN) for `users` (name, password), with a
+    /// certificate for 127.0.0.1 from a CA made for this broker. Each
+    /// listener has its own port; [`SecureListeners`] says which and holds
+    /// the CA, to issue client certificates from.
+    pub fn start_secure(users: &[(&str, &str)]) -> Result<(KafkaBroker, SecureListeners), String> {
+        let users = users
+            .iter()
+            .map(|(user, password)| ((*user).to_string(), (*password).to_string()))
+            .collect();
+        let (broker, secure) = Self::start_inner(None, Some(users))?;
+        let secure = secure.ok_or("the secure broker has no TLS listeners")?;
+        Ok((broker, secure))
+    }
+
+    fn start_inner(
+        port: Option<u16>,
+        users: Option<Vec<(String, String)>>,
+    ) -> Result<(KafkaBroker, Option<SecureListeners>), String> {
         let libs = libs_dir()?;
         let java = java_binary();
         let java_opts = java_opts();
-        let (port, controller_port) = free_port_pair(port)?;
+        let ports = free_ports(port, if users.is_some() { 4 } else { 2 })?;
+        let (port, controller_port) = (ports[0], ports[1]);
         let dir = create_unique_dir()?;
         let keep = keep_dir();
         if keep {
@@ -187,14 +251,33 @@ impl KafkaBroker {
                 java_opts,
                 port,
                 running: None,
+                secure: None,
             }),
         };
+        let mut listeners = None;
         if let Some(local) = broker.local.as_mut() {
+            if let Some(users) = users {
+                // The CA lives in the broker's directory and goes with it.
+                let pki = Pki::new(&local.dir, "kafka");
+                // Any identity will do: Kafka reads only the host SANs.
+                let certs = pki.issue(Tier::Master, "kafka-broker");
+                local.secure = Some(SecureConfig {
+                    ssl_port: ports[2],
+                    sasl_ssl_port: ports[3],
+                    broker: certs,
+                    users,
+                });
+                listeners = Some(SecureListeners {
+                    ssl: format!("127.0.0.1:{}", ports[2]),
+                    sasl_ssl: format!("127.0.0.1:{}", ports[3]),
+                    pki,
+                });
+            }
             local.write_config(controller_port)?;
             local.format_storage()?;
             local.launch()?;
         }
-        Ok(broker)
+        Ok((broker, listeners))
     }
 
     /// Returns the process-wide shared broker, for tests that only need *a*
@@ -367,6 +450,49 @@ impl Drop for KafkaBroker {
     }
 }
 
+impl SecureConfig {
+    /// The TLS and SASL part of `server.properties`.
+    ///
+    /// Key material goes in as PEM text (`ssl.keystore.type=PEM` with
+    /// `ssl.keystore.certificate.chain` and `ssl.keystore.key`): Kafka takes
+    /// an unencrypted PKCS#8 key that way, while a PEM keystore *file* would
+    /// need an encrypted one. Newlines are written as `\u000a`, which
+    /// `.properties` files read back as newlines.
+    fn properties(&self) -> Result<String, String> {
+        let read = |path: &Path| {
+            fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))
+        };
+        let chain = read(&self.broker.cert)?;
+        let key = read(&self.broker.key)?;
+        let ca = read(&self.broker.ca)?;
+        let mut jaas =
+            String::from("org.apache.kafka.common.security.plain.PlainLoginModule required");
+        for (user, password) in &self.users {
+            jaas.push_str(&format!(" user_{user}=\"{password}\""));
+        }
+        jaas.push(';');
+        Ok(format!(
+            "
+# TLS listeners (tests/src/kafka.rs, KafkaBroker::start_secure).
+ssl.keystore.type=PEM
+ssl.keystore.certificate.chain={chain}
+ssl.keystore.key={key}
+ssl.truststore.type=PEM
+ssl.truststore.certificates={ca}
+# SSL: mutual TLS. SASL_SSL: the server's certificate, then SASL/PLAIN.
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.ssl.client.auth=none
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config={jaas}
+",
+            chain = escape_property_value(&chain),
+            key = escape_property_value(&key),
+            ca = escape_property_value(&ca),
+            jaas = escape_property_value(&jaas),
+        ))
+    }
+}
+
 impl LocalBroker {
     fn log_path(&self) -> PathBuf {
         self.dir.join("broker.log")
@@ -388,16 +514,32 @@ impl LocalBroker {
             .to_str()
             .ok_or_else(|| format!("the Kafka data path {} is not valid UTF-8", data.display()))?;
         let port = self.port;
-        let config = format!(
+        let (listeners, advertised) = match &self.secure {
+            None => (
+                format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+            ),
+            Some(secure) => {
+                let ours = format!(
+                    "PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{},SASL_SSL://127.0.0.1:{}",
+                    secure.ssl_port, secure.sasl_ssl_port
+                );
+                (
+                    format!("{ours},CONTROLLER://127.0.0.1:{controller_port}"),
+                    ours,
+                )
+            }
+        };
+        let mut config = format!(
             "# Written by the smesh test fixture (tests/src/kafka.rs).
 # Single KRaft node acting as broker and controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners={listeners}
+advertised.listeners={advertised}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 
@@ -426,6 +568,9 @@ log.cleaner.dedupe.buffer.size=8388608
 ",
             data = escape_property_value(data),
         );
+        if let Some(secure) = &self.secure {
+            config.push_str(&secure.properties()?);
+        }
         let path = self.properties_path();
         fs::write(&path, config).map_err(|e| format!("could not write {}: {e}", path.display()))
     }
@@ -702,17 +847,20 @@ fn keep_dir() -> bool {
     env::var_os("SMESH_KEEP_KAFKA").is_some_and(|v| !v.is_empty())
 }
 
-/// Two distinct free ports (client and controller), found by binding port 0
-/// (or the given client port). Both are held until both are known so they differ.
-fn free_port_pair(client: Option<u16>) -> Result<(u16, u16), String> {
+/// `n` distinct free ports (the client's first, then the controller's and
+/// any TLS listeners'), found by binding port 0 (or the given client port).
+/// All are held until all are known so they differ.
+fn free_ports(client: Option<u16>, n: usize) -> Result<Vec<u16>, String> {
     let bind = |port: u16| {
         TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .and_then(|l| Ok((l.local_addr()?.port(), l)))
             .map_err(|e| format!("could not listen on 127.0.0.1:{port}: {e}"))
     };
-    let (a, _first) = bind(client.unwrap_or(0))?;
-    let (b, _second) = bind(0)?;
-    Ok((a, b))
+    let mut held = vec![bind(client.unwrap_or(0))?];
+    while held.len() < n {
+        held.push(bind(0)?);
+    }
+    Ok(held.into_iter().map(|(port, _listener)| port).collect())
 }
 
 fn port_accepts(port: u16) -> bool {

@@ -94,6 +94,12 @@ pub struct MasterArgs {
     /// the variable), e.g. `security.protocol=SSL`. Applied after smesh's own.
     #[arg(long = "kafka-config", env = "SMESH_KAFKA_CONFIG", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
+    /// A file of librdkafka settings, KEY=VALUE a line (`#` comments), read
+    /// before `--kafka-config` (which has the last word): where secrets such
+    /// as `sasl.password` belong, out of the command line and environment.
+    /// Refused unless only its owner may read it (chmod 600).
+    #[arg(long, env = "SMESH_KAFKA_CONFIG_FILE")]
+    pub kafka_config_file: Option<PathBuf>,
     /// How long Kafka may take to acknowledge a batch, while it answers the
     /// master's probes, before the master ends the stream so the sidecar
     /// resends it, here or to another master (librdkafka itself never gives
@@ -253,6 +259,52 @@ const GUARDED_KAFKA_SETTINGS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Reads `--kafka-config-file`: `KEY=VALUE` lines, blank lines and `#`
+/// comments, in order. The file may hold secrets, so it must not be
+/// readable (or writable) by anyone but its owner, and no error repeats a
+/// line's text.
+pub fn read_kafka_config_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("--kafka-config-file {shown}: cannot open it: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file
+            .metadata()
+            .map_err(|e| format!("--kafka-config-file {shown}: cannot read its permissions: {e}"))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "--kafka-config-file {shown}: its group or others may use it (mode {:03o}); it can hold secrets, so make it the owner's alone: chmod 600 {shown}",
+                mode & 0o777
+            ));
+        }
+    }
+    let text = std::io::read_to_string(file)
+        .map_err(|e| format!("--kafka-config-file {shown}: cannot read it: {e}"))?;
+    let mut settings = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                settings.push((key.trim().to_string(), value.trim().to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "--kafka-config-file {shown} line {}: expected KEY=VALUE",
+                    number + 1
+                ));
+            }
+        }
+    }
+    Ok(settings)
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
@@ -287,13 +339,18 @@ impl MasterArgs {
             .map(AdminToken::read)
             .transpose()
             .map_err(|err| err.to_string())?;
+        let mut kafka_config = match &self.kafka_config_file {
+            Some(path) => read_kafka_config_file(path)?,
+            None => Vec::new(),
+        };
+        kafka_config.extend(self.kafka_config);
         let config = Config::builder(self.id)
             .tls(tls)
             .admin_token(admin_token)
             .kafka_brokers(self.kafka_brokers)
             .topic(self.topic)
             .compression(self.compression)
-            .kafka_config(self.kafka_config)
+            .kafka_config(kafka_config)
             .delivery_timeout(self.delivery_timeout)
             .kafka_unavailable_after(self.kafka_unavailable_after)
             .window(self.window)
@@ -692,6 +749,70 @@ mod tests {
             let err = args(flags).expect_err("refused");
             assert!(err.contains(needle), "{flags:?}: {err}");
         }
+    }
+
+    fn config_file(mode: u32, text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+        file
+    }
+
+    #[test]
+    fn a_kafka_config_file_comes_before_the_flags() {
+        let file = config_file(
+            0o600,
+            "# SASL for the cluster\nsasl.username = smesh\n\nsasl.password=s3cret=really\nlinger.ms=10\n",
+        );
+        let path = file.path().display().to_string();
+        let config = args(&[
+            "--kafka-config-file",
+            &path,
+            "--kafka-config",
+            "linger.ms=20",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.kafka.overrides,
+            vec![
+                ("sasl.username".to_string(), "smesh".to_string()),
+                ("sasl.password".to_string(), "s3cret=really".to_string()),
+                ("linger.ms".to_string(), "10".to_string()),
+                ("linger.ms".to_string(), "20".to_string()),
+            ]
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("(\"sasl.password\", \"<hidden>\")"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_kafka_config_file_others_may_read_is_refused_without_showing_it() {
+        let file = config_file(0o640, "sasl.password=s3cret\n");
+        let path = file.path().display().to_string();
+        let err = args(&["--kafka-config-file", &path]).expect_err("group-readable");
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+
+        let file = config_file(0o600, "sasl.password=s3cret\nnot a setting s3cret\n");
+        let path = file.path().display().to_string();
+        let err = args(&["--kafka-config-file", &path]).expect_err("bad line");
+        assert!(err.contains("line 2: expected KEY=VALUE"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+
+        let file = config_file(0o600, "acks=1\n");
+        let path = file.path().display().to_string();
+        let err = args(&["--kafka-config-file", &path]).expect_err("guarded");
+        assert!(err.contains("smesh sets acks itself"), "{err}");
+
+        let err = args(&["--kafka-config-file", "/nonexistent/kafka.conf"]).expect_err("missing");
+        assert!(err.contains("cannot open it"), "{err}");
     }
 
     #[test]

@@ -19,8 +19,9 @@ use tracing::{debug, error, info, warn};
 use crate::cloudevents;
 use crate::counters::Counters;
 
-/// What the master needs to know to publish.
-#[derive(Clone, Debug)]
+/// What the master needs to know to publish. Its `Debug` hides the values
+/// of secret settings ([`is_secret_setting`]).
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -39,6 +40,41 @@ pub struct KafkaConfig {
     pub overrides: Vec<(String, String)>,
     /// `client.id`, so brokers' logs name the master.
     pub client_id: String,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let overrides: Vec<(&str, &str)> = self
+            .overrides
+            .iter()
+            .map(|(key, value)| {
+                let shown = if is_secret_setting(key) {
+                    "<hidden>"
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("compression", &self.compression)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("unavailable_after", &self.unavailable_after)
+            .field("overrides", &overrides)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// librdkafka settings whose values are secrets (`sasl.password`,
+/// `ssl.key.password`, `ssl.key.pem`, OAuth client secrets …): never shown.
+pub fn is_secret_setting(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || key == "ssl.key.pem"
+        || key == "sasl.oauthbearer.config"
 }
 
 /// Why an event could not be handed to the producer.
@@ -86,7 +122,10 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// While Kafka is down librdkafka reports every failed connection attempt,
 /// several times a second. The readiness probe already logs the state change
 /// once ("Kafka unreachable"), so transport noise goes to debug, and any
-/// other error is logged as a warning at most once a minute per message.
+/// other error (a failed TLS handshake, a refused SASL password) is logged
+/// as a warning at most once a minute per message. librdkafka ends each
+/// message with how long the attempt took (`(after 138ms in state …)`),
+/// which is left out when messages are compared ([`same_failure`]).
 #[derive(Debug, Default)]
 pub struct QuietContext {
     last_logged: Mutex<HashMap<String, Instant>>,
@@ -94,6 +133,7 @@ pub struct QuietContext {
 
 impl QuietContext {
     fn first_in_a_while(&self, message: &str) -> bool {
+        let message = same_failure(message);
         let mut seen = match self.last_logged.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -109,6 +149,15 @@ impl QuietContext {
                 true
             }
         }
+    }
+}
+
+/// A librdkafka error message without its trailing `(after …)`, which
+/// differs from one attempt of the same failure to the next.
+fn same_failure(message: &str) -> &str {
+    match message.rfind(" (after ") {
+        Some(at) => &message[..at],
+        None => message,
     }
 }
 
@@ -512,6 +561,14 @@ mod tests {
         assert!(context.first_in_a_while("SASL authentication failed"));
         assert!(!context.first_in_a_while("SASL authentication failed"));
         assert!(context.first_in_a_while("topic authorization failed"));
+        // The same failure, another attempt: only the timing differs.
+        let attempt = |ms: u32| {
+            format!(
+                "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: certificate verify failed (after {ms}ms in state SSL_HANDSHAKE)"
+            )
+        };
+        assert!(context.first_in_a_while(&attempt(138)));
+        assert!(!context.first_in_a_while(&attempt(4)));
     }
 
     #[test]

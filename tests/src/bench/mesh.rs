@@ -8,8 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use smesh_proto::mesh::Event;
 
+use smesh_core::tls::Tier;
+
 use super::{Latency, PATIENCE};
 use crate::nodes::{self, Process};
+use crate::pki::Pki;
 
 /// What a client's `--stats-file` holds (the parts the bench reads).
 #[derive(Debug, Clone, Deserialize)]
@@ -31,15 +34,31 @@ pub struct MeshUnderTest {
     pub dir: tempfile::TempDir,
     pub master: Process,
     pub sidecars: Vec<Process>,
+    /// With mutual TLS on both hops: the CA every node's certificate comes
+    /// from (made with rcgen in `dir`), also for the clients'.
+    pub pki: Option<Pki>,
 }
 
 impl MeshUnderTest {
+    /// In plaintext.
     pub async fn start(kafka: &str, topic: &str, sidecars: usize) -> Self {
+        Self::start_with(kafka, topic, sidecars, false).await
+    }
+
+    /// With mutual TLS on both hops (client → sidecar → master) when `tls`.
+    pub async fn start_with(kafka: &str, topic: &str, sidecars: usize, tls: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("smesh-bench-")
             .tempdir()
             .expect("tempdir");
+        let pki = tls.then(|| Pki::new(dir.path(), "bench"));
+        let certs = |tier: Tier, id: &str| {
+            pki.as_ref()
+                .map(|pki| pki.issue(tier, id).flags())
+                .unwrap_or_default()
+        };
         let master = nodes::master(dir.path(), "M1", kafka, topic, 0)
+            .args(certs(Tier::Master, "M1"))
             .spawn()
             .await;
         let mut list = Vec::new();
@@ -47,6 +66,7 @@ impl MeshUnderTest {
             let id = format!("S{i}");
             list.push(
                 nodes::sidecar(dir.path(), &id, &[("M1", master.port)], 0)
+                    .args(certs(Tier::Sidecar, &id))
                     .spawn()
                     .await,
             );
@@ -55,6 +75,7 @@ impl MeshUnderTest {
             dir,
             master,
             sidecars: list,
+            pki,
         }
     }
 
@@ -87,7 +108,13 @@ impl MeshUnderTest {
             let mut order = peers.clone();
             let turn = i as usize % order.len().max(1);
             order.rotate_left(turn);
+            let tls = self
+                .pki
+                .as_ref()
+                .map(|pki| pki.issue(Tier::Client, &id).flags())
+                .unwrap_or_default();
             let process = nodes::client(self.dir.path(), &id, &order, &[source.to_string()])
+                .args(tls)
                 .args(extra.iter().copied())
                 .args(["--stats-file", &stats.display().to_string()])
                 .spawn()
@@ -156,6 +183,30 @@ pub async fn mesh_latency(
     let source = format!("sensor:rate={rate},count={},size={payload}", rate * secs);
     let stats = mesh.run_clients(1, &source, &["--spool", mode]).await;
     stats.first().map(|s| s.ack_latency_us).unwrap_or_default()
+}
+
+/// The mesh with one client and one sidecar, in plaintext or with mutual
+/// TLS on both hops: throughput of `events` as fast as the client goes, and
+/// the ack latency of a client offering `rate` events/s for `secs`.
+pub async fn tls_round(
+    kafka: &str,
+    tls: bool,
+    events: u64,
+    rate: u64,
+    secs: u64,
+    payload: usize,
+) -> (f64, Latency) {
+    let mode = ["--spool", "on-failure"];
+    let mesh = MeshUnderTest::start_with(kafka, &crate::unique_topic("bench-tls"), 1, tls).await;
+    let source = format!("sensor:rate=max,count={events},size={payload}");
+    let rate_of = throughput(&mesh.run_clients(1, &source, &mode).await);
+    drop(mesh);
+    settle().await;
+    let mesh = MeshUnderTest::start_with(kafka, &crate::unique_topic("bench-tls"), 1, tls).await;
+    let source = format!("sensor:rate={rate},count={},size={payload}", rate * secs);
+    let stats = mesh.run_clients(1, &source, &mode).await;
+    let latency = stats.first().map(|s| s.ack_latency_us).unwrap_or_default();
+    (rate_of, latency)
 }
 
 /// Writes a spool of `rows` events with `payload`-byte data for client `client`.

@@ -163,6 +163,57 @@ async fn main() -> ExitCode {
             }
         }
     }
+    if args.wants("tls") {
+        // Plaintext and mutual TLS on both hops, alternating which goes
+        // first, so drift on a shared machine does not favour either.
+        let rate = args.rates.first().copied().unwrap_or(1000);
+        for round in 1..=args.rounds {
+            eprintln!("round {round}/{}: TLS cost", args.rounds);
+            let order = if round % 2 == 1 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            let mut measured = [(0.0, bench::Latency::default()); 2];
+            for tls in order {
+                mesh::settle().await;
+                measured[usize::from(tls)] = mesh::tls_round(
+                    &kafka,
+                    tls,
+                    args.events,
+                    rate,
+                    args.latency_secs,
+                    args.payload,
+                )
+                .await;
+            }
+            let [(plain_rate, plain), (tls_rate, tls)] = measured;
+            results.record("tls: throughput, plaintext", "ev/s", plain_rate);
+            results.record("tls: throughput, mutual TLS", "ev/s", tls_rate);
+            results.record(
+                "tls: throughput ratio TLS/plaintext",
+                "ratio",
+                tls_rate / plain_rate.max(f64::MIN_POSITIVE),
+            );
+            for (label, plain, tls) in [("p50", plain.p50, tls.p50), ("p99", plain.p99, tls.p99)] {
+                results.record(
+                    &format!("tls: latency {rate}/s {label}, plaintext"),
+                    "µs",
+                    plain as f64,
+                );
+                results.record(
+                    &format!("tls: latency {rate}/s {label}, mutual TLS"),
+                    "µs",
+                    tls as f64,
+                );
+                results.record(
+                    &format!("tls: latency {rate}/s {label} ratio TLS/plaintext"),
+                    "ratio",
+                    tls as f64 / (plain as f64).max(1.0),
+                );
+            }
+        }
+    }
     if args.wants("failover") {
         eprintln!("failover: {} sidecar kills", args.kills);
         for ms in failover::sidecar(&kafka, &unique_topic("bench-failover"), args.kills).await {
