@@ -36,6 +36,10 @@ pub struct CheckArgs {
     /// How long each probe (and each master) may take.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// WARNING when a master's, sidecar's or connected client's certificate
+    /// expires within this many days (CRITICAL once expired).
+    #[arg(long, default_value_t = 14)]
+    pub cert_warn_days: u32,
 }
 
 /// Monitoring-plugin states, in increasing severity.
@@ -154,6 +158,10 @@ pub struct Thresholds {
     pub max_rtt: Option<Duration>,
     /// `--max-backlog`.
     pub max_backlog: Option<u64>,
+    /// `--cert-warn-days`, as a duration.
+    pub cert_warn: Duration,
+    /// The clock certificates' expiry is judged by (ns since the epoch).
+    pub now_unix_nanos: i64,
 }
 
 /// Judges the answers (pure: no I/O).
@@ -193,6 +201,13 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
                 Verdict::Critical,
                 format!("master {master_id} cannot reach Kafka"),
             );
+        }
+        for (name, not_after) in certificates(status) {
+            if let Some((severity, message)) =
+                certificate_problem(not_after, thresholds.now_unix_nanos, thresholds.cert_warn)
+            {
+                problem(severity, format!("{name} {message}"));
+            }
         }
         let backlog = |client: &str| {
             status
@@ -307,6 +322,60 @@ pub fn judge(answers: &[MasterAnswer], thresholds: Thresholds) -> Outcome {
     }
 }
 
+/// The certificates a master's answer tells the expiry of, by who holds
+/// them: the master's own, its connected sidecars', their connected
+/// clients' (0: no TLS; skipped).
+fn certificates(status: &Status) -> Vec<(String, i64)> {
+    let master = status.master.iter().map(|m| {
+        (
+            format!("master {}", m.id),
+            m.certificate_not_after_unix_nanos,
+        )
+    });
+    let sidecars = status.sidecars.iter().filter(|s| s.connected).map(|s| {
+        (
+            format!("sidecar {}", s.id),
+            s.certificate_not_after_unix_nanos,
+        )
+    });
+    let clients = status
+        .clients
+        .iter()
+        .filter_map(|c| c.info.as_ref())
+        .filter(|i| PeerState::from_wire(i.status) != PeerState::Down)
+        .map(|i| {
+            (
+                format!("client {}", i.client_id),
+                i.certificate_not_after_unix_nanos,
+            )
+        });
+    master
+        .chain(sidecars)
+        .chain(clients)
+        .filter(|(_, not_after)| *not_after > 0)
+        .collect()
+}
+
+/// What to say of a certificate that expires at `not_after`, if anything:
+/// CRITICAL once expired (its holder cannot connect again), WARNING within
+/// `warn`.
+fn certificate_problem(not_after: i64, now: i64, warn: Duration) -> Option<(Verdict, String)> {
+    let at = humantime::format_rfc3339_seconds(smesh_core::time::from_unix_nanos(not_after));
+    if not_after <= now {
+        return Some((Verdict::Critical, format!("certificate expired at {at}")));
+    }
+    let left = Duration::from_nanos(u64::try_from(not_after - now).unwrap_or(0));
+    (left <= warn).then(|| {
+        (
+            Verdict::Warning,
+            format!(
+                "certificate expires in {} (at {at})",
+                format::duration_secs(left.as_secs())
+            ),
+        )
+    })
+}
+
 /// Runs the check through every master at once.
 pub async fn run(dialer: &AdminDialer, args: &CheckArgs, addresses: &[String]) -> Outcome {
     let answers = futures::future::join_all(addresses.iter().map(|address| async move {
@@ -324,6 +393,8 @@ pub async fn run(dialer: &AdminDialer, args: &CheckArgs, addresses: &[String]) -
         Thresholds {
             max_rtt: args.max_rtt,
             max_backlog: args.max_backlog,
+            cert_warn: Duration::from_secs(u64::from(args.cert_warn_days) * 24 * 3600),
+            now_unix_nanos: smesh_core::time::now_unix_nanos(),
         },
     )
 }
@@ -331,7 +402,9 @@ pub async fn run(dialer: &AdminDialer, args: &CheckArgs, addresses: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smesh_proto::admin::{ClientView, HealthCheckRow, KafkaStatus, MasterInfo, Tier};
+    use smesh_proto::admin::{
+        ClientView, HealthCheckRow, KafkaStatus, MasterInfo, SidecarInfo, Tier,
+    };
     use smesh_proto::mesh::{Backlog, ClientInfo, PeerStatus};
 
     fn row(tier: Tier, peer: &str, status: PeerStatus, rtt_us: u64) -> HealthCheckRow {
@@ -403,6 +476,7 @@ mod tests {
         let thresholds = Thresholds {
             max_rtt: Some(Duration::from_micros(500)),
             max_backlog: Some(100),
+            ..Thresholds::default()
         };
         let outcome = judge(&[answer(healthy(), true, 250)], thresholds);
         assert_eq!((outcome.status, outcome.exit_code), (Verdict::Warning, 1));
@@ -469,5 +543,69 @@ mod tests {
             outcome.summary
         );
         assert!(!outcome.masters[0].reachable);
+    }
+
+    #[test]
+    fn certificates_warn_ahead_and_are_critical_once_expired() {
+        const DAY: i64 = 24 * 3600 * 1_000_000_000;
+        let now = 1_000 * DAY;
+        let thresholds = Thresholds {
+            cert_warn: Duration::from_secs(14 * 24 * 3600),
+            now_unix_nanos: now,
+            ..Thresholds::default()
+        };
+        let mut answer = answer(healthy(), true, 0);
+        let Ok((status, _)) = &mut answer.answer else {
+            panic!("an answer");
+        };
+        if let Some(master) = status.master.as_mut() {
+            master.certificate_not_after_unix_nanos = now + 90 * DAY;
+        }
+        assert_eq!(judge(&[answer.clone()], thresholds).status, Verdict::Ok);
+
+        let Ok((status, _)) = &mut answer.answer else {
+            panic!("an answer");
+        };
+        if let Some(master) = status.master.as_mut() {
+            master.certificate_not_after_unix_nanos = now + 3 * DAY + 60_000_000_000;
+        }
+        status.sidecars.push(SidecarInfo {
+            id: "S1".into(),
+            connected: true,
+            ..SidecarInfo::default()
+        });
+        let outcome = judge(&[answer.clone()], thresholds);
+        assert_eq!((outcome.status, outcome.exit_code), (Verdict::Warning, 1));
+        assert!(
+            outcome.problems[0]
+                .message
+                .starts_with("master M1 certificate expires in 3d (at "),
+            "{:?}",
+            outcome.problems
+        );
+
+        let Ok((status, _)) = &mut answer.answer else {
+            panic!("an answer");
+        };
+        if let Some(info) = status.clients[0].info.as_mut() {
+            info.certificate_not_after_unix_nanos = now - DAY;
+        }
+        let outcome = judge(&[answer.clone()], thresholds);
+        assert_eq!(outcome.status, Verdict::Critical);
+        assert!(
+            outcome.problems[0]
+                .message
+                .starts_with("client c1 certificate expired at "),
+            "{:?}",
+            outcome.problems
+        );
+        // A client that is gone holds no connection its certificate matters to.
+        let Ok((status, _)) = &mut answer.answer else {
+            panic!("an answer");
+        };
+        if let Some(info) = status.clients[0].info.as_mut() {
+            info.status = PeerStatus::Down as i32;
+        }
+        assert_eq!(judge(&[answer], thresholds).status, Verdict::Warning);
     }
 }

@@ -86,6 +86,18 @@ pub fn since(then_unix_nanos: i64, now_unix_nanos: i64) -> String {
     duration_secs(secs as u64)
 }
 
+/// How long until a certificate expires: `90d`, `5h`, `expired`; `–` for
+/// 0 (no TLS).
+pub fn expires(not_after_unix_nanos: i64, now_unix_nanos: i64) -> String {
+    if not_after_unix_nanos <= 0 {
+        return "–".to_string();
+    }
+    if not_after_unix_nanos <= now_unix_nanos {
+        return "expired".to_string();
+    }
+    duration_secs(((not_after_unix_nanos - now_unix_nanos) / 1_000_000_000) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

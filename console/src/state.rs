@@ -253,6 +253,8 @@ pub struct MasterRow {
     pub clients_not_shown: u64,
     /// Sidecars it knows that did not fit in its answer.
     pub sidecars_not_shown: u64,
+    /// When the master's own certificate expires (0: no TLS).
+    pub certificate_not_after_unix_nanos: i64,
 }
 
 /// One sidecar, merged across masters (see [`Mesh::sidecar_rows`]).
@@ -282,6 +284,8 @@ pub struct SidecarRow {
     pub events_forwarded: u64,
     /// Clients it reports as connected.
     pub clients: u32,
+    /// When the certificate it connected with expires (0: plaintext).
+    pub certificate_not_after_unix_nanos: i64,
 }
 
 /// One client, merged across masters (see [`Mesh::client_rows`]).
@@ -319,6 +323,8 @@ pub struct ClientRow {
     pub backlog_bytes: u64,
     /// Its oldest spooled event (ns since the epoch; 0 spool empty).
     pub backlog_oldest_unix_nanos: i64,
+    /// When the certificate it connected with expires (0: plaintext).
+    pub certificate_not_after_unix_nanos: i64,
 }
 
 /// Round trips of one peer, from the heartbeats the masters stream.
@@ -475,6 +481,8 @@ impl Mesh {
                     sidecars_not_shown: view.status.as_ref().map_or(0, |s| {
                         u64::from(s.sidecars_total).saturating_sub(s.sidecars.len() as u64)
                     }),
+                    certificate_not_after_unix_nanos: master
+                        .map_or(0, |m| m.certificate_not_after_unix_nanos),
                 }
             })
             .collect()
@@ -509,6 +517,7 @@ impl Mesh {
                     rtt_p99_us: rtt.p99_us,
                     events_forwarded: s.events_forwarded,
                     clients: s.clients,
+                    certificate_not_after_unix_nanos: s.certificate_not_after_unix_nanos,
                 };
                 match rows.get(&s.id) {
                     Some(existing) if existing.connected && !row.connected => {}
@@ -550,6 +559,7 @@ impl Mesh {
                     backlog_rows: backlog.rows,
                     backlog_bytes: backlog.bytes,
                     backlog_oldest_unix_nanos: backlog.oldest_unix_nanos,
+                    certificate_not_after_unix_nanos: info.certificate_not_after_unix_nanos,
                 };
                 let rank = |r: &ClientRow| (r.status != PeerState::Down, r.last_seen_unix_nanos);
                 match rows.get(&row.id) {

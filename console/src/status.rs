@@ -168,7 +168,7 @@ impl StatusDocument {
         for m in &self.masters {
             if m.connected {
                 out.push_str(&format!(
-                    "master {} ({}): kafka {}, published {} ({}), failed {}, duplicates {}\n",
+                    "master {} ({}): kafka {}, published {} ({}), failed {}, duplicates {}{}\n",
                     m.id,
                     m.address,
                     if m.kafka_ready { "ready" } else { "NOT READY" },
@@ -176,6 +176,7 @@ impl StatusDocument {
                     format::rate(m.published_per_s),
                     format::count(m.failed),
                     format::count(m.duplicates),
+                    certificate(m.certificate_not_after_unix_nanos, now_unix_nanos),
                 ));
             } else {
                 let error = m.error.as_deref().unwrap_or("no answer");
@@ -204,17 +205,18 @@ impl StatusDocument {
         }
         for s in &self.sidecars {
             out.push_str(&format!(
-                "  sidecar {:<16} {:<8} rtt {:>8}  forwarded {:>6}  clients {}\n",
+                "  sidecar {:<16} {:<8} rtt {:>8}  forwarded {:>6}  clients {}{}\n",
                 s.id,
                 s.status,
                 format::rtt(s.rtt_last_us),
                 format::count(s.events_forwarded),
-                s.clients
+                s.clients,
+                certificate(s.certificate_not_after_unix_nanos, now_unix_nanos),
             ));
         }
         for c in &self.clients {
             out.push_str(&format!(
-                "  client  {:<16} {:<8} rtt {:>8}  sent {:>6}  backlog {} rows ({}, oldest {})  via {}\n",
+                "  client  {:<16} {:<8} rtt {:>8}  sent {:>6}  backlog {} rows ({}, oldest {})  via {}{}\n",
                 c.id,
                 c.status,
                 format::rtt(c.rtt_last_us),
@@ -222,10 +224,20 @@ impl StatusDocument {
                 format::count(c.backlog_rows),
                 format::bytes(c.backlog_bytes),
                 format::ago(c.backlog_oldest_unix_nanos, now_unix_nanos),
-                c.sidecar
+                c.sidecar,
+                certificate(c.certificate_not_after_unix_nanos, now_unix_nanos),
             ));
         }
         out
+    }
+}
+
+/// `, certificate expires in 90d` (`expired`), or nothing without TLS.
+fn certificate(not_after_unix_nanos: i64, now_unix_nanos: i64) -> String {
+    match format::expires(not_after_unix_nanos, now_unix_nanos).as_str() {
+        "–" => String::new(),
+        "expired" => ", certificate EXPIRED".to_string(),
+        left => format!(", certificate expires in {left}"),
     }
 }
 

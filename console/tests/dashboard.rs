@@ -27,6 +27,7 @@ use smesh_proto::mesh::{Backlog, ClientCounters, ClientInfo, PeerStatus, RttStat
 
 const SECOND: i64 = 1_000_000_000;
 const MINUTE: i64 = 60 * SECOND;
+const DAY: i64 = 24 * 60 * MINUTE;
 /// The screen's clock: every age on screen is measured from here.
 const NOW: i64 = 1_750_000_000 * SECOND;
 const MASTER_A: usize = 0;
@@ -72,6 +73,7 @@ fn master_a_status() -> Status {
             connected: connected_ago.is_some(),
             connected_since_unix_nanos: connected_ago.map_or(0, |ago| NOW - ago),
             last_heartbeat_unix_nanos: NOW - heartbeat_ago,
+            certificate_not_after_unix_nanos: NOW + 80 * DAY,
             ..SidecarInfo::default()
         }
     };
@@ -134,7 +136,7 @@ fn master_a_status() -> Status {
                     }),
                     version: "0.1.0".to_string(),
                     in_flight,
-                    certificate_not_after_unix_nanos: 0,
+                    certificate_not_after_unix_nanos: NOW + 200 * DAY,
                 }),
             }
         };
@@ -171,6 +173,8 @@ fn master_a_status() -> Status {
             &|info| {
                 info.rtt = rtt(48_000, 21_000, 52_000);
                 info.last_seen_unix_nanos = NOW - 9 * SECOND;
+                // Renew soon: the console shows it in yellow.
+                info.certificate_not_after_unix_nanos = NOW + 5 * DAY;
                 info.backlog = Some(Backlog {
                     rows: 12,
                     bytes: 6_144,
@@ -186,6 +190,7 @@ fn master_a_status() -> Status {
             address: "10.0.0.1:9010".to_string(),
             started_unix_nanos: NOW - 125 * MINUTE,
             uptime_ms: 125 * 60 * 1000,
+            certificate_not_after_unix_nanos: NOW + 80 * DAY,
             kafka: Some(KafkaStatus {
                 ready: true,
                 brokers: "kafka-1:9092,kafka-2:9092".to_string(),
@@ -905,6 +910,7 @@ fn extreme_values_are_cut_not_fatal() {
         rtt: rtt(u64::MAX, u64::MAX, u64::MAX),
         events_forwarded: u64::MAX,
         clients: u32::MAX,
+        certificate_not_after_unix_nanos: i64::MAX,
     };
     let status = Status {
         master: Some(MasterInfo {

@@ -98,6 +98,43 @@ async fn a_mesh_over_mutual_tls_delivers_everything() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("S1"));
+    // Test certificates live for a day: `check` warns of every one the
+    // master knows, its own and its sidecar's, and not with a shorter
+    // warning period.
+    let check = |warn_days: &str| {
+        std::process::Command::new(nodes::binary("smesh-console"))
+            .args(["check", "--json", "--master", &format!("127.0.0.1:{admin}")])
+            .args(["--cert-warn-days", warn_days])
+            .args(console.flags())
+            .output()
+            .expect("run smesh-console check")
+    };
+    let output = check("14");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let document: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let problems: Vec<&str> = document["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["message"].as_str())
+        .collect();
+    for holder in ["master M1", "sidecar S1"] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("{holder} certificate expires in "))),
+            "{problems:?}"
+        );
+    }
+    let output = check("0");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
     let output = console_status(admin, &pki.issue(Tier::Client, "c9"));
     assert_eq!(output.status.code(), Some(69));
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -28,6 +28,21 @@ pub(super) fn status_span(state: PeerState) -> Span<'static> {
     Span::styled(state.word(), status_style(state))
 }
 
+/// A certificate's time left: red once expired, yellow within the warning
+/// period (see `smesh_core::tls::EXPIRY_WARNING`), plain otherwise.
+pub(super) fn expiry_style(not_after_unix_nanos: i64, now_unix_nanos: i64) -> Style {
+    let warn = i64::try_from(smesh_core::tls::EXPIRY_WARNING.as_nanos()).unwrap_or(i64::MAX);
+    if not_after_unix_nanos <= 0 {
+        Style::new()
+    } else if not_after_unix_nanos <= now_unix_nanos {
+        Style::new().fg(Color::Red)
+    } else if not_after_unix_nanos - now_unix_nanos <= warn {
+        Style::new().fg(Color::Yellow)
+    } else {
+        Style::new()
+    }
+}
+
 pub(super) fn dim() -> Style {
     Style::new().fg(Color::DarkGray)
 }

@@ -122,6 +122,7 @@ impl Master {
             started_unix_nanos: now_unix_nanos(),
             started: Instant::now(),
             report_path: config.report_path.clone(),
+            tls: config.tls.clone(),
         };
         let (registry, handle) =
             Registry::new(identity, sink.clone(), Arc::clone(&counters), kafka_rx);

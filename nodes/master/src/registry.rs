@@ -78,6 +78,8 @@ pub enum RegistryEvent {
         hello: Hello,
         /// Its address.
         address: String,
+        /// When the certificate it connected with expires (0: plaintext).
+        certificate_not_after_unix_nanos: i64,
         /// Reaches the sidecar's session (probes for health checks).
         commands: mpsc::Sender<SessionCommand>,
     },
@@ -150,6 +152,8 @@ pub struct MasterIdentity {
     pub started: Instant,
     /// `healthCheckReport.csv`.
     pub report_path: PathBuf,
+    /// Its certificates (`None`: plaintext), for when they expire.
+    pub tls: Option<smesh_core::tls::NodeTls>,
 }
 
 /// A handle to the registry task: cheap to clone, used by streams and the admin API.
@@ -215,6 +219,8 @@ struct SidecarRecord {
     clients: Vec<ClientInfo>,
     /// When its last stream ended (`None` while connected).
     gone_since: Option<Instant>,
+    /// When the certificate of its stream expires (0: plaintext).
+    certificate_not_after: i64,
 }
 
 /// How long a disconnected sidecar (and the clients it reported) stays in
@@ -331,8 +337,14 @@ impl Registry {
                 conn,
                 hello,
                 address,
+                certificate_not_after_unix_nanos,
                 commands,
-            } => self.connected(conn, hello, address, commands),
+            } => {
+                self.connected(conn, hello, address, commands);
+                if let Some(record) = self.record_mut(conn) {
+                    record.certificate_not_after = certificate_not_after_unix_nanos;
+                }
+            }
             RegistryEvent::Heartbeat {
                 conn,
                 rtt,
@@ -409,6 +421,7 @@ impl Registry {
                 events_forwarded: 0,
                 clients: Vec::new(),
                 gone_since: None,
+                certificate_not_after: 0,
             });
         if let Some(previous) = &record.connected {
             // The same id on two live streams: usually a reconnect racing the
@@ -460,6 +473,12 @@ impl Registry {
             kafka: Some(self.kafka.borrow().clone()),
             totals: Some(self.counters.totals()),
             rates: stats.rates,
+            certificate_not_after_unix_nanos: self
+                .identity
+                .tls
+                .as_ref()
+                .and_then(smesh_core::tls::NodeTls::not_after)
+                .map_or(0, smesh_core::time::unix_nanos),
         }
     }
 
@@ -644,6 +663,7 @@ fn sidecar_info(record: &SidecarRecord) -> SidecarInfo {
         rtt: Some(record.rtt.clone()),
         events_forwarded: record.events_forwarded,
         clients: u32::try_from(connected_clients).unwrap_or(u32::MAX),
+        certificate_not_after_unix_nanos: record.certificate_not_after,
     }
 }
 
@@ -740,6 +760,7 @@ mod tests {
             started_unix_nanos: 0,
             started: Instant::now(),
             report_path,
+            tls: None,
         };
         let (registry, handle) =
             Registry::new(identity, sink, Arc::new(Counters::default()), kafka);
@@ -761,6 +782,7 @@ mod tests {
                     incarnation: String::new(),
                 },
                 address: format!("127.0.0.1:{conn}"),
+                certificate_not_after_unix_nanos: 0,
                 commands,
             })
             .await
@@ -870,6 +892,7 @@ mod tests {
                     incarnation: String::new(),
                 },
                 address: "127.0.0.1:1".to_string(),
+                certificate_not_after_unix_nanos: 0,
                 commands,
             })
             .await

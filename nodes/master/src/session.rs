@@ -82,6 +82,9 @@ impl Tier for SidecarStreams {
                 conn: caller.conn,
                 hello: caller.hello.clone(),
                 address: caller.address.clone(),
+                certificate_not_after_unix_nanos: caller
+                    .certified_until
+                    .map_or(0, smesh_core::time::unix_nanos),
                 commands,
             })
             .await
