@@ -10,7 +10,7 @@ use crate::state::{ClientRow, Mesh};
 use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
 use super::table::{Frame, empty_text, render_table, view_title};
-use super::text::{backlog_style, expiry_style};
+use super::text::{backlog_style, expiry_text};
 
 /// What `s` sorts the clients by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,11 +138,7 @@ pub static CLIENTS: ViewTable<ClientRow, ClientSort> = ViewTable {
         })
         .drop_rank(2),
         ClientColumn::number("CERT", Constraint::Length(7), |c, cx| {
-            let not_after = c.certificate_not_after_unix_nanos;
-            Text::styled(
-                format::expires(not_after, cx.now_unix_nanos),
-                expiry_style(not_after, cx.now_unix_nanos),
-            )
+            expiry_text(c.certificate_not_after_unix_nanos, cx.now_unix_nanos)
         })
         .drop_rank(2),
         ClientColumn::number("SEEN", Constraint::Length(8), |c, cx| {

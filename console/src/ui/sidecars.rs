@@ -10,7 +10,7 @@ use crate::state::{Mesh, SidecarRow};
 use crate::view::{Column, Order, SortKey, SortValue, View, ViewTable};
 
 use super::table::{Frame, empty_text, render_table, view_title};
-use super::text::expiry_style;
+use super::text::expiry_text;
 
 /// What `s` sorts the sidecars by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +120,7 @@ pub static SIDECARS: ViewTable<SidecarRow, SidecarSort> = ViewTable {
         })
         .drop_rank(3),
         SidecarColumn::number("CERT", Constraint::Length(7), |s, cx| {
-            let not_after = s.certificate_not_after_unix_nanos;
-            Text::styled(
-                format::expires(not_after, cx.now_unix_nanos),
-                expiry_style(not_after, cx.now_unix_nanos),
-            )
+            expiry_text(s.certificate_not_after_unix_nanos, cx.now_unix_nanos)
         })
         .drop_rank(2),
         SidecarColumn::number("HEARTBEAT", Constraint::Length(9), |s, cx| {

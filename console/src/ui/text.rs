@@ -1,7 +1,7 @@
 //! How words look on screen: status colours, plurals, text cut to fit.
 
 use ratatui::style::{Color, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::{Line, Span, Text};
 
 use crate::state::PeerState;
 
@@ -30,7 +30,7 @@ pub(super) fn status_span(state: PeerState) -> Span<'static> {
 
 /// A certificate's time left: red once expired, yellow within the warning
 /// period (see `smesh_core::tls::EXPIRY_WARNING`), plain otherwise.
-pub(super) fn expiry_style(not_after_unix_nanos: i64, now_unix_nanos: i64) -> Style {
+fn expiry_style(not_after_unix_nanos: i64, now_unix_nanos: i64) -> Style {
     let warn = i64::try_from(smesh_core::tls::EXPIRY_WARNING.as_nanos()).unwrap_or(i64::MAX);
     if not_after_unix_nanos <= 0 {
         Style::new()
@@ -41,6 +41,14 @@ pub(super) fn expiry_style(not_after_unix_nanos: i64, now_unix_nanos: i64) -> St
     } else {
         Style::new()
     }
+}
+
+/// A certificate's time left, in its colour: the CERT columns' cell.
+pub(super) fn expiry_text(not_after_unix_nanos: i64, now_unix_nanos: i64) -> Text<'static> {
+    Text::styled(
+        crate::format::expires(not_after_unix_nanos, now_unix_nanos),
+        expiry_style(not_after_unix_nanos, now_unix_nanos),
+    )
 }
 
 pub(super) fn dim() -> Style {
