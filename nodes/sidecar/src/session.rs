@@ -12,12 +12,16 @@
 use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{Batch, ClientInfo, PeerStatus, Report};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::clients::{ConnId, TableEvent, TableHandle};
-use crate::upstream::Forward;
+use crate::upstream::{Forward, UpstreamCounters};
 
 /// The sidecar as the accepting tier of its clients' streams.
 #[derive(Debug)]
@@ -28,6 +32,8 @@ pub struct ClientStreams {
     pub ready: watch::Receiver<bool>,
     /// The client table.
     pub table: TableHandle,
+    /// Where the sessions count clients and round trips for `/metrics`.
+    pub counters: Arc<UpstreamCounters>,
 }
 
 impl Tier for ClientStreams {
@@ -62,7 +68,9 @@ impl Tier for ClientStreams {
                 commands,
             })
             .await;
+        self.counters.clients_connected.fetch_add(1, Relaxed);
         Ok(ClientSession {
+            counters: Arc::clone(&self.counters),
             conn: caller.conn,
             info,
             upstream: self.upstream.clone(),
@@ -76,6 +84,8 @@ impl Tier for ClientStreams {
 /// The sidecar's half of one client stream.
 #[derive(Debug)]
 pub struct ClientSession {
+    /// Clients connected and round trips, for `/metrics`.
+    counters: Arc<UpstreamCounters>,
     conn: ConnId,
     /// The client's row, as the table will see it next.
     info: ClientInfo,
@@ -157,6 +167,10 @@ impl Handler for ClientSession {
         self.info.counters = report.counters;
     }
 
+    fn rtt(&mut self, rtt: Duration) {
+        self.counters.client_rtt.observe(rtt);
+    }
+
     fn heartbeat(&mut self, view: SessionView) {
         self.update(view);
         self.table.try_send(TableEvent::Update {
@@ -166,6 +180,7 @@ impl Handler for ClientSession {
     }
 
     async fn ended(mut self, view: SessionView, _reason: String) {
+        self.counters.clients_connected.fetch_sub(1, Relaxed);
         self.update(view);
         self.info.status = PeerStatus::Down as i32;
         self.table
