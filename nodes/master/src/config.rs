@@ -195,7 +195,7 @@ pub struct MasterArgs {
 
 /// `compression.type` values librdkafka knows. (Doc comments on the
 /// variants would become lines of `--help`, which lists the names alone.)
-/// Prometheus metrics (`--metrics-listen`; off unless given).
+#[allow(missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Compression {
     None,

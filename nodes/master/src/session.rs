@@ -89,6 +89,7 @@ impl Tier for SidecarStreams {
             })
             .await
             .map_err(|_| Status::unavailable("master is shutting down"))?;
+        Counters::add(&self.counters.sidecars_connected, 1);
         Ok(SidecarSession {
             conn: caller.conn,
             peer: caller.hello.node_id.clone(),
@@ -239,6 +240,7 @@ impl Handler for SidecarSession {
     }
 
     fn rtt(&mut self, rtt: Duration) {
+        self.streams.counters.sidecar_rtt.observe(rtt);
         let _ = self.streams.heartbeats.send(HeartbeatSample {
             at_unix_nanos: now_unix_nanos(),
             checker_id: self.streams.node_id.clone(),
@@ -260,6 +262,10 @@ impl Handler for SidecarSession {
     }
 
     async fn ended(self, _view: SessionView, reason: String) {
+        self.streams
+            .counters
+            .sidecars_connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self
             .streams
             .registry
