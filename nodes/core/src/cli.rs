@@ -223,7 +223,7 @@ pub struct MetricsArgs {
         env = "SMESH_METRICS_LISTEN",
         value_name = "ADDR"
     )]
-    pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl MetricsArgs {
@@ -231,7 +231,7 @@ impl MetricsArgs {
     /// the address cannot be bound (the binary exits with EX_UNAVAILABLE).
     /// Call it inside the runtime, before the node runs.
     pub async fn bind(&self) -> Result<Option<tokio::net::TcpListener>, String> {
-        let Some(address) = self.listen else {
+        let Some(address) = self.metrics_listen else {
             return Ok(None);
         };
         let listener = tokio::net::TcpListener::bind(address)
