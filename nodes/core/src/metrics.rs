@@ -334,4 +334,32 @@ mod tests {
         token.cancel();
         server.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn scrapes_beyond_the_bound_are_closed_at_once() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(registry(Sample(Arc::default()))),
+            token.clone(),
+        ));
+        // Silent connections hold every slot (until HEADER_TIMEOUT).
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut extra = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+            .await
+            .expect("closed at once, not left waiting");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        drop(held);
+        token.cancel();
+        server.await.unwrap();
+    }
 }
