@@ -186,7 +186,7 @@ async fn every_node_exports_metrics_that_follow_traffic_and_cover_the_dashboard_
     nodes::write_lines(&input, "c1", 0..EVENTS, 40);
     // Followed, so the client keeps running (and serving) once delivered.
     let source = nodes::file_source(&input, true);
-    let client = nodes::client(dir.path(), "c1", &[("S1", sidecar.port)], &[source])
+    let mut client = nodes::client(dir.path(), "c1", &[("S1", sidecar.port)], &[source])
         .args(metrics)
         .spawn()
         .await;
@@ -338,6 +338,13 @@ async fn every_node_exports_metrics_that_follow_traffic_and_cover_the_dashboard_
             );
         }
     }
+
+    // A client gone is no longer counted as connected.
+    client.kill();
+    scraped_until("the sidecar to count the client gone", sidecar_port, |s| {
+        value(s, "smesh_sidecar_clients_connected") == 0.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,6 +202,33 @@ impl Exposition<'_> {
     }
 }
 
+/// One open thing (a stream) counted in a gauge while it lives: +1 when
+/// made, -1 when dropped, however its owner ends.
+pub struct Held<T: 'static> {
+    owner: Arc<T>,
+    gauge: fn(&T) -> &AtomicU64,
+}
+
+impl<T: 'static> Held<T> {
+    /// Adds one to `gauge(&owner)` until the returned guard is dropped.
+    pub fn new(owner: Arc<T>, gauge: fn(&T) -> &AtomicU64) -> Self {
+        gauge(&owner).fetch_add(1, Relaxed);
+        Self { owner, gauge }
+    }
+}
+
+impl<T: 'static> Drop for Held<T> {
+    fn drop(&mut self) {
+        (self.gauge)(&self.owner).fetch_sub(1, Relaxed);
+    }
+}
+
+impl<T: 'static> fmt::Debug for Held<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Held")
+    }
+}
+
 /// Bucket bounds (seconds) of round trips and ack latencies: a millisecond
 /// to a minute.
 pub const SECONDS_BUCKETS: [f64; 14] = [

@@ -29,6 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, wat
 use tonic::Status;
 use tracing::warn;
 
+use smesh_core::metrics::Held;
+
 use crate::counters::Counters;
 use crate::dedupe::Delivered;
 use crate::kafka::{KafkaSink, Producers, PublishError};
@@ -89,8 +91,8 @@ impl Tier for SidecarStreams {
             })
             .await
             .map_err(|_| Status::unavailable("master is shutting down"))?;
-        Counters::add(&self.counters.sidecars_connected, 1);
         Ok(SidecarSession {
+            _connected: Held::new(Arc::clone(&self.counters), |c| &c.sidecars_connected),
             conn: caller.conn,
             peer: caller.hello.node_id.clone(),
             identity: caller.identity.clone(),
@@ -107,6 +109,8 @@ impl Tier for SidecarStreams {
 /// The master's half of one sidecar stream.
 #[derive(Debug)]
 pub struct SidecarSession {
+    /// Counts this stream in `sidecars_connected` while it lives.
+    _connected: Held<Counters>,
     conn: ConnId,
     /// The sidecar's id.
     peer: String,
@@ -262,10 +266,6 @@ impl Handler for SidecarSession {
     }
 
     async fn ended(self, _view: SessionView, reason: String) {
-        self.streams
-            .counters
-            .sidecars_connected
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self
             .streams
             .registry

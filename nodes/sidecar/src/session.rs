@@ -9,11 +9,11 @@
 //! [`ClientTable`](crate::clients::ClientTable) fresh, and marks each event
 //! with whether its client proved its id with a certificate.
 
+use smesh_core::metrics::Held;
 use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{Batch, ClientInfo, PeerStatus, Report};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::mpsc::OwnedPermit;
@@ -68,8 +68,8 @@ impl Tier for ClientStreams {
                 commands,
             })
             .await;
-        self.counters.clients_connected.fetch_add(1, Relaxed);
         Ok(ClientSession {
+            _connected: Held::new(Arc::clone(&self.counters), |c| &c.clients_connected),
             counters: Arc::clone(&self.counters),
             conn: caller.conn,
             info,
@@ -84,8 +84,10 @@ impl Tier for ClientStreams {
 /// The sidecar's half of one client stream.
 #[derive(Debug)]
 pub struct ClientSession {
-    /// Clients connected and round trips, for `/metrics`.
+    /// Round trips, for `/metrics`.
     counters: Arc<UpstreamCounters>,
+    /// Counts this stream in `clients_connected` while it lives.
+    _connected: Held<UpstreamCounters>,
     conn: ConnId,
     /// The client's row, as the table will see it next.
     info: ClientInfo,
@@ -180,7 +182,6 @@ impl Handler for ClientSession {
     }
 
     async fn ended(mut self, view: SessionView, _reason: String) {
-        self.counters.clients_connected.fetch_sub(1, Relaxed);
         self.update(view);
         self.info.status = PeerStatus::Down as i32;
         self.table
