@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smesh_core::cli::{
-    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+    LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
+    size_flag,
 };
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
@@ -181,6 +182,9 @@ pub struct ClientArgs {
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
+    /// Prometheus metrics (`--metrics-listen`; off unless given).
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// A validated client configuration: from flags ([`ClientArgs::into_config`])

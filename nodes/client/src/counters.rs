@@ -1,8 +1,10 @@
 //! Totals a client keeps since it started; reported upstream once a second.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use smesh_proto::mesh::ClientCounters;
+use smesh_core::metrics::Histogram;
+
+use smesh_proto::mesh::{Backlog, ClientCounters};
 
 /// The client's totals (see `smesh.mesh.v1.ClientCounters`).
 #[derive(Debug, Default)]
@@ -21,12 +23,33 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Sent again after a link was lost.
     pub resent: AtomicU64,
+    /// Rows in the spool not yet acknowledged, as of the last report tick.
+    pub spool_rows: AtomicU64,
+    /// Their bytes, as of the last report tick.
+    pub spool_bytes: AtomicU64,
+    /// The time of the oldest of them (ns since the epoch; 0 = none), as of
+    /// the last report tick: `/metrics` turns it into an age.
+    pub spool_oldest_unix_nanos: AtomicI64,
+    /// Streams opened to a sidecar.
+    pub links_opened: AtomicU64,
+    /// Streams to a sidecar lost or left for another (failovers).
+    pub links_lost: AtomicU64,
+    /// From a reading's time at its source to its end-to-end ack.
+    pub ack_latency: Histogram,
 }
 
 impl Counters {
     /// Adds `n` to one of the counters.
     pub fn bump(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// The spool's backlog, for `/metrics`.
+    pub fn publish_backlog(&self, backlog: &Backlog) {
+        self.spool_rows.store(backlog.rows, Relaxed);
+        self.spool_bytes.store(backlog.bytes, Relaxed);
+        self.spool_oldest_unix_nanos
+            .store(backlog.oldest_unix_nanos, Relaxed);
     }
 
     /// Every counter now, as reports carry them.

@@ -13,6 +13,8 @@
 //! - [`pipeline`]: the task that owns the spool, the window and the link.
 //! - [`stats`]: `--stats-file`, what a client says about its run when it stops.
 //! - [`counters`]: totals reported upstream.
+//! - [`metrics`]: the same totals, the backlog and the ack latency for
+//!   Prometheus (`--metrics-listen`).
 //! - `blocking`: file work that waits for the disk, run on tokio's blocking
 //!   pool and awaited in place, so it never stalls a runtime thread.
 //!
@@ -23,6 +25,7 @@ mod blocking;
 pub mod config;
 pub mod counters;
 pub mod csv_line;
+pub mod metrics;
 pub mod oversized;
 pub mod pipeline;
 pub mod source;
@@ -91,6 +94,11 @@ impl Client {
     /// Its totals, readable while it runs (the demo's summary line).
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Its Prometheus metrics, for `smesh_core::metrics::serve`.
+    pub fn metrics(&self) -> smesh_core::metrics::Registry {
+        smesh_core::metrics::registry(metrics::ClientMetrics(Arc::clone(&self.counters)))
     }
 
     /// Runs until every source has finished and everything read has been

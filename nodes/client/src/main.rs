@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use smesh_client::Client;
 use smesh_client::config::ClientArgs;
-use smesh_core::cli::{self, EX_SOFTWARE};
+use smesh_core::cli::{self, EX_SOFTWARE, EX_UNAVAILABLE};
 use smesh_core::shutdown;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     args.log.init();
     // The client drains for --grace itself, then makes the spool durable.
     let grace = args.grace + Duration::from_secs(5);
+    let metrics = args.metrics.clone();
     let config = match args.into_config() {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
@@ -23,6 +24,21 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let token = CancellationToken::new();
         let client = Client::new(config);
+        match metrics.bind().await {
+            Ok(Some(listener)) => {
+                let registry = std::sync::Arc::new(client.metrics());
+                tokio::spawn(smesh_core::metrics::serve(
+                    listener,
+                    registry,
+                    token.clone(),
+                ));
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                eprintln!("smesh-client: {reason}");
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        }
         match shutdown::drive(client.run(token.clone()), token, grace).await {
             Some(Ok(())) => ExitCode::SUCCESS,
             Some(Err(err)) => {

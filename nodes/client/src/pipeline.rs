@@ -702,6 +702,7 @@ impl Pipeline {
     async fn on_link(&mut self, event: LinkEvent) -> Result<(), PipelineError> {
         match event {
             LinkEvent::Up { peer, welcome } => {
+                Counters::bump(&self.counters.links_opened, 1);
                 let backlog = self.spool.live_rows();
                 info!(sidecar = %peer, window = welcome.window, ready = welcome.ready, spooled = backlog, "connected to sidecar");
                 if backlog > 0 {
@@ -715,6 +716,7 @@ impl Pipeline {
                 reason,
                 switching_to,
             } => {
+                Counters::bump(&self.counters.links_lost, 1);
                 warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
                 self.unsend();
             }
@@ -768,6 +770,12 @@ impl Pipeline {
                 } else {
                     acked += 1;
                     self.timings.acked(item.time, now);
+                    if item.time > 0 {
+                        let nanos = u64::try_from(now - item.time).unwrap_or(0);
+                        self.counters
+                            .ack_latency
+                            .observe(std::time::Duration::from_nanos(nanos));
+                    }
                 }
                 self.state.acknowledged(item.sequence);
                 if let Some(origin) = &item.origin {
@@ -933,11 +941,13 @@ impl Pipeline {
                 "spool full: the filesystem still has no room"
             );
         }
+        let backlog = self.spool.backlog();
+        self.counters.publish_backlog(&backlog);
         if !self.link.is_up() {
             return;
         }
         let report = Report {
-            backlog: Some(self.spool.backlog()),
+            backlog: Some(backlog),
             counters: Some(self.counters.snapshot()),
             clients: Vec::new(),
         };

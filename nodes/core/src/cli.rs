@@ -212,6 +212,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// The Prometheus flag every node takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (plain HTTP; off
+    /// when not given). Prefer a loopback or private address: the numbers
+    /// are not secret, but the door is unauthenticated.
+    #[arg(
+        long = "metrics-listen",
+        env = "SMESH_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Binds `--metrics-listen`, if given: `Err` with a one-line reason when
+    /// the address cannot be bound (the binary exits with EX_UNAVAILABLE).
+    /// Call it inside the runtime, before the node runs.
+    pub async fn bind(&self) -> Result<Option<tokio::net::TcpListener>, String> {
+        let Some(address) = self.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|err| format!("cannot listen on {address} (--metrics-listen): {err}"))?;
+        let bound = listener.local_addr().map_or(address, |a| a);
+        tracing::info!(address = %bound, "metrics listening on /metrics");
+        Ok(Some(listener))
+    }
+}
+
 /// Logging flags every binary takes.
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {

@@ -18,6 +18,8 @@
 //! - [`token`]: the admin API's bearer token, read from a file.
 //! - [`pki`]: a CA that issues smesh certificates (rcgen).
 //! - [`grpc`]: server and channel settings, health and reflection services.
+//! - [`metrics`]: the `/metrics` door (`--metrics-listen`) and lock-free
+//!   histograms; each tier's collector reads its own atomics.
 //! - [`ratelimit`]: log lines a peer can repeat, one per interval.
 //! - [`retention`]: forgetting peers that left, after a while and beyond a count.
 //! - [`shutdown`]: signals turned into a cancellation token.
@@ -32,6 +34,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod ids;
 pub mod link;
+pub mod metrics;
 pub mod peers;
 pub mod pki;
 pub mod ratelimit;

@@ -22,6 +22,11 @@ pub struct Counters {
     pub batches_in: AtomicU64,
     /// Producers replaced after failing for good.
     pub producer_replacements: AtomicU64,
+    /// Sidecar streams open now (for `/metrics`).
+    pub sidecars_connected: AtomicU64,
+    /// Round trips of heartbeats to sidecars, all together: no label per
+    /// sidecar (for `/metrics`; per-sidecar detail is in the admin API).
+    pub sidecar_rtt: smesh_core::metrics::Histogram,
 }
 
 impl Counters {

@@ -129,6 +129,78 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct QuietContext {
     last_logged: Mutex<HashMap<String, Instant>>,
+    /// Where librdkafka's statistics go, and which producer this is.
+    stats: Option<(Arc<KafkaStats>, ProducerRole)>,
+}
+
+/// `statistics.interval.ms` unless `--kafka-option` says otherwise: how
+/// often librdkafka hands over its statistics (for `/metrics`).
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Most brokers whose round trip `/metrics` reports (a label each).
+pub const MAX_BROKERS_REPORTED: usize = 64;
+
+/// Which of a generation's two producers a context belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProducerRole {
+    /// The pipelined producer (most traffic).
+    Pipelined = 0,
+    /// The one-at-a-time producer.
+    Alone = 1,
+}
+
+/// What librdkafka last said about itself, per producer: written by its
+/// statistics callback (on librdkafka's thread, every
+/// [`STATISTICS_INTERVAL_MS`]), read by `/metrics`. Never on the data path.
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    latest: Mutex<[Option<ProducerStats>; 2]>,
+}
+
+/// One producer's statistics, as `/metrics` shows them.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerStats {
+    /// Messages in the producer's queue (`msg_cnt`).
+    pub queued_messages: u64,
+    /// Their bytes (`msg_size`).
+    pub queued_bytes: u64,
+    /// (broker name, average round trip in seconds) of brokers learned from
+    /// the cluster, at most [`MAX_BROKERS_REPORTED`].
+    pub broker_rtt_seconds: Vec<(String, f64)>,
+}
+
+impl KafkaStats {
+    fn record(&self, role: ProducerRole, statistics: &rdkafka::Statistics) {
+        let mut brokers: Vec<(String, f64)> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .filter_map(|b| {
+                let rtt = b.rtt.as_ref()?;
+                Some((b.name.clone(), rtt.avg as f64 / 1e6))
+            })
+            .collect();
+        brokers.sort_by(|a, b| a.0.cmp(&b.0));
+        brokers.truncate(MAX_BROKERS_REPORTED);
+        let stats = ProducerStats {
+            queued_messages: statistics.msg_cnt,
+            queued_bytes: statistics.msg_size,
+            broker_rtt_seconds: brokers,
+        };
+        let mut latest = match self.latest.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        latest[role as usize] = Some(stats);
+    }
+
+    /// The last statistics of the pipelined and the one-at-a-time producer.
+    pub fn latest(&self) -> [Option<ProducerStats>; 2] {
+        match self.latest.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 impl QuietContext {
@@ -162,6 +234,12 @@ fn same_failure(message: &str) -> &str {
 }
 
 impl ClientContext for QuietContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some((stats, role)) = &self.stats {
+            stats.record(*role, &statistics);
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
@@ -223,6 +301,8 @@ pub struct KafkaSink {
     topic: Arc<str>,
     /// Most records librdkafka queues (`queue.buffering.max.messages`).
     max_queued: usize,
+    /// librdkafka's statistics, for `/metrics`; every generation writes here.
+    stats: Arc<KafkaStats>,
 }
 
 /// One generation of the master's two producers. A stream takes it once
@@ -274,7 +354,8 @@ impl KafkaSink {
                 "queue.buffering.max.messages",
                 DEFAULT_MAX_QUEUED.to_string(),
             )
-            .set("queue.buffering.max.kbytes", "1048576");
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         let mut max_queued = DEFAULT_MAX_QUEUED;
         for (key, value) in &config.overrides {
             client.set(key, value);
@@ -286,8 +367,10 @@ impl KafkaSink {
         alone.set("linger.ms", "0").set("batch.num.messages", "1");
         client.set("enable.gapless.guarantee", "true");
         let topic: Arc<str> = Arc::from(config.topic.as_str());
-        let producers = Producers::new(0, &client, &alone, &topic)?;
+        let stats = Arc::new(KafkaStats::default());
+        let producers = Producers::new(0, &client, &alone, &topic, &stats)?;
         Ok(Self {
+            stats,
             current: Arc::new(RwLock::new(Arc::new(producers))),
             pipelined: Arc::new(client),
             alone: Arc::new(alone),
@@ -327,8 +410,14 @@ impl KafkaSink {
             &self.pipelined,
             &self.alone,
             &self.topic,
+            &self.stats,
         )?;
         Ok(std::mem::replace(&mut *current, Arc::new(fresh)))
+    }
+
+    /// librdkafka's statistics of the producers in use.
+    pub fn stats(&self) -> Arc<KafkaStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Resolves when a stream saw a producer fail, maybe for good.
@@ -403,11 +492,16 @@ impl Producers {
         pipelined: &ClientConfig,
         alone: &ClientConfig,
         topic: &Arc<str>,
+        stats: &Arc<KafkaStats>,
     ) -> Result<Self, KafkaError> {
+        let context = |role| QuietContext {
+            stats: Some((Arc::clone(stats), role)),
+            ..QuietContext::default()
+        };
         Ok(Self {
             generation,
-            pipelined: pipelined.create_with_context(QuietContext::default())?,
-            alone: alone.create_with_context(QuietContext::default())?,
+            pipelined: pipelined.create_with_context(context(ProducerRole::Pipelined))?,
+            alone: alone.create_with_context(context(ProducerRole::Alone))?,
             topic: Arc::clone(topic),
         })
     }

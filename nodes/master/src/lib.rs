@@ -19,6 +19,8 @@
 //! - [`health`]: health checks: probes of every peer, rows for the report.
 //! - [`admin`]: the admin API the console uses, on its own listener.
 //! - [`counters`]: totals since start.
+//! - [`metrics`]: `/metrics` (`--metrics-listen`): the counters, Kafka's
+//!   readiness and librdkafka's own statistics.
 
 pub mod admin;
 pub mod cloudevents;
@@ -27,6 +29,7 @@ pub mod counters;
 pub mod dedupe;
 pub mod health;
 pub mod kafka;
+pub mod metrics;
 pub mod registry;
 pub mod report;
 pub mod session;
@@ -144,6 +147,15 @@ impl Master {
     /// Totals since start.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Its Prometheus metrics, for `smesh_core::metrics::serve`.
+    pub fn metrics(&self) -> smesh_core::metrics::Registry {
+        smesh_core::metrics::registry(metrics::MasterMetrics {
+            counters: Arc::clone(&self.counters),
+            kafka: self.kafka_tx.subscribe(),
+            librdkafka: self.sink.stats(),
+        })
     }
 
     /// Serves sidecars on `listener` and the admin API on `admin` until

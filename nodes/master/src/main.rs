@@ -54,6 +54,21 @@ fn main() -> ExitCode {
             }
         };
         let token = CancellationToken::new();
+        match args.metrics.bind().await {
+            Ok(Some(listener)) => {
+                let registry = std::sync::Arc::new(master.metrics());
+                tokio::spawn(smesh_core::metrics::serve(
+                    listener,
+                    registry,
+                    token.clone(),
+                ));
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                eprintln!("smesh-master: {reason}");
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        }
         // SIGUSR1 runs a health check of every peer (the console does it through the admin API).
         tokio::spawn(health_check_on_sigusr1(
             master.handle(),

@@ -29,6 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, wat
 use tonic::Status;
 use tracing::warn;
 
+use smesh_core::metrics::Held;
+
 use crate::counters::Counters;
 use crate::dedupe::Delivered;
 use crate::kafka::{KafkaSink, Producers, PublishError};
@@ -90,6 +92,7 @@ impl Tier for SidecarStreams {
             .await
             .map_err(|_| Status::unavailable("master is shutting down"))?;
         Ok(SidecarSession {
+            _connected: Held::new(Arc::clone(&self.counters), |c| &c.sidecars_connected),
             conn: caller.conn,
             peer: caller.hello.node_id.clone(),
             identity: caller.identity.clone(),
@@ -106,6 +109,8 @@ impl Tier for SidecarStreams {
 /// The master's half of one sidecar stream.
 #[derive(Debug)]
 pub struct SidecarSession {
+    /// Counts this stream in `sidecars_connected` while it lives.
+    _connected: Held<Counters>,
     conn: ConnId,
     /// The sidecar's id.
     peer: String,
@@ -239,6 +244,7 @@ impl Handler for SidecarSession {
     }
 
     fn rtt(&mut self, rtt: Duration) {
+        self.streams.counters.sidecar_rtt.observe(rtt);
         let _ = self.streams.heartbeats.send(HeartbeatSample {
             at_unix_nanos: now_unix_nanos(),
             checker_id: self.streams.node_id.clone(),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use smesh_core::backoff::Backoff;
 use smesh_core::cli::{
-    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+    LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
+    size_flag,
 };
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
@@ -160,6 +161,9 @@ pub struct SidecarArgs {
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
+    /// Prometheus metrics (`--metrics-listen`; off unless given).
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 impl SidecarArgs {

@@ -11,9 +11,11 @@
 //! - [`session`]: what the sidecar does with its clients' streams.
 //! - [`upstream`]: the master link, failover, ack routing.
 //! - [`clients`]: the client table, probes for health checks.
+//! - [`metrics`]: `/metrics` (`--metrics-listen`), read from [`UpstreamCounters`].
 
 pub mod clients;
 pub mod config;
+pub mod metrics;
 pub mod session;
 pub mod upstream;
 
@@ -95,6 +97,14 @@ impl Sidecar {
         Arc::clone(&self.counters)
     }
 
+    /// Its Prometheus metrics, for `smesh_core::metrics::serve`.
+    pub fn metrics(&self) -> smesh_core::metrics::Registry {
+        smesh_core::metrics::registry(metrics::SidecarMetrics {
+            counters: Arc::clone(&self.counters),
+            max_pending_bytes: self.config.upstream.max_pending_bytes,
+        })
+    }
+
     /// Serves clients on `listener` until `shutdown`, then drains: client
     /// streams stop taking batches and end once what they sent is
     /// acknowledged by a master.
@@ -128,7 +138,7 @@ impl Sidecar {
             inbox,
             table_handle.clone(),
             ready_tx,
-            counters,
+            Arc::clone(&counters),
         );
         let upstream_done = CancellationToken::new();
         {
@@ -153,6 +163,7 @@ impl Sidecar {
                 upstream: upstream_tx,
                 ready,
                 table: table_handle,
+                counters: Arc::clone(&counters),
             },
             config.sessions.clone(),
             shutdown.clone(),

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     args.log.init();
     let grace = args.grace;
     let listen = args.listen;
+    let metrics = args.metrics.clone();
     let config = match args.into_config() {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
@@ -30,6 +31,21 @@ fn main() -> ExitCode {
         };
         let token = CancellationToken::new();
         let sidecar = Sidecar::new(config);
+        match metrics.bind().await {
+            Ok(Some(listener)) => {
+                let registry = std::sync::Arc::new(sidecar.metrics());
+                tokio::spawn(smesh_core::metrics::serve(
+                    listener,
+                    registry,
+                    token.clone(),
+                ));
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                eprintln!("smesh-sidecar: {reason}");
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        }
         match shutdown::drive(sidecar.run(listener, token.clone()), token, grace).await {
             Some(Ok(())) | None => ExitCode::SUCCESS,
             Some(Err(err)) => {

@@ -9,15 +9,19 @@
 //! [`ClientTable`](crate::clients::ClientTable) fresh, and marks each event
 //! with whether its client proved its id with a certificate.
 
+use smesh_core::metrics::Held;
 use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{Batch, ClientInfo, PeerStatus, Report};
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::clients::{ConnId, TableEvent, TableHandle};
-use crate::upstream::Forward;
+use crate::upstream::{Forward, UpstreamCounters};
 
 /// The sidecar as the accepting tier of its clients' streams.
 #[derive(Debug)]
@@ -28,6 +32,8 @@ pub struct ClientStreams {
     pub ready: watch::Receiver<bool>,
     /// The client table.
     pub table: TableHandle,
+    /// Where the sessions count clients and round trips for `/metrics`.
+    pub counters: Arc<UpstreamCounters>,
 }
 
 impl Tier for ClientStreams {
@@ -63,6 +69,8 @@ impl Tier for ClientStreams {
             })
             .await;
         Ok(ClientSession {
+            _connected: Held::new(Arc::clone(&self.counters), |c| &c.clients_connected),
+            counters: Arc::clone(&self.counters),
             conn: caller.conn,
             info,
             upstream: self.upstream.clone(),
@@ -76,6 +84,10 @@ impl Tier for ClientStreams {
 /// The sidecar's half of one client stream.
 #[derive(Debug)]
 pub struct ClientSession {
+    /// Round trips, for `/metrics`.
+    counters: Arc<UpstreamCounters>,
+    /// Counts this stream in `clients_connected` while it lives.
+    _connected: Held<UpstreamCounters>,
     conn: ConnId,
     /// The client's row, as the table will see it next.
     info: ClientInfo,
@@ -155,6 +167,10 @@ impl Handler for ClientSession {
     async fn report(&mut self, report: Report) {
         self.info.backlog = report.backlog;
         self.info.counters = report.counters;
+    }
+
+    fn rtt(&mut self, rtt: Duration) {
+        self.counters.client_rtt.observe(rtt);
     }
 
     fn heartbeat(&mut self, view: SessionView) {

@@ -58,6 +58,25 @@ pub struct UpstreamCounters {
     pub events_resent: AtomicU64,
     /// Masters lost or left.
     pub failovers: AtomicU64,
+    /// Streams opened to a master.
+    pub links_opened: AtomicU64,
+    /// Events held for the master link (sent or not, unacknowledged).
+    pub pending_events: AtomicU64,
+    /// Their encoded bytes, counted against `--max-pending-bytes`.
+    pub pending_bytes: AtomicU64,
+    /// Whether the master link can deliver now (0 or 1).
+    pub upstream_ready: AtomicU64,
+    /// Client streams open now.
+    pub clients_connected: AtomicU64,
+    /// Round trips to clients (no label per client: many clients, one histogram).
+    pub client_rtt: smesh_core::metrics::Histogram,
+}
+
+impl UpstreamCounters {
+    fn held(&self, events: usize, bytes: u64) {
+        self.pending_events.store(events as u64, Relaxed);
+        self.pending_bytes.store(bytes, Relaxed);
+    }
 }
 
 /// The master link task.
@@ -125,6 +144,7 @@ impl Upstream {
     fn push(&mut self, forward: Forward) {
         self.pending_events += forward.events.len();
         self.pending_bytes += forward.bytes;
+        self.counters.held(self.pending_events, self.pending_bytes);
         self.counters
             .events_forwarded
             .fetch_add(forward.events.len() as u64, Relaxed);
@@ -164,7 +184,8 @@ impl Upstream {
     fn on_link(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Up { peer, welcome } => {
-                self.ready.send_replace(welcome.ready);
+                self.counters.links_opened.fetch_add(1, Relaxed);
+                self.set_ready(welcome.ready);
                 info!(master = %peer, ready = welcome.ready, window = welcome.window, "connected to master");
                 if self.pending_events > 0 {
                     info!(master = %peer, events = self.pending_events, "sending held events");
@@ -191,7 +212,7 @@ impl Upstream {
                         info!(from = %peer, %to, %reason, "master cannot deliver; switching to one that can");
                     }
                     None => {
-                        self.ready.send_replace(false);
+                        self.set_ready(false);
                         warn!(master = %peer, %reason, unacknowledged = resent, "lost the master; failing over");
                     }
                 }
@@ -200,11 +221,18 @@ impl Upstream {
                 batches, rejected, ..
             } => self.on_ack(batches, rejected),
             LinkEvent::Ready(ready) => {
-                self.ready.send_replace(ready);
+                self.set_ready(ready);
                 info!(master = ?self.link.peer().map(ToString::to_string), ready, "master readiness changed");
             }
             LinkEvent::Probe(request) => self.probe(request),
         }
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready.send_replace(ready);
+        self.counters
+            .upstream_ready
+            .store(u64::from(ready), Relaxed);
     }
 
     /// Probes the clients for a master's health check, beside the data flow.
@@ -249,6 +277,7 @@ impl Upstream {
             self.sent -= 1;
             self.pending_events -= n;
             self.pending_bytes -= done.bytes;
+            self.counters.held(self.pending_events, self.pending_bytes);
             self.counters.events_acked.fetch_add(n as u64, Relaxed);
             let mine = if rejected_ids.is_empty() {
                 Vec::new()
