@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smesh_core::cli::{
-    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+    ConfigArgs, LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
+    size_flag,
 };
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
@@ -181,6 +182,10 @@ pub struct ClientArgs {
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
+    /// A TOML file of these settings, and checking them without starting
+    /// (`--config`, `--check-config`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// A validated client configuration: from flags ([`ClientArgs::into_config`])

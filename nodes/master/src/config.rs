@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smesh_core::cli::{
-    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+    ConfigArgs, LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
+    size_flag,
 };
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 use smesh_core::token::AdminToken;
@@ -187,6 +188,10 @@ pub struct MasterArgs {
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
+    /// A TOML file of these settings, and checking them without starting
+    /// (`--config`, `--check-config`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `compression.type` values librdkafka knows. (Doc comments on the

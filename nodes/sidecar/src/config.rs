@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use smesh_core::backoff::Backoff;
 use smesh_core::cli::{
-    LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration, size_flag,
+    ConfigArgs, LogArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
+    size_flag,
 };
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
@@ -160,6 +161,10 @@ pub struct SidecarArgs {
     /// Log format and filter (`--log`, `--log-format`).
     #[command(flatten)]
     pub log: LogArgs,
+    /// A TOML file of these settings, and checking them without starting
+    /// (`--config`, `--check-config`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 impl SidecarArgs {
