@@ -715,7 +715,7 @@ impl Pipeline {
                 reason,
                 switching_to,
             } => {
-                warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                warn!(sidecar = %peer, peer = %peer.id, address = %peer.address(), %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
                 self.unsend();
             }
             LinkEvent::Acked {

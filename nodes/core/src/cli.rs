@@ -278,8 +278,10 @@ impl LogArgs {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&self.log))
             .unwrap_or_else(|_| EnvFilter::new("info"));
+        // Colours only on a terminal: not in files, journald or a shipper.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         // A second init (tests, the in-process demo) keeps the first subscriber.
         let _ = match self.log_format {

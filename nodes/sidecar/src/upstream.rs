@@ -192,7 +192,7 @@ impl Upstream {
                     }
                     None => {
                         self.ready.send_replace(false);
-                        warn!(master = %peer, %reason, unacknowledged = resent, "lost the master; failing over");
+                        warn!(master = %peer, peer = %peer.id, address = %peer.address(), %reason, unacknowledged = resent, "lost the master; failing over");
                     }
                 }
             }
