@@ -101,7 +101,10 @@ fn log_format_text_and_the_older_plain_write_text_lines_with_the_fields() {
             serde_json::from_str::<serde_json::Value>(&line).is_err(),
             "{format}: {line}"
         );
-        assert!(!line.contains('\x1b'), "{format}: no colours in a file: {line}");
+        assert!(
+            !line.contains('\x1b'),
+            "{format}: no colours in a file: {line}"
+        );
         assert!(line.contains("WARN"), "{format}: {line}");
         assert!(line.contains("peer=S-gone"), "{format}: {line}");
         assert!(
