@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smesh_core::cli::{
-    LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
-    size_flag,
+    ConfigArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes,
+    parse_duration, size_flag,
 };
 use smesh_core::link::LinkTimeouts;
 use smesh_core::peers::{self, Peer};
@@ -185,6 +185,10 @@ pub struct ClientArgs {
     /// Prometheus metrics (`--metrics-listen`; off unless given).
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// A TOML file of these settings, and checking them without starting
+    /// (`--config`, `--check-config`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// A validated client configuration: from flags ([`ClientArgs::into_config`])

@@ -16,10 +16,12 @@ fn main() -> ExitCode {
     // The client drains for --grace itself, then makes the spool durable.
     let grace = args.grace + Duration::from_secs(5);
     let metrics = args.metrics.clone();
+    let checking = args.config.clone();
     let config = match args.into_config() {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
+    checking.exit_if_checking();
     let runtime = cli::runtime("smesh-client");
     runtime.block_on(async move {
         let token = CancellationToken::new();

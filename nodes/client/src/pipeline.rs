@@ -717,7 +717,7 @@ impl Pipeline {
                 switching_to,
             } => {
                 Counters::bump(&self.counters.links_lost, 1);
-                warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                warn!(sidecar = %peer, peer = %peer.id, address = %peer.address(), %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
                 self.unsend();
             }
             LinkEvent::Acked {

@@ -255,7 +255,7 @@ async fn accept_loop(
         };
         let refuse = |why: &str, refusals: &mut LogEvery| {
             if let Some(unlogged) = refusals.tick() {
-                warn!(%peer, why, also_since_last_log = unlogged, "connection refused at the door");
+                warn!(address = %peer, why, also_since_last_log = unlogged, "connection refused at the door");
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
@@ -381,7 +381,7 @@ fn log_refusal(logs: &RefusalLogs, peer: SocketAddr, refusal: Refusal, detail: &
         Err(poisoned) => poisoned.into_inner(),
     };
     if let Some(unlogged) = logs[refusal as usize].tick() {
-        warn!(%peer, why = refusal.hint(), error = detail, also_since_last_log = unlogged, "TLS handshake refused; connection closed");
+        warn!(address = %peer, why = refusal.hint(), error = detail, also_since_last_log = unlogged, "TLS handshake refused; connection closed");
     }
 }
 

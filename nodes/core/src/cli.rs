@@ -18,8 +18,10 @@ pub const EX_SOFTWARE: i32 = 70;
 /// Exit code when a node could not bind its port or reach what it must (EX_UNAVAILABLE).
 pub const EX_UNAVAILABLE: i32 = 69;
 
-/// Parses flags (and their `SMESH_*` variables). `--help` and `--version`
-/// print and exit 0; anything wrong prints one line on stderr and exits 64.
+/// Parses flags (and their `SMESH_*` variables, and the file `--config`
+/// names when the command has [`ConfigArgs`]: see [`crate::config_file`]).
+/// `--help` and `--version` print and exit 0; anything wrong prints one
+/// line on stderr and exits 64.
 pub fn parse<T: Parser>() -> T {
     parse_from(std::env::args_os())
 }
@@ -30,6 +32,11 @@ where
     I: IntoIterator<Item = A>,
     A: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let args = match crate::config_file::merge(&T::command(), args) {
+        Ok(args) => args,
+        Err(reason) => usage_error(&reason),
+    };
     match T::try_parse_from(args) {
         Ok(parsed) => parsed,
         Err(err) => match err.kind() {
@@ -39,7 +46,7 @@ where
                 let _ = err.print();
                 std::process::exit(0)
             }
-            _ => usage_error(&one_line(&err)),
+            _ => usage_error(&clap_line(&err)),
         },
     }
 }
@@ -103,14 +110,16 @@ pub fn usage_error(reason: &str) -> ! {
 }
 
 /// clap's first line, without the `error: ` prefix, plus a pointer to --help.
-fn one_line(err: &clap::Error) -> String {
+pub fn clap_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
+    let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{first} (see --help)")
+    // "the following required arguments were not provided:" lists them below.
+    match (first.ends_with(':'), lines.next()) {
+        (true, Some(next)) => format!("{first} {} (see --help)", next.trim()),
+        _ => format!("{first} (see --help)"),
+    }
 }
 
 fn program_name() -> String {
@@ -202,12 +211,52 @@ pub fn warn_plaintext(flag: &str, address: SocketAddr, tls: bool) {
     }
 }
 
+/// `--config` and `--check-config`, which every node takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// A TOML file of settings: the long flags without `--` as keys
+    /// (`max-event-bytes = 1000000`, `source = ["sensor:rate=5"]`). Flags
+    /// and `SMESH_*` variables win over it; it wins over the defaults.
+    #[arg(long, env = "SMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the flags, variables and `--config` file (peer lists, TLS
+    /// files, tokens…), print one line and exit: 0 when the node would
+    /// start, 64 when not. Binds nothing. (A flag only, without a variable:
+    /// a variable left behind would keep a service from ever starting.)
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl ConfigArgs {
+    /// With `--check-config`, says the configuration is good and exits 0.
+    pub fn exit_if_checking(&self) {
+        if self.check_config {
+            self.confirm()
+        }
+    }
+
+    /// Prints that the configuration is good and exits 0.
+    pub fn confirm(&self) -> ! {
+        match &self.config {
+            Some(path) => println!(
+                "{}: configuration OK (--config {})",
+                program_name(),
+                path.display()
+            ),
+            None => println!("{}: configuration OK", program_name()),
+        }
+        std::process::exit(0)
+    }
+}
+
 /// How log lines look.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// One human-readable line per event.
+    /// One human-readable line per event. `plain` is accepted as its
+    /// earlier name.
     #[default]
-    Plain,
+    #[value(alias = "plain")]
+    Text,
     /// One JSON object per line, for log shippers.
     Json,
 }
@@ -247,7 +296,7 @@ impl MetricsArgs {
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {
     /// Log line format.
-    #[arg(long, env = "SMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    #[arg(long, env = "SMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax, e.g. `info` or `smesh_client=debug,info`.
     #[arg(long, env = "SMESH_LOG", default_value = "info")]
@@ -260,12 +309,14 @@ impl LogArgs {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&self.log))
             .unwrap_or_else(|_| EnvFilter::new("info"));
+        // Colours only on a terminal: not in files, journald or a shipper.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         // A second init (tests, the in-process demo) keeps the first subscriber.
         let _ = match self.log_format {
-            LogFormat::Plain => builder.try_init(),
+            LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().try_init(),
         };
     }
@@ -376,9 +427,27 @@ mod tests {
     }
 
     #[test]
+    fn log_format_takes_text_json_and_the_old_plain() {
+        #[derive(Parser)]
+        struct Logs {
+            #[command(flatten)]
+            log: LogArgs,
+        }
+        for (given, format) in [
+            ("text", LogFormat::Text),
+            ("plain", LogFormat::Text),
+            ("json", LogFormat::Json),
+        ] {
+            let logs = Logs::try_parse_from(["logs", "--log-format", given]).expect(given);
+            assert_eq!(logs.log.log_format, format, "{given}");
+        }
+        assert!(Logs::try_parse_from(["logs", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
     fn clap_errors_become_one_line() {
         let err = Demo::try_parse_from(["demo", "--every", "soon"]).expect_err("bad duration");
-        let line = one_line(&err);
+        let line = clap_line(&err);
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("--every"), "{line}");
         assert!(line.ends_with("(see --help)"), "{line}");

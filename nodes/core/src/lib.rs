@@ -24,11 +24,13 @@
 //! - [`retention`]: forgetting peers that left, after a while and beyond a count.
 //! - [`shutdown`]: signals turned into a cancellation token.
 //! - [`cli`]: flag parsing that exits 64 with one line, logging set-up.
+//! - [`config_file`]: `--config FILE`, a node's flags as TOML.
 //! - [`time`]: wall-clock helpers.
 
 pub mod accept;
 pub mod backoff;
 pub mod cli;
+pub mod config_file;
 pub mod event;
 pub mod grpc;
 pub mod heartbeat;

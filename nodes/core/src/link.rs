@@ -479,7 +479,7 @@ impl Link {
                         return LinkEvent::Up { peer, welcome };
                     }
                     Err(err) => {
-                        warn!(%peer, %err, "{} unavailable", self.upstream);
+                        warn!(peer = %peer.id, address = %peer.address(), %err, "{} unavailable", self.upstream);
                         self.state = match self.walk.failed() {
                             Some(pause) => {
                                 debug!(?pause, "every {} failed; backing off", self.upstream);

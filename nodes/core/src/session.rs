@@ -331,7 +331,7 @@ impl<T: Tier> Mesh for MeshService<T> {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 if let Some(unlogged) = refused.tick() {
-                    warn!(%address, error = %status.message(), also_since_last_log = unlogged, "stream refused");
+                    warn!(peer = %crate::ids::quote(&hello.node_id), %address, error = %status.message(), also_since_last_log = unlogged, "stream refused");
                 }
                 return Err(status);
             }
@@ -433,11 +433,11 @@ impl<T: Tier> Session<T> {
         };
         if let Err(status) = outcome {
             if status.code() != tonic::Code::Cancelled {
-                warn!(peer = %self.caller.hello.node_id, conn = self.caller.conn, error = %status.message(), "ending stream");
+                warn!(peer = %self.caller.hello.node_id, address = %self.caller.address, conn = self.caller.conn, error = %status.message(), "ending stream");
             }
             let _ = self.out.send(Err(status)).await;
         }
-        info!(peer = %self.caller.hello.node_id, conn = self.caller.conn, unacknowledged = self.in_flight, "{} disconnected", kind_name(self.peer_kind));
+        info!(peer = %self.caller.hello.node_id, address = %self.caller.address, conn = self.caller.conn, unacknowledged = self.in_flight, "{} disconnected", kind_name(self.peer_kind));
         let view = self.view();
         self.handler.ended(view, reason).await;
     }
@@ -575,7 +575,7 @@ impl<T: Tier> Session<T> {
         if !refused.is_empty() {
             let peer = &self.caller.hello.node_id;
             if let Some(unlogged) = self.refused_log.tick() {
-                warn!(%peer, refused = refused.len(), also_since_last_log = unlogged, max_event_bytes = max, "events larger than this node's limit refused (this warning at most every 10 s)");
+                warn!(%peer, address = %self.caller.address, refused = refused.len(), also_since_last_log = unlogged, max_event_bytes = max, "events larger than this node's limit refused (this warning at most every 10 s)");
             }
         }
         self.in_flight += n;

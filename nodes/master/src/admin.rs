@@ -314,7 +314,7 @@ impl AdminDoor {
         Err(refusal.status(self.token.is_some()))
     }
 
-    fn log(&self, refusal: &Refusal, peer: &str) {
+    fn log(&self, refusal: &Refusal, address: &str) {
         let Ok(mut refusals) = self.refusals.lock() else {
             return;
         };
@@ -324,7 +324,7 @@ impl AdminDoor {
             Refusal::NotAConsole(_) => (&mut refusals.not_a_console, "not a console certificate"),
         };
         if let Some(unlogged) = every.tick() {
-            warn!(%peer, reason, unlogged, "admin API call refused");
+            warn!(%address, reason, unlogged, "admin API call refused");
         }
     }
 }

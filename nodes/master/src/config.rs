@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smesh_core::cli::{
-    LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
-    size_flag,
+    ConfigArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes,
+    parse_duration, size_flag,
 };
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 use smesh_core::token::AdminToken;
@@ -191,6 +191,10 @@ pub struct MasterArgs {
     /// Prometheus metrics (`--metrics-listen`; off unless given).
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// A TOML file of these settings, and checking them without starting
+    /// (`--config`, `--check-config`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `compression.type` values librdkafka knows. (Doc comments on the

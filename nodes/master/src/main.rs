@@ -25,10 +25,14 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
-    cli::warn_plaintext("--listen", args.listen, config.tls.is_some());
-    cli::warn_plaintext("--admin-listen", args.admin_listen, config.tls.is_some());
+    if !args.config.check_config {
+        cli::warn_plaintext("--listen", args.listen, config.tls.is_some());
+        cli::warn_plaintext("--admin-listen", args.admin_listen, config.tls.is_some());
+    }
     let runtime = cli::runtime("smesh-master");
     runtime.block_on(async move {
+        // The Kafka producers are made (librdkafka checks their settings)
+        // before anything is bound, also by --check-config.
         let master = match Master::new(config) {
             Ok(master) => master,
             Err(err) => {
@@ -36,6 +40,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE as u8);
             }
         };
+        if args.config.check_config {
+            drop(master);
+            args.config.confirm();
+        }
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(listener) => listener,
             Err(err) => {

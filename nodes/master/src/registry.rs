@@ -426,7 +426,7 @@ impl Registry {
         if let Some(previous) = &record.connected {
             // The same id on two live streams: usually a reconnect racing the
             // old stream's end; if it persists, two sidecars share an id.
-            warn!(sidecar = %hello.node_id, old = previous.conn, new = conn, "sidecar id connected again; following the newest stream");
+            warn!(sidecar = %hello.node_id, peer = %hello.node_id, %address, old = previous.conn, new = conn, "sidecar id connected again; following the newest stream");
             self.conns.remove(&previous.conn);
         }
         record.address = address;

@@ -95,6 +95,7 @@ impl Tier for SidecarStreams {
             _connected: Held::new(Arc::clone(&self.counters), |c| &c.sidecars_connected),
             conn: caller.conn,
             peer: caller.hello.node_id.clone(),
+            address: caller.address.clone(),
             identity: caller.identity.clone(),
             rejections: Arc::new(Mutex::new(LogEvery::default())),
             streams: self.clone(),
@@ -114,6 +115,8 @@ pub struct SidecarSession {
     conn: ConnId,
     /// The sidecar's id.
     peer: String,
+    /// The sidecar's address, for log lines about it.
+    address: String,
     /// Who the peer's certificate proved it is (`None` on plaintext): which
     /// client ids its events may carry (see [`refusal`]).
     identity: Option<PeerIdentity>,
@@ -222,7 +225,7 @@ impl Handler for SidecarSession {
         let permit = self.unsettled_permit().await?;
         let seq = batch.seq;
         let outcome = if careful {
-            warn!(peer = %self.peer, batch = seq, "Kafka refused a produce batch holding events of this batch; producing them one at a time");
+            warn!(peer = %self.peer, address = %self.address, batch = seq, "Kafka refused a produce batch holding events of this batch; producing them one at a time");
             self.forward_alone(batch, producers, permit)
         } else {
             self.forward_pipelined(batch, &producers, permit).await?
@@ -343,7 +346,7 @@ impl SidecarSession {
         let mut duplicates = 0u64;
         for (event, seen) in batch.events.iter().zip(seen) {
             if let Some(reason) = refusal(self.identity.as_ref(), event, streams.max_event_bytes) {
-                log_rejection(&self.rejections, &self.peer, event, &reason);
+                log_rejection(&self.rejections, &self.peer, &self.address, event, &reason);
                 rejected.push(Rejected {
                     event_id: event.id.clone(),
                     reason,
@@ -372,7 +375,7 @@ impl SidecarSession {
                     Err(PublishError::QueueFull) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
                     // Refused before it was queued: about this event alone.
                     Err(PublishError::Permanent(reason)) => {
-                        log_rejection(&self.rejections, &self.peer, event, &reason);
+                        log_rejection(&self.rejections, &self.peer, &self.address, event, &reason);
                         rejected.push(Rejected {
                             event_id: event.id.clone(),
                             reason,
@@ -456,6 +459,7 @@ impl SidecarSession {
     ) -> Outcome {
         let streams = self.streams.clone();
         let peer = self.peer.clone();
+        let address = self.address.clone();
         let identity = self.identity.clone();
         let rejections = Arc::clone(&self.rejections);
         let seq = batch.seq;
@@ -505,7 +509,7 @@ impl SidecarSession {
                         Counters::add(&streams.counters.published, 1);
                     }
                     Some(reason) => {
-                        log_rejection(&rejections, &peer, event, &reason);
+                        log_rejection(&rejections, &peer, &address, event, &reason);
                         Counters::add(&streams.counters.failed, 1);
                         rejected.push(Rejected {
                             event_id: event.id.clone(),
@@ -568,13 +572,13 @@ fn refusal(
 }
 
 /// Logs a rejected event, at most once per interval per stream.
-fn log_rejection(log: &Mutex<LogEvery>, peer: &str, event: &Event, reason: &str) {
+fn log_rejection(log: &Mutex<LogEvery>, peer: &str, address: &str, event: &Event, reason: &str) {
     let mut log = match log.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
     if let Some(unlogged) = log.tick() {
-        warn!(%peer, event = %smesh_core::ids::quote(&event.id), %reason, also_since_last_log = unlogged, "rejecting event");
+        warn!(%peer, %address, event = %smesh_core::ids::quote(&event.id), %reason, also_since_last_log = unlogged, "rejecting event");
     }
 }
 

@@ -205,6 +205,8 @@ impl ClientTable {
                             // A reconnect comes from the same host; this is two devices.
                             warn!(
                                 client = %id,
+                                peer = %id,
+                                address = %info.address,
                                 first = %existing.info.address,
                                 second = %info.address,
                                 "two clients use the same id: ids must be unique, or their events look like resends of each other"

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use smesh_core::backoff::Backoff;
 use smesh_core::cli::{
-    LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes, parse_duration,
-    size_flag,
+    ConfigArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes,
+    parse_duration, size_flag,
 };
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::peers::{self, Peer};
@@ -164,6 +164,10 @@ pub struct SidecarArgs {
     /// Prometheus metrics (`--metrics-listen`; off unless given).
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// A TOML file of these settings, and checking them without starting
+    /// (`--config`, `--check-config`).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 impl SidecarArgs {

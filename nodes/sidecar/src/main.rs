@@ -15,10 +15,12 @@ fn main() -> ExitCode {
     let grace = args.grace;
     let listen = args.listen;
     let metrics = args.metrics.clone();
+    let checking = args.config.clone();
     let config = match args.into_config() {
         Ok(config) => config,
         Err(reason) => cli::usage_error(&reason),
     };
+    checking.exit_if_checking();
     cli::warn_plaintext("--listen", listen, config.tls.is_some());
     let runtime = cli::runtime("smesh-sidecar");
     runtime.block_on(async move {

@@ -213,7 +213,7 @@ impl Upstream {
                     }
                     None => {
                         self.set_ready(false);
-                        warn!(master = %peer, %reason, unacknowledged = resent, "lost the master; failing over");
+                        warn!(master = %peer, peer = %peer.id, address = %peer.address(), %reason, unacknowledged = resent, "lost the master; failing over");
                     }
                 }
             }
