@@ -160,11 +160,7 @@ impl DemoMesh {
 
 fn loopback(listener: &TcpListener, id: &str) -> anyhow::Result<Peer> {
     let port = listener.local_addr()?.port();
-    Ok(Peer {
-        id: id.to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    })
+    Ok(Peer::new(id.to_string(), "127.0.0.1", port))
 }
 
 /// The demo's throw-away CA: certificates for every node and the console,
@@ -471,11 +467,7 @@ mod tests {
             .expect("master");
         assert_eq!(master.report_path, dir.join("healthCheckReport.csv"));
         assert!(master.tls.is_some());
-        let peer = |id: &str, port| Peer {
-            id: id.to_string(),
-            host: "127.0.0.1".to_string(),
-            port,
-        };
+        let peer = |id: &str, port| Peer::new(id.to_string(), "127.0.0.1", port);
         let sidecar = sidecar_config(
             "sidecar-1",
             peer("master-1", 9010),

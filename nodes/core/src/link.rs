@@ -834,11 +834,7 @@ mod tests {
 
     fn peers(n: u16) -> Vec<Peer> {
         (0..n)
-            .map(|i| Peer {
-                id: format!("S{i}"),
-                host: "127.0.0.1".into(),
-                port: 9000 + i,
-            })
+            .map(|i| Peer::new(format!("S{i}"), "127.0.0.1", 9000 + i))
             .collect()
     }
 
@@ -878,11 +874,7 @@ mod tests {
     #[tokio::test]
     async fn opening_a_link_to_nobody_fails_fast_and_names_the_peer() {
         // Port 1 on loopback: nothing listens there.
-        let peer = Peer {
-            id: "S9".into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-        };
+        let peer = Peer::new("S9", "127.0.0.1", 1);
         let err = open(&peer, Hello::default(), LinkTimeouts::default(), None)
             .await
             .expect_err("nobody listens");

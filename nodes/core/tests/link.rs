@@ -225,11 +225,7 @@ async fn a_silent_upstream_is_presumed_dead_after_the_heartbeat_timeout() {
 async fn an_unreachable_peer_is_skipped() {
     let s2 = Upstream::start("S2", settings()).await;
     // Port 1 on loopback: nothing listens there.
-    let nobody = Peer {
-        id: "S1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port: 1,
-    };
+    let nobody = Peer::new("S1", "127.0.0.1", 1);
     let mut link = link_to(&[&nobody, &s2.peer], 1000, None);
     assert_eq!(up_peer(&next(&mut link).await), Some("S2"));
 }
@@ -336,11 +332,7 @@ async fn forger(beyond: u64) -> Peer {
             }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    Peer {
-        id: "F".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    }
+    Peer::new("F", "127.0.0.1", port)
 }
 
 #[tokio::test]
