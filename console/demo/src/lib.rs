@@ -474,7 +474,10 @@ mod tests {
             tls(Tier::Sidecar, "sidecar-1"),
         )
         .expect("sidecar");
-        assert_eq!(sidecar.upstream.link.peers, vec![peer("master-1", 9010)]);
+        assert_eq!(
+            *sidecar.upstream.link.peers.borrow(),
+            vec![peer("master-1", 9010)]
+        );
         let client = client_config(
             "client-1",
             vec![peer("sidecar-1", 9000)],

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let runtime = cli::runtime("smesh-client");
     runtime.block_on(async move {
         let token = CancellationToken::new();
-        let client = Client::new(config);
+        let client = Client::new(config).reload_on(shutdown::hangups());
         match shutdown::drive(client.run(token.clone()), token, grace).await {
             Some(Ok(())) => ExitCode::SUCCESS,
             Some(Err(err)) => {

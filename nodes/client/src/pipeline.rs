@@ -715,7 +715,11 @@ impl Pipeline {
                 reason,
                 switching_to,
             } => {
-                warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                if self.inflight_events == 0 && switching_to.is_some() {
+                    info!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), "moving to another sidecar between batches");
+                } else {
+                    warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                }
                 self.unsend();
             }
             LinkEvent::Acked {

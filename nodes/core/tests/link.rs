@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use smesh_core::backoff::Backoff;
 use smesh_core::link::{Link, LinkEvent, LinkSettings, LinkTimeouts};
-use smesh_core::peers::Peer;
+use smesh_core::live_peers::fixed;
+use smesh_core::peers::{Peer, PeerOrder};
 use smesh_core::session::SessionSettings;
 use smesh_proto::mesh::{Hello, NodeKind, PeerStatus, Rejected};
 use smesh_testkit::{Seen, Upstream, events, settings};
@@ -23,7 +24,9 @@ fn link_to(peers: &[&Peer], window: usize, not_ready_failover_after: Option<Dura
             version: "test".to_string(),
             incarnation: "1".to_string(),
         },
-        peers: peers.iter().map(|p| (*p).clone()).collect(),
+        peers: fixed(peers.iter().map(|p| (*p).clone()).collect()),
+        order: PeerOrder::Ordered,
+        rebalance_every: None,
         timeouts: LinkTimeouts {
             connect: Duration::from_secs(2),
             welcome: Duration::from_secs(5),

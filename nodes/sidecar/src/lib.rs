@@ -20,6 +20,7 @@ pub mod upstream;
 use std::sync::Arc;
 
 use smesh_core::grpc;
+use smesh_core::live_peers::{LivePeers, Reloads, no_reloads};
 use smesh_core::session::{MeshService, SessionSettings};
 use smesh_core::tls::{PeerIdentity, Tier};
 use smesh_proto::mesh::NodeKind;
@@ -47,6 +48,9 @@ pub struct Config {
     /// Mutual TLS for client streams (the master link has its own copy in
     /// `upstream`); `None`: plaintext.
     pub tls: Option<smesh_core::tls::NodeTls>,
+    /// `--masters`, followed while running (`None`: the list in `upstream`
+    /// stays as given; its names are still resolved).
+    pub masters_file: Option<std::path::PathBuf>,
 }
 
 /// Why a sidecar stopped.
@@ -76,6 +80,8 @@ pub struct Sidecar {
     counters: Arc<UpstreamCounters>,
     table: ClientTable,
     table_handle: TableHandle,
+    /// "Reload the master list now" from the binary (SIGHUP).
+    reloads: Reloads,
 }
 
 impl Sidecar {
@@ -87,7 +93,15 @@ impl Sidecar {
             counters: Arc::new(UpstreamCounters::default()),
             table,
             table_handle,
+            reloads: no_reloads(),
         }
+    }
+
+    /// Rereads the master list whenever `reloads` fires (the binary sends
+    /// on SIGHUP); it is also looked at every few seconds regardless.
+    pub fn reload_on(mut self, reloads: Reloads) -> Self {
+        self.reloads = reloads;
+        self
     }
 
     /// Totals of the master link.
@@ -108,6 +122,7 @@ impl Sidecar {
             counters,
             table,
             table_handle,
+            reloads,
         } = self;
         let address = listener
             .local_addr()
@@ -123,13 +138,15 @@ impl Sidecar {
             let own = PeerIdentity::new(Tier::Sidecar, config.id.clone());
             tasks.spawn(tls.clone().keep_fresh(Some(own), shutdown.clone()));
         }
-        let upstream = Upstream::new(
-            config.upstream.clone(),
-            inbox,
-            table_handle.clone(),
-            ready_tx,
-            counters,
-        );
+        let rows = config.upstream.link.peers.borrow().clone();
+        let (mut masters, peers) =
+            LivePeers::new(config.masters_file.clone(), smesh_core::MASTER_PORT, rows);
+        masters.resolve_now().await;
+        let mut settings = config.upstream.clone();
+        settings.link.peers = peers;
+        let master_count = settings.link.peers.borrow().len();
+        tasks.spawn(masters.run(reloads, shutdown.clone()));
+        let upstream = Upstream::new(settings, inbox, table_handle.clone(), ready_tx, counters);
         let upstream_done = CancellationToken::new();
         {
             let upstream_done = upstream_done.clone();
@@ -158,7 +175,7 @@ impl Sidecar {
             shutdown.clone(),
         );
         let sessions = mesh.sessions();
-        info!(id = %config.id, %address, masters = config.upstream.link.peers.len(), tls = config.tls.is_some(), "sidecar listening");
+        info!(id = %config.id, %address, masters = master_count, tls = config.tls.is_some(), "sidecar listening");
         let served = grpc::serve_mesh(
             mesh,
             health_service,

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             }
         };
         let token = CancellationToken::new();
-        let sidecar = Sidecar::new(config);
+        let sidecar = Sidecar::new(config).reload_on(shutdown::hangups());
         match shutdown::drive(sidecar.run(listener, token.clone()), token, grace).await {
             Some(Ok(())) | None => ExitCode::SUCCESS,
             Some(Err(err)) => {
