@@ -409,6 +409,8 @@ async fn certificates_rotate_to_a_new_ca_under_load_without_losing_a_stream_or_a
         &[nodes::file_source(&input, true)],
     )
     .args(flags("c1"))
+    // S1 first, so that S1's end is what moves it.
+    .args(["--sidecar-order", "ordered"])
     .spawn()
     .await;
     client

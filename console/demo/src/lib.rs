@@ -263,6 +263,8 @@ fn client_config(
     // A source is made only from its `--source` text.
     let sensors = format!("sensor:rate={rate},sensors=3").parse()?;
     smesh_client::Config::builder(id, sidecars)
+        // The demo spreads its few clients itself (one each first).
+        .sidecar_order(smesh_core::peers::PeerOrder::Ordered)
         .sources(vec![sensors])
         .spool_file(own.join("safeData.csv"))
         .tls(tls)

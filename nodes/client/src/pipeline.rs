@@ -714,9 +714,10 @@ impl Pipeline {
                 peer,
                 reason,
                 switching_to,
+                drained,
             } => {
-                if self.inflight_events == 0 && switching_to.is_some() {
-                    info!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), "moving to another sidecar between batches");
+                if drained {
+                    info!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), "left the sidecar between batches");
                 } else {
                     warn!(sidecar = %peer, %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
                 }

@@ -381,6 +381,10 @@ pub enum LinkEvent {
         /// [`LinkEvent::Up`] for it follows at once. Otherwise the link
         /// walks on down the list.
         switching_to: Option<Peer>,
+        /// Set when the stream was left on purpose once everything sent on
+        /// it was acknowledged (its peer was removed from the list, or a
+        /// preferred peer was waiting): nothing to resend.
+        drained: bool,
     },
     /// The oldest `batches` batches in flight are settled end to end.
     Acked {
@@ -601,6 +605,7 @@ impl Link {
                                 peer: stream.open.peer,
                                 reason,
                                 switching_to: None,
+                                drained: true,
                             };
                         }
                         Err(End::Lost(reason)) => {
@@ -610,6 +615,7 @@ impl Link {
                         }
                         Err(End::Switch(index, open)) => {
                             let old = stream.open.peer.clone();
+                            let drained = stream.in_flight.is_empty();
                             let old_index = self.walk.index();
                             self.walk.switch_to(index);
                             let (peer, welcome) = (open.peer.clone(), open.welcome.clone());
@@ -628,6 +634,7 @@ impl Link {
                                 peer: old,
                                 reason,
                                 switching_to: Some(peer),
+                                drained,
                             };
                         }
                     }
@@ -677,6 +684,7 @@ impl Link {
             peer: stream.open.peer,
             reason,
             switching_to: None,
+            drained: false,
         })
     }
 

@@ -76,6 +76,7 @@ async fn a_lost_upstream_fails_over_and_the_owner_resends_on_the_next() {
             peer,
             reason,
             switching_to,
+            ..
         } => {
             assert_eq!(peer.id, "S1");
             assert!(reason.contains("broker gone"), "{reason}");

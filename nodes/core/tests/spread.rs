@@ -137,10 +137,14 @@ async fn an_added_preferred_sidecar_is_taken_between_batches_with_nothing_resent
     }
     match next(&mut link).await {
         LinkEvent::Down {
-            peer, switching_to, ..
+            peer,
+            switching_to,
+            drained,
+            ..
         } => {
             assert_eq!(peer.id, "S1");
             assert_eq!(switching_to.map(|p| p.id).as_deref(), Some("S2"));
+            assert!(drained, "switched between batches");
         }
         other => panic!("expected the switch, got {other:?}"),
     }
@@ -193,10 +197,12 @@ async fn a_removed_sidecar_is_drained_then_left_for_the_first_of_the_new_list() 
             peer,
             reason,
             switching_to,
+            drained,
         } => {
             assert_eq!(peer.id, "S1");
             assert!(reason.contains("no longer in the peer list"), "{reason}");
             assert!(switching_to.is_none());
+            assert!(drained);
         }
         other => panic!("expected S1 left, got {other:?}"),
     }

@@ -1,0 +1,119 @@
+//! Live peer lists, end to end: a client's `clientCon.csv` edited while it
+//! runs (a broken edit, a sidecar added, the one in use removed, by the
+//! file's poll and by SIGHUP) loses nothing; the topic is read back.
+
+// Test helpers fail loudly, like the tests they serve.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use smesh_tests::kafka::KafkaBroker;
+use smesh_tests::nodes::{self, Feeder, Process};
+use smesh_tests::records::read_until_complete;
+use smesh_tests::unique_topic;
+
+const DELIVERY: Duration = Duration::from_secs(120);
+
+/// The sidecars the client connected to, in order (ids as logged).
+fn connections(client: &Process) -> Vec<String> {
+    client
+        .log_events("connected to sidecar")
+        .iter()
+        .map(|e| {
+            e["fields"]["sidecar"]
+                .as_str()
+                .unwrap_or_default()
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+async fn wait_connected(client: &Process, id: &str) {
+    smesh_tests::eventually(
+        &format!("the client on {id}"),
+        Duration::from_secs(30),
+        || async { (connections(client).last().map(String::as_str) == Some(id)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_list_edited_while_running_loses_nothing() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("live-peers");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let mut sidecars = Vec::new();
+    for id in ["S1", "S2", "S3"] {
+        sidecars.push(
+            nodes::sidecar(dir.path(), id, &[("M1", master.port)], 0)
+                .spawn()
+                .await,
+        );
+    }
+    let port = |i: usize| sidecars[i].port;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 6000, 50, Duration::from_millis(100));
+    let client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", port(0))],
+        &[nodes::file_source(&input, true)],
+    )
+    .spawn()
+    .await;
+    let list = nodes::client_dir(dir.path(), "c1").join("clientCon.csv");
+    wait_connected(&client, "S1").await;
+
+    // A broken edit is reported with file and line; S1 stays in use.
+    std::fs::write(
+        &list,
+        format!("S1;127.0.0.1:{};\nS2;127.0.0.1:99999;\n", port(0)),
+    )
+    .expect("edit");
+    client
+        .wait_logged(
+            "peer list changed but cannot be used",
+            Duration::from_secs(10),
+        )
+        .await;
+    let refusal = &client.log_events("peer list changed but cannot be used")[0];
+    let problem = refusal["fields"]["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("clientCon.csv:2:") && problem.contains("invalid port"),
+        "{problem}"
+    );
+
+    // S1 removed and S2 added, told by SIGHUP: S1 is drained, then left.
+    nodes::write_peers(&list, &[("S2", port(1))]);
+    client.signal("HUP");
+    wait_connected(&client, "S2").await;
+    client
+        .wait_logged("removed from the peer list", Duration::from_secs(10))
+        .await;
+
+    // S3 added and S2 removed, found by the poll alone.
+    nodes::write_peers(&list, &[("S3", port(2))]);
+    wait_connected(&client, "S3").await;
+
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("sidecar list edited while running");
+    assert_eq!(
+        verdict.duplicates, 0,
+        "a removed sidecar is drained, not abandoned: nothing is sent twice"
+    );
+    assert_eq!(connections(&client), ["S1", "S2", "S3"]);
+    assert!(
+        client.log_events("lost the sidecar").is_empty(),
+        "every move was planned: {}",
+        client.log_tail(30)
+    );
+}
