@@ -1,6 +1,8 @@
 //! Live peer lists, end to end: a client's `clientCon.csv` edited while it
 //! runs (a broken edit, a sidecar added, the one in use removed, by the
-//! file's poll and by SIGHUP) loses nothing; the topic is read back.
+//! file's poll and by SIGHUP) loses nothing; the topic is read back. A row
+//! naming a host name is dialed at the address it resolves to, and over
+//! TLS checked against the name.
 
 // Test helpers fail loudly, like the tests they serve.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -8,8 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use smesh_core::tls::Tier;
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Feeder, Process};
+use smesh_tests::pki::Pki;
 use smesh_tests::records::read_until_complete;
 use smesh_tests::unique_topic;
 
@@ -115,5 +119,53 @@ async fn a_sidecar_list_edited_while_running_loses_nothing() {
         client.log_events("lost the sidecar").is_empty(),
         "every move was planned: {}",
         client.log_tail(30)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_sidecar_is_dialed_at_its_address_and_checked_by_its_name_over_tls() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("named-peer");
+    let pki = Pki::new(dir.path(), "ops");
+    let master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .args(pki.issue(Tier::Master, "M1").flags())
+        .spawn()
+        .await;
+    // The sidecar's certificate names `localhost` only, not 127.0.0.1.
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .args(
+            pki.issue_for_hosts(Tier::Sidecar, "S1", &["localhost"])
+                .flags(),
+        )
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let sent = BTreeMap::from([(
+        "c1".to_string(),
+        nodes::write_lines(&input, "c1", 0..500, 40),
+    )]);
+    let spec = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[nodes::file_source(&input, false)],
+    )
+    .args(pki.issue(Tier::Client, "c1").flags());
+    std::fs::write(
+        nodes::client_dir(dir.path(), "c1").join("clientCon.csv"),
+        format!("S1;localhost:{};\n", sidecar.port),
+    )
+    .expect("list");
+    let mut client = spec.spawn().await;
+    let status = client.wait_exit(DELIVERY).await;
+    assert!(status.success(), "{}", client.log_tail(30));
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("a sidecar named by a host name");
+    let on = client.log_events("connected to sidecar");
+    let shown = on[0]["fields"]["sidecar"].as_str().unwrap_or_default();
+    assert!(
+        shown.starts_with("S1@127.0.0.1:") && shown.contains("(localhost:"),
+        "dialed at the resolved address, shown with its name: {shown}"
     );
 }
