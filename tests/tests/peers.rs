@@ -169,3 +169,56 @@ async fn a_named_sidecar_is_dialed_at_its_address_and_checked_by_its_name_over_t
         "dialed at the resolved address, shown with its name: {shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_list_edited_while_running_loses_nothing() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("live-masters");
+    let m1 = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let m2 = nodes::master(dir.path(), "M2", &kafka.bootstrap(), &topic, 0)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", m1.port)], 0)
+        .spawn()
+        .await;
+    let input = dir.path().join("c1.jsonl");
+    let mut feeder = Feeder::start(&input, "c1", 3000, 50, Duration::from_millis(100));
+    let _client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[nodes::file_source(&input, true)],
+    )
+    .spawn()
+    .await;
+    sidecar
+        .wait_logged("first acknowledgement from master", Duration::from_secs(30))
+        .await;
+    // M1 replaced by M2: the sidecar drains M1, then takes M2.
+    nodes::write_peers(&dir.path().join("S1-sidecarCon.csv"), &[("M2", m2.port)]);
+    sidecar
+        .wait_logged("left the master between batches", Duration::from_secs(30))
+        .await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    verdict.assert_complete("master list edited while running");
+    assert_eq!(verdict.duplicates, 0, "M1 was drained, not abandoned");
+    let masters: Vec<String> = sidecar
+        .log_events("connected to master")
+        .iter()
+        .map(|e| {
+            e["fields"]["master"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        masters.len() == 2 && masters[0].starts_with("M1") && masters[1].starts_with("M2"),
+        "{masters:?}"
+    );
+}
