@@ -91,14 +91,29 @@ impl Pki {
         from: OffsetDateTime,
         until: OffsetDateTime,
     ) -> NodeCerts {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        self.issue_for(tier, id, &hosts, from, until)
+    }
+
+    /// A certificate for `tier`/`id`, valid now, naming only `hosts` (DNS
+    /// names or IP addresses) as where the node is dialed.
+    pub fn issue_for_hosts(&self, tier: Tier, id: &str, hosts: &[&str]) -> NodeCerts {
+        let (from, until) = validity(1);
+        let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+        self.issue_for(tier, id, &hosts, from, until)
+    }
+
+    fn issue_for(
+        &self,
+        tier: Tier,
+        id: &str,
+        hosts: &[String],
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> NodeCerts {
         let issued = self
             .ca
-            .issue(
-                &PeerIdentity::new(tier, id),
-                &["127.0.0.1".to_string(), "localhost".to_string()],
-                from,
-                until,
-            )
+            .issue(&PeerIdentity::new(tier, id), hosts, from, until)
             .expect("issue");
         let stem = self.dir.join(format!(
             "{}-{tier}-{id}-{}",

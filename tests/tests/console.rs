@@ -419,11 +419,7 @@ async fn a_master_with_many_clients_answers_in_pages_and_the_console_says_what_i
             .logged_port("admin API listening")
             .expect("admin port")
     );
-    let peer = Peer {
-        id: "M1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port: master.port,
-    };
+    let peer = Peer::new("M1", "127.0.0.1", master.port);
     let hello = Up::Hello(Hello {
         node_id: "S9".to_string(),
         kind: NodeKind::Sidecar as i32,

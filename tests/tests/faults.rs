@@ -87,6 +87,8 @@ async fn killing_the_sidecar_moves_the_client_to_the_next_one() {
         &[("S1", s1.port), ("S2", s2.port)],
         &[nodes::file_source(&input, true)],
     )
+    // S1 first, so that killing S1 is what moves it.
+    .args(["--sidecar-order", "ordered"])
     .spawn()
     .await;
     client

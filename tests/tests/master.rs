@@ -77,11 +77,7 @@ impl InProcessMaster {
         let token = CancellationToken::new();
         let task = tokio::spawn(master.run(listener, Some(admin), token.clone()));
         Self {
-            peer: Peer {
-                id: "M1".to_string(),
-                host: "127.0.0.1".to_string(),
-                port,
-            },
+            peer: Peer::new("M1", "127.0.0.1", port),
             admin_port,
             token,
             task,

@@ -267,11 +267,7 @@ async fn peers_that_cannot_prove_who_they_are_are_refused_with_a_reason_on_both_
     // A device whose certificate names c2 saying Hello as c1: the sidecar
     // refuses the stream, the peer reads why.
     let c2 = pki.issue(Tier::Client, "c2").load();
-    let peer = Peer {
-        id: "S1".into(),
-        host: "127.0.0.1".into(),
-        port: sidecar.port,
-    };
+    let peer = Peer::new("S1", "127.0.0.1", sidecar.port);
     let hello = |id: &str| {
         Some(Up::Hello(Hello {
             node_id: id.into(),
@@ -413,6 +409,8 @@ async fn certificates_rotate_to_a_new_ca_under_load_without_losing_a_stream_or_a
         &[nodes::file_source(&input, true)],
     )
     .args(flags("c1"))
+    // S1 first, so that S1's end is what moves it.
+    .args(["--sidecar-order", "ordered"])
     .spawn()
     .await;
     client
@@ -626,16 +624,8 @@ async fn a_forged_sequence_peer_cannot_make_any_real_event_disappear() {
     let incarnation = last.incarnation().expect("an incarnation");
     let next = last.sequence().expect("a sequence") + 1;
     let upcoming = || forged("c1", incarnation, next, 2000);
-    let at_master = Peer {
-        id: "M1".into(),
-        host: "127.0.0.1".into(),
-        port: master.port,
-    };
-    let at_sidecar = Peer {
-        id: "S1".into(),
-        host: "127.0.0.1".into(),
-        port: sidecar.port,
-    };
+    let at_master = Peer::new("M1", "127.0.0.1", master.port);
+    let at_sidecar = Peer::new("S1", "127.0.0.1", sidecar.port);
 
     // A sidecar's certificate, but the client was authenticated by no
     // sidecar (a sidecar only marks clients whose certificate it checked).

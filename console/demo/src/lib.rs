@@ -160,11 +160,7 @@ impl DemoMesh {
 
 fn loopback(listener: &TcpListener, id: &str) -> anyhow::Result<Peer> {
     let port = listener.local_addr()?.port();
-    Ok(Peer {
-        id: id.to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    })
+    Ok(Peer::new(id.to_string(), "127.0.0.1", port))
 }
 
 /// The demo's throw-away CA: certificates for every node and the console,
@@ -267,6 +263,8 @@ fn client_config(
     // A source is made only from its `--source` text.
     let sensors = format!("sensor:rate={rate},sensors=3").parse()?;
     smesh_client::Config::builder(id, sidecars)
+        // The demo spreads its few clients itself (one each first).
+        .sidecar_order(smesh_core::peers::PeerOrder::Ordered)
         .sources(vec![sensors])
         .spool_file(own.join("safeData.csv"))
         .tls(tls)
@@ -471,18 +469,17 @@ mod tests {
             .expect("master");
         assert_eq!(master.report_path, dir.join("healthCheckReport.csv"));
         assert!(master.tls.is_some());
-        let peer = |id: &str, port| Peer {
-            id: id.to_string(),
-            host: "127.0.0.1".to_string(),
-            port,
-        };
+        let peer = |id: &str, port| Peer::new(id.to_string(), "127.0.0.1", port);
         let sidecar = sidecar_config(
             "sidecar-1",
             peer("master-1", 9010),
             tls(Tier::Sidecar, "sidecar-1"),
         )
         .expect("sidecar");
-        assert_eq!(sidecar.upstream.link.peers, vec![peer("master-1", 9010)]);
+        assert_eq!(
+            *sidecar.upstream.link.peers.borrow(),
+            vec![peer("master-1", 9010)]
+        );
         let client = client_config(
             "client-1",
             vec![peer("sidecar-1", 9000)],

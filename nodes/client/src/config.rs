@@ -11,7 +11,7 @@ use smesh_core::cli::{
     parse_duration, size_flag,
 };
 use smesh_core::link::LinkTimeouts;
-use smesh_core::peers::{self, Peer};
+use smesh_core::peers::{self, Peer, PeerOrder};
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 
 use crate::source::SourceSpec;
@@ -56,6 +56,11 @@ pub mod defaults {
     pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
     /// `--grace`.
     pub const GRACE: Duration = Duration::from_secs(10);
+    /// `--sidecar-order`: clients spread over their sidecars.
+    pub const SIDECAR_ORDER: smesh_core::peers::PeerOrder = smesh_core::peers::PeerOrder::Spread;
+    /// `--rebalance-interval`: minutes, so that a sidecar coming back gets
+    /// its share back gradually, not in one burst of reconnects.
+    pub const REBALANCE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 }
 
 /// When events are written to `safeData.csv`.
@@ -91,10 +96,27 @@ pub struct ClientArgs {
     /// Must be unique in the mesh.
     #[arg(long, env = "SMESH_ID", default_value = defaults::ID)]
     pub id: String,
-    /// Sidecars this client may use, in order of preference
-    /// (`<id>;host:port;` per line; no port means 9000).
+    /// Sidecars this client may use (`<id>;host:port;` per line; no port
+    /// means 9000). Re-read when it changes and on SIGHUP; a host name
+    /// that resolves to several addresses counts as one sidecar per address.
     #[arg(long, env = "SMESH_SIDECARS", default_value = defaults::SIDECARS)]
     pub sidecars: PathBuf,
+    /// How this client ranks its sidecars: `spread` (its own order, by a
+    /// hash of its id and theirs, so clients spread evenly) or `ordered`
+    /// (as listed: every client takes the first). Failover goes down the
+    /// ranking either way.
+    #[arg(long, env = "SMESH_SIDECAR_ORDER", value_enum, default_value_t = defaults::SIDECAR_ORDER)]
+    pub sidecar_order: PeerOrder,
+    /// With `--sidecar-order spread`: how often (±50 % jitter) a client not
+    /// on its first-ranked sidecar looks whether it answers again, and moves
+    /// back between batches if so.
+    #[arg(
+        long,
+        env = "SMESH_REBALANCE_INTERVAL",
+        default_value = duration_text(defaults::REBALANCE_INTERVAL),
+        value_parser = parse_duration
+    )]
+    pub rebalance_interval: Duration,
     /// A data source, `KIND[:key=value,…]` (repeatable; `;`-separated in the
     /// variable). Kinds: sensor, http, file, stdin. See the README.
     #[arg(
@@ -197,8 +219,16 @@ pub struct ClientArgs {
 pub struct Config {
     /// The Kafka record key and the prefix of every event id.
     pub id: String,
-    /// The sidecars, in order of preference (not empty).
+    /// The sidecars, as listed (not empty).
     pub sidecars: Vec<Peer>,
+    /// The file they were read from, followed while running (`None`: the
+    /// list stays as given; its names are still resolved).
+    pub sidecars_file: Option<PathBuf>,
+    /// How the sidecars are ranked.
+    pub sidecar_order: PeerOrder,
+    /// How often a client off its first-ranked sidecar looks whether it
+    /// can go back (with [`PeerOrder::Spread`]).
+    pub rebalance_interval: Duration,
     /// What produces the readings.
     pub sources: Vec<SourceSpec>,
     /// When events are written to the spool.
@@ -240,6 +270,9 @@ impl Config {
         ConfigBuilder {
             id: id.into(),
             sidecars,
+            sidecars_file: None,
+            sidecar_order: defaults::SIDECAR_ORDER,
+            rebalance_interval: defaults::REBALANCE_INTERVAL,
             sources: None,
             spool_mode: defaults::SPOOL_MODE,
             spool_file: PathBuf::from(defaults::SPOOL_FILE),
@@ -268,6 +301,9 @@ impl Config {
 pub struct ConfigBuilder {
     id: String,
     sidecars: Vec<Peer>,
+    sidecars_file: Option<PathBuf>,
+    sidecar_order: PeerOrder,
+    rebalance_interval: Duration,
     /// `None` until set: [`defaults::SOURCE`], parsed in `build` (a source
     /// exists only as parsed text).
     sources: Option<Vec<SourceSpec>>,
@@ -288,6 +324,25 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
+    /// `--sidecars`: the file the sidecars were read from, followed while
+    /// the client runs (without it the list stays as given).
+    pub fn sidecars_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sidecars_file = Some(path.into());
+        self
+    }
+
+    /// `--sidecar-order`.
+    pub fn sidecar_order(mut self, order: PeerOrder) -> Self {
+        self.sidecar_order = order;
+        self
+    }
+
+    /// `--rebalance-interval`.
+    pub fn rebalance_interval(mut self, interval: Duration) -> Self {
+        self.rebalance_interval = interval;
+        self
+    }
+
     /// `--source`, every one of them (replaces the default).
     pub fn sources(mut self, sources: Vec<SourceSpec>) -> Self {
         self.sources = Some(sources);
@@ -399,6 +454,7 @@ impl ConfigBuilder {
         check_duration("--heartbeat-timeout", self.heartbeat_timeout)?;
         check_duration("--connect-timeout", self.connect_timeout)?;
         check_duration("--report-interval", self.report_interval)?;
+        check_duration("--rebalance-interval", self.rebalance_interval)?;
         let mut keys = std::collections::HashSet::new();
         for source in &sources {
             if let Some(key) = source.origin_key() {
@@ -420,6 +476,9 @@ impl ConfigBuilder {
             tls: self.tls,
             id: self.id,
             sidecars: self.sidecars,
+            sidecars_file: self.sidecars_file,
+            sidecar_order: self.sidecar_order,
+            rebalance_interval: self.rebalance_interval,
             sources,
             spool_mode: self.spool_mode,
             spool_file: self.spool_file,
@@ -452,6 +511,9 @@ impl ClientArgs {
             .tls
             .load(Some(&PeerIdentity::new(Tier::Client, self.id.clone())))?;
         let builder = Config::builder(self.id, sidecars)
+            .sidecars_file(self.sidecars)
+            .sidecar_order(self.sidecar_order)
+            .rebalance_interval(self.rebalance_interval)
             .tls(tls)
             .sources(self.sources)
             .spool_mode(self.spool_mode)
@@ -509,6 +571,7 @@ mod tests {
         let (list, peers) = example_sidecars();
         let parsed = parse_without_env(&["--sidecars", list]).expect("defaults parse");
         let built = Config::builder(defaults::ID, peers)
+            .sidecars_file(list)
             .build()
             .expect("defaults build");
         assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
@@ -553,9 +616,16 @@ mod tests {
             "3s",
             "--stats-file",
             stats,
+            "--sidecar-order",
+            "ordered",
+            "--rebalance-interval",
+            "90s",
         ])
         .expect("flags parse");
         let built = Config::builder("edge-7", peers)
+            .sidecars_file(list)
+            .sidecar_order(PeerOrder::Ordered)
+            .rebalance_interval(Duration::from_secs(90))
             .sources(vec!["sensor:rate=20,sensors=3".parse().expect("source")])
             .spool_mode(SpoolMode::OnFailure)
             .spool_file(spool)

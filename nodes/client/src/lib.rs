@@ -19,7 +19,11 @@
 //!   pool and awaited in place, so it never stalls a runtime thread.
 //!
 //! The pipeline's link to a sidecar is a [`smesh_core::link::Link`]: it walks
-//! `clientCon.csv` (next sidecar on failure, backoff after a full round).
+//! `clientCon.csv` in the client's order (`--sidecar-order`: spread by a
+//! hash of the client's id, or as listed; next sidecar on failure, backoff
+//! after a full round), follows edits of the file
+//! ([`smesh_core::live_peers`]) and, spread, goes back to its first-ranked
+//! sidecar between batches when it answers again.
 
 mod blocking;
 pub mod config;
@@ -37,6 +41,8 @@ use std::sync::Arc;
 
 use smesh_core::backoff::Backoff;
 use smesh_core::link::{Link, LinkSettings};
+use smesh_core::live_peers::{LivePeers, Reloads, no_reloads};
+use smesh_core::peers::PeerOrder;
 use smesh_core::tls::{PeerIdentity, Tier};
 use smesh_proto::mesh::{Hello, NodeKind};
 use tokio::sync::mpsc;
@@ -80,6 +86,8 @@ pub enum ClientError {
 pub struct Client {
     config: Arc<Config>,
     counters: Arc<Counters>,
+    /// "Reload the sidecar list now" from the binary (SIGHUP).
+    reloads: Reloads,
 }
 
 impl Client {
@@ -88,7 +96,15 @@ impl Client {
         Self {
             config: Arc::new(config),
             counters: Arc::new(Counters::default()),
+            reloads: no_reloads(),
         }
+    }
+
+    /// Rereads the sidecar list whenever `reloads` fires (the binary sends
+    /// on SIGHUP); it is also looked at every few seconds regardless.
+    pub fn reload_on(mut self, reloads: Reloads) -> Self {
+        self.reloads = reloads;
+        self
     }
 
     /// Its totals, readable while it runs (the demo's summary line).
@@ -182,9 +198,20 @@ impl Client {
             },
             &tasks,
         );
+        let (mut sidecars, peers) = LivePeers::new(
+            config.sidecars_file.clone(),
+            smesh_core::SIDECAR_PORT,
+            config.sidecars.clone(),
+        );
+        sidecars.resolve_now().await;
+        let sidecar_count = peers.borrow().len();
+        tasks.spawn(sidecars.run(self.reloads, stop.clone()));
         let link = Link::new(LinkSettings {
             hello: hello(&config.id),
-            peers: config.sidecars.clone(),
+            peers,
+            order: config.sidecar_order,
+            rebalance_every: (config.sidecar_order == PeerOrder::Spread)
+                .then_some(config.rebalance_interval),
             timeouts: config.timeouts,
             heartbeat_timeout: config.heartbeat_timeout,
             window: config.window as usize,
@@ -192,7 +219,7 @@ impl Client {
             backoff: Backoff::default(),
             tls: config.tls.clone(),
         });
-        info!(id = %config.id, %incarnation, state = loaded.as_str(), sidecars = config.sidecars.len(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
+        info!(id = %config.id, %incarnation, state = loaded.as_str(), sidecars = sidecar_count, order = config.sidecar_order.as_str(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
         let pipeline = Pipeline::new(
             Arc::clone(&config),
             Arc::clone(&self.counters),

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let runtime = cli::runtime("smesh-client");
     runtime.block_on(async move {
         let token = CancellationToken::new();
-        let client = Client::new(config);
+        let client = Client::new(config).reload_on(shutdown::hangups());
         match metrics.bind().await {
             Ok(Some(listener)) => {
                 let registry = std::sync::Arc::new(client.metrics());

@@ -715,9 +715,14 @@ impl Pipeline {
                 peer,
                 reason,
                 switching_to,
+                drained,
             } => {
-                Counters::bump(&self.counters.links_lost, 1);
-                warn!(sidecar = %peer, peer = %peer.id, address = %peer.address(), %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                if drained {
+                    info!(sidecar = %peer, peer = %peer.id, address = %peer.address(), %reason, to = ?switching_to.map(|p| p.to_string()), "left the sidecar between batches");
+                } else {
+                    Counters::bump(&self.counters.links_lost, 1);
+                    warn!(sidecar = %peer, peer = %peer.id, address = %peer.address(), %reason, to = ?switching_to.map(|p| p.to_string()), unacknowledged = self.inflight_events, "lost the sidecar; failing over");
+                }
                 self.unsend();
             }
             LinkEvent::Acked {

@@ -4,7 +4,11 @@
 //! crates assemble these pieces into nodes.
 //!
 //! # Layout
-//! - [`peers`]: `clientCon.csv` / `sidecarCon.csv`, the lists of upstream peers.
+//! - [`peers`]: `clientCon.csv` / `sidecarCon.csv`, the lists of upstream
+//!   peers; their order per node (spread by rendezvous hashing); names
+//!   resolved to one peer per address.
+//! - [`live_peers`]: a peer list that follows its file (and SIGHUP) and its
+//!   names while the node runs, keeping the last good list.
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
 //! - [`heartbeat`]: ping/pong bookkeeping, round-trip statistics, liveness.
 //! - [`link`]: the dialing end of a data-plane stream: failover over the
@@ -36,6 +40,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod ids;
 pub mod link;
+pub mod live_peers;
 pub mod metrics;
 pub mod peers;
 pub mod pki;

@@ -1,14 +1,28 @@
 //! The dialing end of `Mesh.Stream`, written once for every tier that opens
 //! streams: a client to its sidecars, a sidecar to its masters.
 //!
-//! A [`Link`] walks the node's peer list ([`PeerWalk`]: the listed order,
-//! the next peer after a failure, a backoff pause after a whole round
-//! failed), keeps one stream open, and runs the dialing side of the
+//! A [`Link`] walks the node's peer list ([`PeerWalk`]: the node's order of
+//! preference, [`PeerOrder`], the next peer after a failure, a backoff pause
+//! after a whole round failed), keeps one stream open, and runs the dialing side of the
 //! protocol on it: Hello and Welcome, batches numbered from 1 on each
 //! stream, the window of unacknowledged events, cumulative acks, pongs to
 //! the upstream's pings, and silence past the heartbeat timeout taken as
 //! death. Optionally it leaves an upstream that keeps saying it cannot
 //! deliver for one that can.
+//!
+//! The peer list is live (a `watch` channel, see [`crate::live_peers`]):
+//! when it changes the walk takes the new list in the node's order. A
+//! stream to a peer no longer listed is drained: no new batch goes on it,
+//! and once everything sent on it is acknowledged the link leaves it (with
+//! a [`LinkEvent::Down`]) for the first peer of the new list. If the peer
+//! dies first, the owner resends what was in flight as after any loss.
+//!
+//! With `rebalance_every`, a link that is not on its first choice (another
+//! peer failed over to, or a peer added since) looks, once per jittered
+//! interval, whether a peer it prefers can deliver; if one can, it stops
+//! sending, waits until everything in flight is acknowledged, and switches
+//! between batches: nothing is resent, and a rejoining peer gets its share
+//! back spread over the interval instead of all at once.
 //!
 //! The node that owns the link drives it from its own task: it awaits
 //! [`Link::next`] beside its other work (the future is cancel-safe) and
@@ -23,13 +37,14 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use rand::Rng;
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_client::MeshClient;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{
     Batch, Downlink, Event, Hello, NodeKind, Pong, ProbeRequest, Rejected, Uplink, Welcome,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tracing::{debug, info, warn};
@@ -38,7 +53,7 @@ use crate::backoff::Backoff;
 use crate::event;
 use crate::grpc;
 use crate::heartbeat::{Liveness, answer};
-use crate::peers::Peer;
+use crate::peers::{Peer, PeerOrder, preference};
 use crate::session::kind_name;
 use crate::tls::{NodeTls, Tier};
 
@@ -278,6 +293,25 @@ impl PeerWalk {
         self.failures_in_round = 0;
     }
 
+    /// Takes a new list (in order of preference). Returns whether the
+    /// current peer is still in it; it stays current if so, else the first
+    /// peer is.
+    pub fn replace(&mut self, peers: Vec<Peer>) -> bool {
+        let kept = self
+            .current()
+            .and_then(|current| peers.iter().position(|p| p == current));
+        self.peers = peers;
+        self.current = kept.unwrap_or(0);
+        self.failures_in_round = 0;
+        kept.is_some()
+    }
+
+    /// Back to the first peer, after leaving one that is no longer listed.
+    pub fn restart(&mut self) {
+        self.current = 0;
+        self.failures_in_round = 0;
+    }
+
     /// Makes `index` the current peer (after switching to it by other means).
     pub fn switch_to(&mut self, index: usize) {
         if index < self.peers.len() {
@@ -298,8 +332,15 @@ impl PeerWalk {
 pub struct LinkSettings {
     /// Said to every peer: who this node is.
     pub hello: Hello,
-    /// The upstream peers, in order of preference (not empty).
-    pub peers: Vec<Peer>,
+    /// The upstream peers, as listed (not empty), kept current by
+    /// [`crate::live_peers::LivePeers`] or [`crate::live_peers::fixed`].
+    pub peers: watch::Receiver<Vec<Peer>>,
+    /// How the peers are ranked: as listed, or spread by this node's id.
+    pub order: PeerOrder,
+    /// How often (jittered ±50 %) a link that is not on its preferred
+    /// peer looks whether it can go back (`None`: stay until the stream
+    /// breaks).
+    pub rebalance_every: Option<Duration>,
     /// How long dialing and the Welcome may take.
     pub timeouts: LinkTimeouts,
     /// Silence after which the upstream is presumed dead; also how long a
@@ -340,6 +381,10 @@ pub enum LinkEvent {
         /// [`LinkEvent::Up`] for it follows at once. Otherwise the link
         /// walks on down the list.
         switching_to: Option<Peer>,
+        /// Set when the stream was left on purpose once everything sent on
+        /// it was acknowledged (its peer was removed from the list, or a
+        /// preferred peer was waiting): nothing to resend.
+        drained: bool,
     },
     /// The oldest `batches` batches in flight are settled end to end.
     Acked {
@@ -365,6 +410,8 @@ pub struct LinkDown(pub String);
 /// The dialing end of `Mesh.Stream`, with failover over the peer list.
 pub struct Link {
     settings: LinkSettings,
+    /// The live peer list (a clone of `settings.peers`, marked as read).
+    peers: watch::Receiver<Vec<Peer>>,
     /// The upstream tier's name, for logs ("sidecar", "master").
     upstream: &'static str,
     walk: PeerWalk,
@@ -416,30 +463,55 @@ struct Stream {
     ready: bool,
     ready_changed: bool,
     not_ready_since: Option<Instant>,
-    /// A look for an upstream that can deliver, while this one cannot.
+    /// A look for an upstream that can deliver, while this one cannot, or
+    /// for a preferred one (`rebalancing`).
     scout: Option<BoxFuture<'static, Option<(usize, OpenStream)>>>,
     last_scout: Option<Instant>,
+    /// When to look for a preferred peer next (with `rebalance_every`).
+    rebalance_at: Option<Instant>,
+    /// Whether the running scout looks for a preferred peer.
+    rebalancing: bool,
+    /// Set when this stream is being left: no new batch goes on it, and it
+    /// ends once nothing is in flight.
+    leaving: Option<Leaving>,
     /// The answer to the last ping, until there is room to send it (kept
     /// here so that [`Link::next`] stays cancel-safe).
     pong: Option<Pong>,
 }
 
+/// Why a stream is being left once its batches are acknowledged.
+enum Leaving {
+    /// The peer is no longer in the list: then go to the first peer.
+    Removed,
+    /// A preferred peer can deliver: (its index, its stream).
+    To(usize, Box<OpenStream>),
+}
+
 /// How serving an open stream ended.
 enum End {
     Lost(String),
+    /// The stream was drained and left (its peer is no longer listed).
+    Left(String),
     /// A peer that can deliver was found: (its index, its stream).
     Switch(usize, Box<OpenStream>),
 }
 
 impl Link {
-    /// A link that dials `settings.peers` in order; nothing happens until
-    /// [`Link::next`] is awaited.
+    /// A link that dials `settings.peers` in the order `settings.order`
+    /// gives them; nothing happens until [`Link::next`] is awaited.
     pub fn new(settings: LinkSettings) -> Self {
         let upstream = kind_name(upstream_of(
             NodeKind::try_from(settings.hello.kind).unwrap_or(NodeKind::Unspecified),
         ));
+        let mut peers = settings.peers.clone();
+        let ranked = preference(
+            &peers.borrow_and_update(),
+            settings.order,
+            &settings.hello.node_id,
+        );
         Self {
-            walk: PeerWalk::new(settings.peers.clone(), settings.backoff.clone()),
+            walk: PeerWalk::new(ranked, settings.backoff.clone()),
+            peers,
             settings,
             upstream,
             state: State::Idle,
@@ -454,6 +526,10 @@ impl Link {
         loop {
             if let Some(event) = self.queued.pop_front() {
                 return event;
+            }
+            if self.peers.has_changed().unwrap_or(false) {
+                self.take_peer_list();
+                continue;
             }
             match &mut self.state {
                 State::Idle => {
@@ -471,32 +547,67 @@ impl Link {
                         async move { open(&target, hello, timeouts, tls.as_ref()).await }.boxed();
                     self.state = State::Dialing { peer, attempt };
                 }
-                State::Dialing { peer, attempt } => match attempt.as_mut().await {
-                    Ok(open) => {
-                        self.walk.succeeded();
-                        let (peer, welcome) = (open.peer.clone(), open.welcome.clone());
-                        self.state = State::Open(Box::new(Stream::new(open, &self.settings)));
-                        return LinkEvent::Up { peer, welcome };
-                    }
-                    Err(err) => {
-                        warn!(peer = %peer.id, address = %peer.address(), %err, "{} unavailable", self.upstream);
-                        self.state = match self.walk.failed() {
-                            Some(pause) => {
-                                debug!(?pause, "every {} failed; backing off", self.upstream);
-                                State::Pausing(Box::pin(tokio::time::sleep(pause)))
-                            }
-                            None => State::Idle,
-                        };
-                    }
+                State::Dialing { peer, attempt } => match tokio::select! {
+                    attempt = attempt.as_mut() => Some(attempt),
+                    () = list_changed(&mut self.peers) => None,
+                } {
+                    None => self.take_peer_list(),
+                    Some(attempt) => match attempt {
+                        Ok(open) => {
+                            self.walk.succeeded();
+                            let (peer, welcome) = (open.peer.clone(), open.welcome.clone());
+                            self.state = State::Open(Box::new(Stream::new(open, &self.settings)));
+                            return LinkEvent::Up { peer, welcome };
+                        }
+                        Err(err) => {
+                            warn!(peer = %peer.id, address = %peer.address(), %err, "{} unavailable", self.upstream);
+                            self.state = match self.walk.failed() {
+                                Some(pause) => {
+                                    debug!(?pause, "every {} failed; backing off", self.upstream);
+                                    State::Pausing(Box::pin(tokio::time::sleep(pause)))
+                                }
+                                None => State::Idle,
+                            };
+                        }
+                    },
                 },
                 State::Pausing(sleep) => {
-                    sleep.as_mut().await;
-                    self.state = State::Idle;
+                    let slept = tokio::select! {
+                        () = sleep.as_mut() => true,
+                        () = list_changed(&mut self.peers) => false,
+                    };
+                    if slept {
+                        self.state = State::Idle;
+                    } else {
+                        self.take_peer_list();
+                    }
                 }
                 State::Open(stream) => {
-                    let end = stream.next(&self.settings, &self.walk, self.upstream).await;
+                    let end = tokio::select! {
+                        end = stream.next(&self.settings, &self.walk, self.upstream) => Some(end),
+                        () = list_changed(&mut self.peers) => None,
+                    };
+                    let Some(end) = end else {
+                        self.take_peer_list();
+                        continue;
+                    };
                     match end {
                         Ok(event) => return event,
+                        Err(End::Left(reason)) => {
+                            let State::Open(stream) =
+                                std::mem::replace(&mut self.state, State::Idle)
+                            else {
+                                continue;
+                            };
+                            self.walk.restart();
+                            info!(peer = %stream.open.peer, "{reason}");
+                            return LinkEvent::Down {
+                                peer: stream.open.peer,
+                                reason,
+                                switching_to: None,
+                                drained: true,
+                            };
+                        }
                         Err(End::Lost(reason)) => {
                             if let Some(event) = self.lose(reason) {
                                 return event;
@@ -504,6 +615,8 @@ impl Link {
                         }
                         Err(End::Switch(index, open)) => {
                             let old = stream.open.peer.clone();
+                            let drained = stream.in_flight.is_empty();
+                            let old_index = self.walk.index();
                             self.walk.switch_to(index);
                             let (peer, welcome) = (open.peer.clone(), open.welcome.clone());
                             self.state = State::Open(Box::new(Stream::new(*open, &self.settings)));
@@ -511,15 +624,53 @@ impl Link {
                                 peer: peer.clone(),
                                 welcome,
                             });
+                            let reason = if self.walk.index() < old_index {
+                                format!("going back to a preferred {}", self.upstream)
+                            } else {
+                                format!("the {} cannot deliver", self.upstream)
+                            };
+                            info!(from = %old, to = %peer, "{reason}");
                             return LinkEvent::Down {
                                 peer: old,
-                                reason: format!("the {} cannot deliver", self.upstream),
+                                reason,
                                 switching_to: Some(peer),
+                                drained,
                             };
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Takes the newest peer list into the walk, marking it as read. A
+    /// dial or pause under way stops if its peer is gone or peers came;
+    /// an open stream to a peer that is gone is drained and left.
+    fn take_peer_list(&mut self) {
+        let listed = self.peers.borrow_and_update().clone();
+        if listed.is_empty() {
+            // Live lists never publish an empty list; keep the old one.
+            return;
+        }
+        let ranked = preference(&listed, self.settings.order, &self.settings.hello.node_id);
+        let kept = self.walk.replace(ranked);
+        match &mut self.state {
+            State::Open(stream) => {
+                if !kept {
+                    if !matches!(stream.leaving, Some(Leaving::Removed)) {
+                        info!(peer = %stream.open.peer, in_flight = stream.in_flight_events, "{} removed from the peer list: draining the stream, then leaving it", self.upstream);
+                        stream.leaving = Some(Leaving::Removed);
+                    }
+                } else if matches!(stream.leaving, Some(Leaving::To(..))) {
+                    // Its index is of the old list: look again later.
+                    stream.leaving = None;
+                }
+                // The current peer's place in the list may have moved.
+                stream.scout = None;
+            }
+            State::Dialing { .. } if kept => {}
+            State::Dialing { .. } | State::Pausing(_) => self.state = State::Idle,
+            State::Idle => {}
         }
     }
 
@@ -533,6 +684,7 @@ impl Link {
             peer: stream.open.peer,
             reason,
             switching_to: None,
+            drained: false,
         })
     }
 
@@ -558,11 +710,17 @@ impl Link {
         self.stream().map_or(0, |s| s.in_flight_events)
     }
 
-    /// How many more events the window allows now (0 without a stream, or
-    /// while the byte window is full).
+    /// Whether the open stream is being drained to be left (its peer was
+    /// removed from the list, or a preferred peer is waiting).
+    pub fn is_leaving(&self) -> bool {
+        self.stream().is_some_and(|s| s.leaving.is_some())
+    }
+
+    /// How many more events the window allows now (0 without a stream,
+    /// while the byte window is full, or while the stream is being left).
     pub fn room(&self) -> usize {
         self.stream().map_or(0, |s| {
-            if s.in_flight_bytes >= s.window_bytes {
+            if s.in_flight_bytes >= s.window_bytes || s.leaving.is_some() {
                 0
             } else {
                 s.window.saturating_sub(s.in_flight_events)
@@ -572,11 +730,13 @@ impl Link {
 
     /// Whether a batch of `events` may go now: it fits the window and the
     /// byte window is not full, or nothing is in flight (a batch larger than
-    /// the window goes alone).
+    /// the window goes alone); never while the stream is being left.
     pub fn fits(&self, events: usize) -> bool {
         self.stream().is_some_and(|s| {
-            s.in_flight_events == 0
-                || (s.in_flight_events + events <= s.window && s.in_flight_bytes < s.window_bytes)
+            s.leaving.is_none()
+                && (s.in_flight_events == 0
+                    || (s.in_flight_events + events <= s.window
+                        && s.in_flight_bytes < s.window_bytes))
         })
     }
 
@@ -645,6 +805,9 @@ impl Stream {
             not_ready_since: (!ready).then_some(now),
             scout: None,
             last_scout: None,
+            rebalance_at: settings.rebalance_every.map(|every| now + jittered(every)),
+            rebalancing: false,
+            leaving: None,
             pong: None,
         }
     }
@@ -677,7 +840,19 @@ impl Stream {
                 self.ready_changed = false;
                 return Ok(LinkEvent::Ready(self.ready));
             }
+            if self.in_flight.is_empty() {
+                match self.leaving.take() {
+                    Some(Leaving::To(index, open)) => return Err(End::Switch(index, open)),
+                    Some(Leaving::Removed) => {
+                        return Err(End::Left(format!(
+                            "left the {upstream}, no longer in the peer list, after it acknowledged everything sent to it"
+                        )));
+                    }
+                    None => {}
+                }
+            }
             let scout_at = self.scout_at(settings, walk);
+            let rebalance_at = self.rebalance_due(walk);
             let silent_at = tokio::time::Instant::from_std(self.liveness.deadline());
             let inbound = &mut self.open.inbound;
             let scout = &mut self.scout;
@@ -711,9 +886,43 @@ impl Stream {
                     }
                 } => {
                     self.scout = None;
-                    if let Some((index, open)) = found {
-                        return Err(End::Switch(index, Box::new(open)));
+                    match found {
+                        Some((index, open)) if self.rebalancing => {
+                            // Between batches: stop sending, switch once
+                            // everything in flight is acknowledged.
+                            debug!(to = %open.peer, in_flight = self.in_flight_events, "a preferred {upstream} can deliver: draining before the switch");
+                            if self.leaving.is_none() {
+                                self.leaving = Some(Leaving::To(index, Box::new(open)));
+                            }
+                        }
+                        Some((index, open)) => return Err(End::Switch(index, Box::new(open))),
+                        None => {}
                     }
+                }
+                () = async {
+                    match rebalance_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.rebalance_at = settings
+                        .rebalance_every
+                        .map(|every| Instant::now() + jittered(every));
+                    self.rebalancing = true;
+                    let preferred = walk.peers()[..walk.index()]
+                        .iter()
+                        .cloned()
+                        .enumerate()
+                        .collect();
+                    self.scout = Some(
+                        scout_ready_peer(
+                            preferred,
+                            settings.hello.clone(),
+                            settings.timeouts,
+                            settings.tls.clone(),
+                        )
+                        .boxed(),
+                    );
                 }
                 () = async {
                     match scout_at {
@@ -722,10 +931,15 @@ impl Stream {
                     }
                 } => {
                     self.last_scout = Some(Instant::now());
+                    self.rebalancing = false;
+                    let (peers, current) = (walk.peers(), walk.index());
+                    let others = (1..peers.len())
+                        .map(|step| (current + step) % peers.len())
+                        .map(|index| (index, peers[index].clone()))
+                        .collect();
                     self.scout = Some(
                         scout_ready_peer(
-                            walk.peers().to_vec(),
-                            walk.index(),
+                            others,
                             settings.hello.clone(),
                             settings.timeouts,
                             settings.tls.clone(),
@@ -785,12 +999,22 @@ impl Stream {
         })
     }
 
+    /// When to look for a preferred peer: with `rebalance_every`, while
+    /// this one is not the first of the walk, nothing else is looked for
+    /// and the stream is not being left.
+    fn rebalance_due(&self, walk: &PeerWalk) -> Option<tokio::time::Instant> {
+        if walk.index() == 0 || self.scout.is_some() || self.leaving.is_some() {
+            return None;
+        }
+        self.rebalance_at.map(tokio::time::Instant::from_std)
+    }
+
     /// When to look for another upstream, while this one cannot deliver:
     /// `not_ready_failover_after` past the later of when it said so and the
     /// last look.
     fn scout_at(&self, settings: &LinkSettings, walk: &PeerWalk) -> Option<tokio::time::Instant> {
         let after = settings.not_ready_failover_after?;
-        if self.ready || self.scout.is_some() || walk.peers().len() < 2 {
+        if self.ready || self.scout.is_some() || self.leaving.is_some() || walk.peers().len() < 2 {
             return None;
         }
         let since = self.not_ready_since?;
@@ -799,24 +1023,36 @@ impl Stream {
     }
 }
 
-/// Looks for another peer that can deliver now; returns its index and stream.
+/// Looks, in the order given, for a peer among `candidates` (each with its
+/// index in the walk) that can deliver now; returns its index and stream.
 async fn scout_ready_peer(
-    peers: Vec<Peer>,
-    current: usize,
+    candidates: Vec<(usize, Peer)>,
     hello: Hello,
     timeouts: LinkTimeouts,
     tls: Option<NodeTls>,
 ) -> Option<(usize, OpenStream)> {
-    let n = peers.len();
-    for step in 1..n {
-        let index = (current + step) % n;
-        if let Ok(open) = open(&peers[index], hello.clone(), timeouts, tls.as_ref()).await {
-            if open.welcome.ready {
-                return Some((index, open));
-            }
+    for (index, peer) in candidates {
+        if let Ok(open) = open(&peer, hello.clone(), timeouts, tls.as_ref()).await
+            && open.welcome.ready
+        {
+            return Some((index, open));
         }
     }
     None
+}
+
+/// `every`, jittered uniformly by ±50 %, so that links that started
+/// together do not look (and move) together.
+fn jittered(every: Duration) -> Duration {
+    every.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Resolves when the peer list has a new value; never once its sender is
+/// gone (a fixed list).
+async fn list_changed(peers: &mut watch::Receiver<Vec<Peer>>) {
+    if peers.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The tier a node of `kind` dials.
@@ -834,11 +1070,7 @@ mod tests {
 
     fn peers(n: u16) -> Vec<Peer> {
         (0..n)
-            .map(|i| Peer {
-                id: format!("S{i}"),
-                host: "127.0.0.1".into(),
-                port: 9000 + i,
-            })
+            .map(|i| Peer::new(format!("S{i}"), "127.0.0.1", 9000 + i))
             .collect()
     }
 
@@ -878,11 +1110,7 @@ mod tests {
     #[tokio::test]
     async fn opening_a_link_to_nobody_fails_fast_and_names_the_peer() {
         // Port 1 on loopback: nothing listens there.
-        let peer = Peer {
-            id: "S9".into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-        };
+        let peer = Peer::new("S9", "127.0.0.1", 1);
         let err = open(&peer, Hello::default(), LinkTimeouts::default(), None)
             .await
             .expect_err("nobody listens");

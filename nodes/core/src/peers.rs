@@ -10,10 +10,21 @@
 //! ```
 //!
 //! The trailing `;` is optional, CRLF line ends are fine, IPv6 hosts are
-//! written in brackets (`[::1]:9000`). Order matters: nodes try peers from
-//! the top and fail over downwards.
+//! written in brackets (`[::1]:9000`). Order matters when a node takes its
+//! peers [`PeerOrder::Ordered`]: it tries them from the top and fails over
+//! downwards. [`PeerOrder::Spread`] ranks them per node instead
+//! ([`preference`]).
+//!
+//! A row may name a host that resolves to several addresses (a Kubernetes
+//! headless service): [`resolve`] makes each address a peer of its own,
+//! keeping the row's id and host name (TLS checks the certificate against
+//! those) and dialing the address.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// One upstream peer a node may connect to.
@@ -25,9 +36,22 @@ pub struct Peer {
     pub host: String,
     /// TCP port (the tier's default when the row names none).
     pub port: u16,
+    /// The address [`resolve`] found for `host`, dialed instead of the
+    /// name (`None`: dial `host` itself, resolving it at connect time).
+    pub resolved: Option<SocketAddr>,
 }
 
 impl Peer {
+    /// A peer dialed by its host name (or IP address).
+    pub fn new(id: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
+        Self {
+            id: id.into(),
+            host: host.into(),
+            port,
+            resolved: None,
+        }
+    }
+
     /// `host:port`, with brackets around IPv6 addresses.
     pub fn address(&self) -> String {
         if self.host.contains(':') {
@@ -37,16 +61,147 @@ impl Peer {
         }
     }
 
+    /// What a connection goes to: the resolved address, else `host:port`.
+    pub fn dial_address(&self) -> String {
+        self.resolved
+            .map_or_else(|| self.address(), |address| address.to_string())
+    }
+
     /// The URI tonic dials.
     pub fn uri(&self) -> String {
-        format!("http://{}", self.address())
+        format!("http://{}", self.dial_address())
+    }
+
+    /// What tells this peer from the others of its list in [`preference`]:
+    /// the id, and the address for a row that resolved to several.
+    fn rank_key(&self) -> String {
+        match self.resolved {
+            Some(address) => format!("{}@{address}", self.id),
+            None => self.id.clone(),
+        }
     }
 }
 
 impl fmt::Display for Peer {
+    /// `id (host:port)`; a resolved peer appends its address:
+    /// `id@10.0.0.7:9000 (sidecars.example:9000)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.id, self.address())
+        match self.resolved {
+            Some(address) => write!(f, "{}@{address} ({})", self.id, self.address()),
+            None => write!(f, "{} ({})", self.id, self.address()),
+        }
     }
+}
+
+/// How a node ranks the peers of its list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerOrder {
+    /// The listed order, the same for every node: all take the first.
+    Ordered,
+    /// A ranking of its own per node, by rendezvous (highest random
+    /// weight) hashing of the node's id with each peer's: nodes spread
+    /// evenly, and adding or removing a peer moves only the nodes that
+    /// ranked it first.
+    #[default]
+    Spread,
+}
+
+impl PeerOrder {
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ordered => "ordered",
+            Self::Spread => "spread",
+        }
+    }
+}
+
+/// `peers` in the order node `node_id` tries them: as listed for
+/// [`PeerOrder::Ordered`]; by descending [`rendezvous_weight`] for
+/// [`PeerOrder::Spread`] (ties, which need equal 64-bit hashes, keep the
+/// listed order).
+pub fn preference(peers: &[Peer], order: PeerOrder, node_id: &str) -> Vec<Peer> {
+    let mut ranked = peers.to_vec();
+    if order == PeerOrder::Spread {
+        ranked.sort_by_cached_key(|peer| {
+            std::cmp::Reverse(rendezvous_weight(node_id, &peer.rank_key()))
+        });
+    }
+    ranked
+}
+
+/// The weight of `peer_key` for `node_id`: FNV-1a over both (separated by
+/// a byte no id contains), finished with splitmix64 so that similar ids
+/// (`client-17`, `client-18`) get unrelated weights. Written out rather
+/// than taken from `std::hash`, whose output may change between Rust
+/// releases: a node's ranking must not move when it is rebuilt.
+pub fn rendezvous_weight(node_id: &str, peer_key: &str) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    for byte in node_id.bytes().chain([0xff]).chain(peer_key.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    // splitmix64's finaliser.
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// Makes every address a row's host name resolves to a peer of its own
+/// (same id and host name, `resolved` set), in the rows' order, each row's
+/// addresses sorted. A row naming an IP address stays as it is; a row
+/// whose name does not resolve (or to nothing) also stays as it is, dialed
+/// by name, and is named in the problems returned, so that one bad name
+/// never empties a list.
+pub async fn resolve<F, Fut>(rows: &[Peer], lookup: F) -> (Vec<Peer>, Vec<String>)
+where
+    F: Fn(String, u16) -> Fut,
+    Fut: Future<Output = io::Result<Vec<SocketAddr>>>,
+{
+    let (mut peers, mut problems) = (Vec::with_capacity(rows.len()), Vec::new());
+    for row in rows {
+        if row.host.parse::<IpAddr>().is_ok() {
+            peers.push(Peer {
+                resolved: None,
+                ..row.clone()
+            });
+            continue;
+        }
+        match lookup(row.host.clone(), row.port).await {
+            Ok(found) if !found.is_empty() => {
+                let found: BTreeSet<SocketAddr> = found.into_iter().collect();
+                peers.extend(found.into_iter().map(|address| Peer {
+                    resolved: Some(address),
+                    ..row.clone()
+                }));
+            }
+            outcome => {
+                let why = match outcome {
+                    Err(err) => err.to_string(),
+                    Ok(_) => "no addresses".to_string(),
+                };
+                problems.push(format!(
+                    "{} ({}) does not resolve: {why}; dialing it by name",
+                    row.id,
+                    row.address()
+                ));
+                peers.push(Peer {
+                    resolved: None,
+                    ..row.clone()
+                });
+            }
+        }
+    }
+    (peers, problems)
+}
+
+/// The system's resolver, as [`resolve`] takes it.
+pub async fn system_lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok(tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .collect())
 }
 
 /// Why a peer list could not be used. Every variant names the file, and the
@@ -134,11 +289,7 @@ pub fn parse(text: &[u8], path: &Path, default_port: u16) -> Result<Vec<Peer>, P
                 ),
             ));
         }
-        peers.push(Peer {
-            id: id.to_string(),
-            host,
-            port,
-        });
+        peers.push(Peer::new(id, host, port));
     }
     if peers.is_empty() {
         return Err(PeerListError::Empty {
@@ -197,11 +348,7 @@ mod tests {
     }
 
     fn peer(id: &str, host: &str, port: u16) -> Peer {
-        Peer {
-            id: id.into(),
-            host: host.into(),
-            port,
-        }
+        Peer::new(id, host, port)
     }
 
     #[test]
@@ -276,5 +423,117 @@ mod tests {
             .expect_err("missing")
             .to_string();
         assert!(err.contains("/nonexistent/sidecarCon.csv"), "{err}");
+    }
+
+    fn ids(peers: &[Peer]) -> Vec<&str> {
+        peers.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn ordered_keeps_the_list_and_spread_ranks_per_node() {
+        let list: Vec<Peer> = (1..=4)
+            .map(|i| peer(&format!("S{i}"), "10.0.0.1", 9000 + i))
+            .collect();
+        for node in ["a", "b", "c"] {
+            assert_eq!(
+                ids(&preference(&list, PeerOrder::Ordered, node)),
+                ["S1", "S2", "S3", "S4"]
+            );
+        }
+        let firsts: BTreeSet<String> = (0..40)
+            .map(|n| {
+                preference(&list, PeerOrder::Spread, &format!("client-{n}"))[0]
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            4,
+            "40 nodes should not all prefer the same peer: {firsts:?}"
+        );
+        // Deterministic: the same node ranks the same way every time.
+        assert_eq!(
+            preference(&list, PeerOrder::Spread, "client-7"),
+            preference(&list, PeerOrder::Spread, "client-7")
+        );
+    }
+
+    #[test]
+    fn removing_a_peer_moves_only_the_nodes_that_ranked_it_first() {
+        let list: Vec<Peer> = (1..=4)
+            .map(|i| peer(&format!("S{i}"), "10.0.0.1", 9000 + i))
+            .collect();
+        let without_s3: Vec<Peer> = list.iter().filter(|p| p.id != "S3").cloned().collect();
+        for n in 0..500 {
+            let node = format!("client-{n}");
+            let before = preference(&list, PeerOrder::Spread, &node);
+            let after = preference(&without_s3, PeerOrder::Spread, &node);
+            let kept: Vec<&Peer> = before.iter().filter(|p| p.id != "S3").collect();
+            assert_eq!(
+                kept,
+                after.iter().collect::<Vec<_>>(),
+                "{node}: the others keep their order"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_with_several_addresses_makes_one_peer_per_address() {
+        let rows = vec![
+            peer("S1", "sidecars.example", 9000),
+            peer("S2", "10.0.0.9", 9001),
+            peer("S3", "gone.example", 9002),
+        ];
+        let lookup = |host: String, port: u16| async move {
+            match host.as_str() {
+                "sidecars.example" => Ok(vec![
+                    SocketAddr::from(([10, 0, 0, 2], port)),
+                    SocketAddr::from(([10, 0, 0, 1], port)),
+                    SocketAddr::from(([10, 0, 0, 2], port)),
+                ]),
+                _ => Err(io::Error::other("NXDOMAIN")),
+            }
+        };
+        let (peers, problems) = resolve(&rows, lookup).await;
+        let shown: Vec<String> = peers.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "S1@10.0.0.1:9000 (sidecars.example:9000)",
+                "S1@10.0.0.2:9000 (sidecars.example:9000)",
+                "S2 (10.0.0.9:9001)",
+                "S3 (gone.example:9002)",
+            ]
+        );
+        assert_eq!(
+            peers[0].host, "sidecars.example",
+            "TLS still checks the name"
+        );
+        assert_eq!(peers[1].uri(), "http://10.0.0.2:9000");
+        assert_eq!(peers[3].uri(), "http://gone.example:9002");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("S3") && problems[0].contains("NXDOMAIN"),
+            "{problems:?}"
+        );
+        // The two addresses of S1 rank as two peers.
+        let firsts: BTreeSet<String> = (0..40)
+            .map(|n| preference(&peers[..2], PeerOrder::Spread, &format!("c{n}"))[0].to_string())
+            .collect();
+        assert_eq!(firsts.len(), 2, "{firsts:?}");
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_through_the_system() {
+        let (peers, problems) = resolve(&[peer("S1", "localhost", 9000)], system_lookup).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!peers.is_empty());
+        assert!(
+            peers.iter().all(|p| p
+                .resolved
+                .is_some_and(|a| a.ip().is_loopback() && a.port() == 9000)),
+            "{peers:?}"
+        );
     }
 }

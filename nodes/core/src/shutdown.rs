@@ -2,11 +2,13 @@
 //!
 //! Libraries never trap signals: they are handed a `CancellationToken`. The
 //! binaries call [`drive`], which cancels the token on SIGTERM or Ctrl-C and
-//! gives the node a bounded grace period to drain.
+//! gives the node a bounded grace period to drain, and [`hangups`], which
+//! turns SIGHUP into a "reload now" the node's library is handed.
 
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -66,4 +68,34 @@ pub async fn drive<T>(
             None
         }
     }
+}
+
+/// A tick on every SIGHUP, for [`crate::live_peers::LivePeers::run`] ("re-read
+/// the peer list now"). Call it inside the runtime, before the node runs:
+/// from then on SIGHUP no longer ends the process. If the handler cannot be
+/// installed the channel simply never ticks (the files are polled anyway).
+pub fn hangups() -> watch::Receiver<()> {
+    let (tx, rx) = watch::channel(());
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        info!("SIGHUP: reloading peer lists (certificates are re-read every 2 s)");
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(err) => {
+                warn!(%err, "cannot watch for SIGHUP; peer lists are still re-read when they change")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }

@@ -327,8 +327,9 @@ impl NodeTls {
         self.current().client.clone()
     }
 
-    /// Opens a TLS connection to `peer` within `within`: its certificate must
-    /// be signed by the CA, name the host dialed (a DNS or IP SAN) and name
+    /// Opens a TLS connection to `peer` within `within` (to its resolved
+    /// address if it has one, else to its host): its certificate must be
+    /// signed by the CA, name the peer's host (a DNS or IP SAN) and name
     /// the identity the peer list gives it, `smesh://<tier>/<peer id>` for
     /// one of `tiers`; this node presents its own certificate.
     pub async fn dial(
@@ -349,7 +350,13 @@ impl NodeTls {
         })?;
         let connector = TlsConnector::from(Arc::clone(&loaded.dialer));
         let connecting = async {
-            let tcp = TcpStream::connect((peer.host.as_str(), peer.port)).await?;
+            // A row's name that resolved to several addresses is dialed at
+            // the address; the certificate is still checked against the
+            // name (and the row's id, below).
+            let tcp = match peer.resolved {
+                Some(address) => TcpStream::connect(address).await?,
+                None => TcpStream::connect((peer.host.as_str(), peer.port)).await?,
+            };
             tcp.set_nodelay(true)?;
             connector.connect(name, tcp).await
         };

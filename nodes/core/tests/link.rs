@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use smesh_core::backoff::Backoff;
 use smesh_core::link::{Link, LinkEvent, LinkSettings, LinkTimeouts};
-use smesh_core::peers::Peer;
+use smesh_core::live_peers::fixed;
+use smesh_core::peers::{Peer, PeerOrder};
 use smesh_core::session::SessionSettings;
 use smesh_proto::mesh::{Hello, NodeKind, PeerStatus, Rejected};
 use smesh_testkit::{Seen, Upstream, events, settings};
@@ -23,7 +24,9 @@ fn link_to(peers: &[&Peer], window: usize, not_ready_failover_after: Option<Dura
             version: "test".to_string(),
             incarnation: "1".to_string(),
         },
-        peers: peers.iter().map(|p| (*p).clone()).collect(),
+        peers: fixed(peers.iter().map(|p| (*p).clone()).collect()),
+        order: PeerOrder::Ordered,
+        rebalance_every: None,
         timeouts: LinkTimeouts {
             connect: Duration::from_secs(2),
             welcome: Duration::from_secs(5),
@@ -73,6 +76,7 @@ async fn a_lost_upstream_fails_over_and_the_owner_resends_on_the_next() {
             peer,
             reason,
             switching_to,
+            ..
         } => {
             assert_eq!(peer.id, "S1");
             assert!(reason.contains("broker gone"), "{reason}");
@@ -225,11 +229,7 @@ async fn a_silent_upstream_is_presumed_dead_after_the_heartbeat_timeout() {
 async fn an_unreachable_peer_is_skipped() {
     let s2 = Upstream::start("S2", settings()).await;
     // Port 1 on loopback: nothing listens there.
-    let nobody = Peer {
-        id: "S1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port: 1,
-    };
+    let nobody = Peer::new("S1", "127.0.0.1", 1);
     let mut link = link_to(&[&nobody, &s2.peer], 1000, None);
     assert_eq!(up_peer(&next(&mut link).await), Some("S2"));
 }
@@ -336,11 +336,7 @@ async fn forger(beyond: u64) -> Peer {
             }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    Peer {
-        id: "F".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    }
+    Peer::new("F", "127.0.0.1", port)
 }
 
 #[tokio::test]

@@ -62,6 +62,9 @@ fn main() -> ExitCode {
             }
         };
         let token = CancellationToken::new();
+        // SIGHUP (`systemctl reload`) must not end the master: it has no
+        // peer list, and re-reads its certificates by itself.
+        let _hangups = shutdown::hangups();
         match args.metrics.bind().await {
             Ok(Some(listener)) => {
                 let registry = std::sync::Arc::new(master.metrics());

@@ -13,7 +13,8 @@ use smesh_core::cli::{
     parse_duration, size_flag,
 };
 use smesh_core::link::{LinkSettings, LinkTimeouts};
-use smesh_core::peers::{self, Peer};
+use smesh_core::live_peers;
+use smesh_core::peers::{self, Peer, PeerOrder};
 use smesh_core::session::SessionSettings;
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 use smesh_proto::mesh::{Hello, NodeKind};
@@ -73,7 +74,9 @@ pub struct SidecarArgs {
     #[arg(long, env = "SMESH_LISTEN", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Masters this sidecar may use, in order of preference
-    /// (`<id>;host:port;` per line; no port means 9010).
+    /// (`<id>;host:port;` per line; no port means 9010). Re-read when it
+    /// changes and on SIGHUP; a host name that resolves to several
+    /// addresses counts as one master per address.
     #[arg(long, env = "SMESH_MASTERS", default_value = defaults::MASTERS)]
     pub masters: PathBuf,
     /// Events a client may have unacknowledged on its stream.
@@ -182,6 +185,7 @@ impl SidecarArgs {
             .load(Some(&PeerIdentity::new(Tier::Sidecar, self.id.clone())))?;
         let secure = tls.is_some();
         let config = Config::builder(self.id, masters)
+            .masters_file(self.masters)
             .tls(tls)
             .window(self.window)
             .window_bytes(self.window_bytes)
@@ -211,6 +215,7 @@ impl Config {
         ConfigBuilder {
             id: id.into(),
             masters,
+            masters_file: None,
             window: defaults::WINDOW,
             window_bytes: defaults::WINDOW_BYTES,
             max_pending_events: defaults::MAX_PENDING_EVENTS,
@@ -235,6 +240,7 @@ impl Config {
 pub struct ConfigBuilder {
     id: String,
     masters: Vec<Peer>,
+    masters_file: Option<PathBuf>,
     window: u32,
     window_bytes: u64,
     max_pending_events: usize,
@@ -249,6 +255,13 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
+    /// `--masters`: the file the masters were read from, followed while
+    /// the sidecar runs (without it the list stays as given).
+    pub fn masters_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.masters_file = Some(path.into());
+        self
+    }
+
     /// `--tls-cert`, `--tls-key`, `--tls-ca`, loaded: mutual TLS towards
     /// clients and masters (`None`: plaintext).
     pub fn tls(mut self, tls: Option<NodeTls>) -> Self {
@@ -346,6 +359,7 @@ impl ConfigBuilder {
             id: self.id.clone(),
             sessions,
             tls: self.tls.clone(),
+            masters_file: self.masters_file,
             upstream: UpstreamSettings {
                 link: LinkSettings {
                     hello: Hello {
@@ -354,7 +368,11 @@ impl ConfigBuilder {
                         version: smesh_core::VERSION.to_string(),
                         incarnation: crate::incarnation(),
                     },
-                    peers: self.masters,
+                    peers: live_peers::fixed(self.masters),
+                    // Masters are few and each takes every sidecar: the
+                    // listed order, no moving back.
+                    order: PeerOrder::Ordered,
+                    rebalance_every: None,
                     timeouts: LinkTimeouts {
                         connect: self.connect_timeout,
                         welcome: self.connect_timeout * 2,
@@ -418,6 +436,7 @@ mod tests {
         let (list, peers) = example_masters();
         let parsed = parse_without_env(&["--masters", list]).expect("defaults parse");
         let built = Config::builder(defaults::ID, peers)
+            .masters_file(list)
             .build()
             .expect("defaults build");
         assert_eq!(alike(built), alike(parsed));
@@ -450,6 +469,7 @@ mod tests {
         ])
         .expect("flags parse");
         let built = Config::builder("edge-sidecar", peers)
+            .masters_file(list)
             .window(10)
             .max_pending_events(100)
             .max_event_bytes(2000)

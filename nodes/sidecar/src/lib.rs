@@ -22,6 +22,7 @@ pub mod upstream;
 use std::sync::Arc;
 
 use smesh_core::grpc;
+use smesh_core::live_peers::{LivePeers, Reloads, no_reloads};
 use smesh_core::session::{MeshService, SessionSettings};
 use smesh_core::tls::{PeerIdentity, Tier};
 use smesh_proto::mesh::NodeKind;
@@ -49,6 +50,9 @@ pub struct Config {
     /// Mutual TLS for client streams (the master link has its own copy in
     /// `upstream`); `None`: plaintext.
     pub tls: Option<smesh_core::tls::NodeTls>,
+    /// `--masters`, followed while running (`None`: the list in `upstream`
+    /// stays as given; its names are still resolved).
+    pub masters_file: Option<std::path::PathBuf>,
 }
 
 /// Why a sidecar stopped.
@@ -78,6 +82,8 @@ pub struct Sidecar {
     counters: Arc<UpstreamCounters>,
     table: ClientTable,
     table_handle: TableHandle,
+    /// "Reload the master list now" from the binary (SIGHUP).
+    reloads: Reloads,
 }
 
 impl Sidecar {
@@ -89,7 +95,15 @@ impl Sidecar {
             counters: Arc::new(UpstreamCounters::default()),
             table,
             table_handle,
+            reloads: no_reloads(),
         }
+    }
+
+    /// Rereads the master list whenever `reloads` fires (the binary sends
+    /// on SIGHUP); it is also looked at every few seconds regardless.
+    pub fn reload_on(mut self, reloads: Reloads) -> Self {
+        self.reloads = reloads;
+        self
     }
 
     /// Totals of the master link.
@@ -118,6 +132,7 @@ impl Sidecar {
             counters,
             table,
             table_handle,
+            reloads,
         } = self;
         let address = listener
             .local_addr()
@@ -133,8 +148,16 @@ impl Sidecar {
             let own = PeerIdentity::new(Tier::Sidecar, config.id.clone());
             tasks.spawn(tls.clone().keep_fresh(Some(own), shutdown.clone()));
         }
+        let rows = config.upstream.link.peers.borrow().clone();
+        let (mut masters, peers) =
+            LivePeers::new(config.masters_file.clone(), smesh_core::MASTER_PORT, rows);
+        masters.resolve_now().await;
+        let mut settings = config.upstream.clone();
+        settings.link.peers = peers;
+        let master_count = settings.link.peers.borrow().len();
+        tasks.spawn(masters.run(reloads, shutdown.clone()));
         let upstream = Upstream::new(
-            config.upstream.clone(),
+            settings,
             inbox,
             table_handle.clone(),
             ready_tx,
@@ -169,7 +192,7 @@ impl Sidecar {
             shutdown.clone(),
         );
         let sessions = mesh.sessions();
-        info!(id = %config.id, %address, masters = config.upstream.link.peers.len(), tls = config.tls.is_some(), "sidecar listening");
+        info!(id = %config.id, %address, masters = master_count, tls = config.tls.is_some(), "sidecar listening");
         let served = grpc::serve_mesh(
             mesh,
             health_service,

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             }
         };
         let token = CancellationToken::new();
-        let sidecar = Sidecar::new(config);
+        let sidecar = Sidecar::new(config).reload_on(shutdown::hangups());
         match metrics.bind().await {
             Ok(Some(listener)) => {
                 let registry = std::sync::Arc::new(sidecar.metrics());

@@ -195,6 +195,7 @@ impl Upstream {
                 peer,
                 reason,
                 switching_to,
+                drained,
             } => {
                 self.counters.failovers.fetch_add(1, Relaxed);
                 let resent: usize = self
@@ -208,6 +209,9 @@ impl Upstream {
                     .fetch_add(resent as u64, Relaxed);
                 self.sent = 0;
                 match switching_to {
+                    None if drained => {
+                        info!(master = %peer, %reason, "left the master between batches");
+                    }
                     Some(to) => {
                         info!(from = %peer, %to, %reason, "master cannot deliver; switching to one that can");
                     }

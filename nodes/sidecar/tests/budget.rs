@@ -22,11 +22,11 @@ async fn clients_wait_while_the_sidecar_holds_its_byte_budget() {
         .build()
         .expect("config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let sidecar = Peer {
-        id: "S1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port: listener.local_addr().expect("address").port(),
-    };
+    let sidecar = Peer::new(
+        "S1",
+        "127.0.0.1",
+        listener.local_addr().expect("address").port(),
+    );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(Sidecar::new(config).run(listener, shutdown.clone()));
 

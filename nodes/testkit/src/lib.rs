@@ -174,11 +174,7 @@ impl Upstream {
             sessions.wait().await;
         });
         Self {
-            peer: Peer {
-                id: id.to_string(),
-                host: "127.0.0.1".to_string(),
-                port,
-            },
+            peer: Peer::new(id.to_string(), "127.0.0.1", port),
             ready,
             forwarded,
             seen,

@@ -28,11 +28,7 @@ pub fn rss_mib(process: &Process) -> f64 {
 /// Opens `n` client streams to the sidecar and answers their pings, until
 /// the returned guard is dropped.
 pub async fn connect_idle_clients(port: u16, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
-    let peer = Peer {
-        id: "S1".to_string(),
-        host: "127.0.0.1".to_string(),
-        port,
-    };
+    let peer = Peer::new("S1", "127.0.0.1", port);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let hello = Hello {
