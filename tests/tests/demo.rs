@@ -48,3 +48,85 @@ fn the_headless_demo_moves_events_through_every_tier() {
         );
     }
 }
+
+/// `GET /metrics` on `address`, the body.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("HTTP head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample that starts with `name_and_labels`.
+fn sample(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels))
+        .and_then(|rest| rest.trim().split(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn the_demo_serves_every_nodes_metrics_for_prometheus() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut demo = Command::new(nodes::binary("smesh-console"))
+        .args(["demo", "--headless", "--duration", "8s", "--rate", "50"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the demo");
+    let mut lines = std::io::BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("smesh demo: Prometheus metrics of every node at http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .map(str::to_string)
+        })
+        .expect("the demo says where its metrics are");
+    // Wait for acknowledgements, as Prometheus would scrape again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let body = scrape(&address);
+        if sample(&body, "smesh_client_events_acked_total{node=\"client-3\"}").unwrap_or(0.0) > 0.0
+        {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "no acks:\n{body}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    for node in ["client-1", "client-2", "client-3"] {
+        let acked = sample(
+            &body,
+            &format!("smesh_client_events_acked_total{{node=\"{node}\"}}"),
+        );
+        assert!(acked.is_some(), "{node} is in the scrape:\n{body}");
+    }
+    assert!(
+        sample(
+            &body,
+            "smesh_sidecar_events_forwarded_total{node=\"sidecar-1\"}"
+        )
+        .is_some(),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "smesh_master_kafka_ready{node=\"master-1\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    for _ in lines {}
+    assert!(demo.wait().expect("demo exit").success());
+}

@@ -66,6 +66,10 @@ pub struct DemoArgs {
     /// Run every link in plaintext instead of mutual TLS.
     #[arg(long)]
     pub plaintext: bool,
+    /// Serve every node's Prometheus metrics on http://ADDR/metrics, each
+    /// under a `node` label (off unless given).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Counters of every node of the demo mesh, read for the summary line.
@@ -128,6 +132,8 @@ pub struct DemoMesh {
     pub console_tls: Option<TlsFiles>,
     /// Cancelled to stop every node.
     pub token: CancellationToken,
+    /// Where every node's Prometheus metrics are served (`--metrics-listen`).
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Every node's task, awaited by [`DemoMesh::stop`].
     tasks: TaskTracker,
     /// The embedded cluster, kept alive as long as the mesh.
@@ -313,6 +319,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
     let master_config = master_config(args, &kafka, &dir, tls(Tier::Master, "master-1")?)
         .map_err(anyhow::Error::msg)?;
     let master = smesh_master::Master::new(master_config)?;
+    let mut collectors = vec![("master-1".to_string(), master.metrics_collector())];
     let master_counters = master.counters();
     let master_handle = master.handle();
     tasks.spawn({
@@ -336,6 +343,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         let config = sidecar_config(&id, master_peer.clone(), tls(Tier::Sidecar, &id)?)
             .map_err(anyhow::Error::msg)?;
         let sidecar = smesh_sidecar::Sidecar::new(config);
+        collectors.push((id.clone(), sidecar.metrics_collector()));
         sidecar_counters.push(sidecar.counters());
         let token = token.clone();
         tasks.spawn(async move {
@@ -356,6 +364,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
         let config = client_config(&id, order, args.rate, &own, tls(Tier::Client, &id)?)
             .map_err(anyhow::Error::msg)?;
         let client = smesh_client::Client::new(config);
+        collectors.push((id.clone(), client.metrics_collector()));
         client_counters.push(client.counters());
         let token = token.clone();
         tasks.spawn(async move {
@@ -364,7 +373,24 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoMesh> {
             }
         });
     }
+    let metrics_address = match args.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|err| anyhow::anyhow!("--metrics-listen {address}: {err}"))?;
+            let bound = listener.local_addr()?;
+            let registry = Arc::new(smesh_core::metrics::labelled_registry(collectors));
+            tasks.spawn(smesh_core::metrics::serve(
+                listener,
+                registry,
+                token.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     Ok(DemoMesh {
+        metrics_address,
         counters: MeshCounters {
             clients: client_counters,
             sidecars: sidecar_counters,
@@ -418,6 +444,9 @@ pub async fn run_headless(args: &DemoArgs) -> anyhow::Result<()> {
             None => "plaintext".to_string(),
         }
     );
+    if let Some(address) = mesh.metrics_address {
+        println!("smesh demo: Prometheus metrics of every node at http://{address}/metrics");
+    }
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;

@@ -117,6 +117,12 @@ impl Client {
         smesh_core::metrics::registry(metrics::ClientMetrics(Arc::clone(&self.counters)))
     }
 
+    /// The collector behind [`Client::metrics`], for a registry of several
+    /// nodes (the demo's).
+    pub fn metrics_collector(&self) -> Box<dyn smesh_core::metrics::Collector> {
+        Box::new(metrics::ClientMetrics(Arc::clone(&self.counters)))
+    }
+
     /// Runs until every source has finished and everything read has been
     /// delivered, or until `shutdown` (then drains for `--grace` and leaves
     /// the rest in the spool).

@@ -57,6 +57,18 @@ pub fn registry(collector: impl Collector) -> Registry {
     registry
 }
 
+/// One registry for several nodes in one process (the demo), each node's
+/// metrics under a `node` label: bounded, as such a process runs few.
+pub fn labelled_registry(nodes: Vec<(String, Box<dyn Collector>)>) -> Registry {
+    let mut registry = Registry::default();
+    for (node, collector) in nodes {
+        registry
+            .sub_registry_with_label(("node".into(), node.into()))
+            .register_collector(collector);
+    }
+    registry
+}
+
 /// The registry's exposition, as `/metrics` answers it.
 pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
     let mut text = String::new();

@@ -151,11 +151,21 @@ impl Master {
 
     /// Its Prometheus metrics, for `smesh_core::metrics::serve`.
     pub fn metrics(&self) -> smesh_core::metrics::Registry {
-        smesh_core::metrics::registry(metrics::MasterMetrics {
+        smesh_core::metrics::registry(self.collector())
+    }
+
+    /// The collector behind [`Master::metrics`], for a registry of several
+    /// nodes (the demo's).
+    pub fn metrics_collector(&self) -> Box<dyn smesh_core::metrics::Collector> {
+        Box::new(self.collector())
+    }
+
+    fn collector(&self) -> metrics::MasterMetrics {
+        metrics::MasterMetrics {
             counters: Arc::clone(&self.counters),
             kafka: self.kafka_tx.subscribe(),
             librdkafka: self.sink.stats(),
-        })
+        }
     }
 
     /// Serves sidecars on `listener` and the admin API on `admin` until

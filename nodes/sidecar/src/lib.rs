@@ -113,10 +113,20 @@ impl Sidecar {
 
     /// Its Prometheus metrics, for `smesh_core::metrics::serve`.
     pub fn metrics(&self) -> smesh_core::metrics::Registry {
-        smesh_core::metrics::registry(metrics::SidecarMetrics {
+        smesh_core::metrics::registry(self.collector())
+    }
+
+    /// The collector behind [`Sidecar::metrics`], for a registry of several
+    /// nodes (the demo's).
+    pub fn metrics_collector(&self) -> Box<dyn smesh_core::metrics::Collector> {
+        Box::new(self.collector())
+    }
+
+    fn collector(&self) -> metrics::SidecarMetrics {
+        metrics::SidecarMetrics {
             counters: Arc::clone(&self.counters),
             max_pending_bytes: self.config.upstream.max_pending_bytes,
-        })
+        }
     }
 
     /// Serves clients on `listener` until `shutdown`, then drains: client
