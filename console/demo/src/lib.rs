@@ -489,6 +489,7 @@ mod tests {
             duration: None,
             dir: None,
             plaintext: false,
+            metrics_listen: None,
         };
         let temp = tempfile::tempdir().expect("tempdir");
         let pki = DemoPki::new(temp.path()).expect("a throw-away CA");
