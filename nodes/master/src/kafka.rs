@@ -133,7 +133,7 @@ pub struct QuietContext {
     stats: Option<(Arc<KafkaStats>, ProducerRole)>,
 }
 
-/// `statistics.interval.ms` unless `--kafka-option` says otherwise: how
+/// `statistics.interval.ms` unless `--kafka-config` says otherwise: how
 /// often librdkafka hands over its statistics (for `/metrics`).
 pub const STATISTICS_INTERVAL_MS: &str = "5000";
 
