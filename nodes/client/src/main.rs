@@ -26,20 +26,9 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let token = CancellationToken::new();
         let client = Client::new(config).reload_on(shutdown::hangups());
-        match metrics.bind().await {
-            Ok(Some(listener)) => {
-                let registry = std::sync::Arc::new(client.metrics());
-                tokio::spawn(smesh_core::metrics::serve(
-                    listener,
-                    registry,
-                    token.clone(),
-                ));
-            }
-            Ok(None) => {}
-            Err(reason) => {
-                eprintln!("smesh-client: {reason}");
-                return ExitCode::from(EX_UNAVAILABLE as u8);
-            }
+        if let Err(reason) = metrics.serve(|| client.metrics(), token.clone()).await {
+            eprintln!("smesh-client: {reason}");
+            return ExitCode::from(EX_UNAVAILABLE as u8);
         }
         match shutdown::drive(client.run(token.clone()), token, grace).await {
             Some(Ok(())) => ExitCode::SUCCESS,

@@ -290,6 +290,21 @@ impl MetricsArgs {
         tracing::info!(address = %bound, "metrics listening on /metrics");
         Ok(Some(listener))
     }
+
+    /// Binds `--metrics-listen`, if given, and serves the node's `registry`
+    /// there until `shutdown` (see [`crate::metrics::serve`]). `Err` as
+    /// [`MetricsArgs::bind`].
+    pub async fn serve(
+        &self,
+        registry: impl FnOnce() -> crate::metrics::Registry,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
+        if let Some(listener) = self.bind().await? {
+            let registry = std::sync::Arc::new(registry());
+            tokio::spawn(crate::metrics::serve(listener, registry, shutdown));
+        }
+        Ok(())
+    }
 }
 
 /// Logging flags every binary takes.

@@ -65,20 +65,9 @@ fn main() -> ExitCode {
         // SIGHUP (`systemctl reload`) must not end the master: it has no
         // peer list, and re-reads its certificates by itself.
         let _hangups = shutdown::hangups();
-        match args.metrics.bind().await {
-            Ok(Some(listener)) => {
-                let registry = std::sync::Arc::new(master.metrics());
-                tokio::spawn(smesh_core::metrics::serve(
-                    listener,
-                    registry,
-                    token.clone(),
-                ));
-            }
-            Ok(None) => {}
-            Err(reason) => {
-                eprintln!("smesh-master: {reason}");
-                return ExitCode::from(EX_UNAVAILABLE as u8);
-            }
+        if let Err(reason) = args.metrics.serve(|| master.metrics(), token.clone()).await {
+            eprintln!("smesh-master: {reason}");
+            return ExitCode::from(EX_UNAVAILABLE as u8);
         }
         // SIGUSR1 runs a health check of every peer (the console does it through the admin API).
         tokio::spawn(health_check_on_sigusr1(

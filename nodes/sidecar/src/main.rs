@@ -33,20 +33,9 @@ fn main() -> ExitCode {
         };
         let token = CancellationToken::new();
         let sidecar = Sidecar::new(config).reload_on(shutdown::hangups());
-        match metrics.bind().await {
-            Ok(Some(listener)) => {
-                let registry = std::sync::Arc::new(sidecar.metrics());
-                tokio::spawn(smesh_core::metrics::serve(
-                    listener,
-                    registry,
-                    token.clone(),
-                ));
-            }
-            Ok(None) => {}
-            Err(reason) => {
-                eprintln!("smesh-sidecar: {reason}");
-                return ExitCode::from(EX_UNAVAILABLE as u8);
-            }
+        if let Err(reason) = metrics.serve(|| sidecar.metrics(), token.clone()).await {
+            eprintln!("smesh-sidecar: {reason}");
+            return ExitCode::from(EX_UNAVAILABLE as u8);
         }
         match shutdown::drive(sidecar.run(listener, token.clone()), token, grace).await {
             Some(Ok(())) | None => ExitCode::SUCCESS,
