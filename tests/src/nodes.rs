@@ -158,6 +158,16 @@ impl Process {
             })
             .collect()
     }
+
+    /// The field `field` of every JSON log line whose message contains
+    /// `needle`, in order (empty for a line without it): e.g. the peers a
+    /// node connected to.
+    pub fn logged_values(&self, needle: &str, field: &str) -> Vec<String> {
+        self.log_events(needle)
+            .iter()
+            .map(|e| e["fields"][field].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
 }
 
 impl Drop for Process {

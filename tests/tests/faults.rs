@@ -99,16 +99,7 @@ async fn killing_the_sidecar_moves_the_client_to_the_next_one() {
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
     verdict.assert_complete("sidecar killed");
-    let connected: Vec<String> = client
-        .log_events("connected to sidecar")
-        .iter()
-        .map(|e| {
-            e["fields"]["sidecar"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let connected = client.logged_values("connected to sidecar", "sidecar");
     assert!(
         connected.first().is_some_and(|s| s.starts_with("S1"))
             && connected.iter().any(|s| s.starts_with("S2")),
@@ -153,16 +144,7 @@ async fn killing_the_master_moves_the_sidecar_to_the_next_one() {
         "the sidecar noticed:\n{}",
         sidecar.log_tail(20)
     );
-    let connected: Vec<String> = sidecar
-        .log_events("connected to master")
-        .iter()
-        .map(|e| {
-            e["fields"]["master"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let connected = sidecar.logged_values("connected to master", "master");
     assert!(
         connected.iter().any(|m| m.starts_with("M2")),
         "sidecar moved to M2: {connected:?}"

@@ -22,17 +22,9 @@ const DELIVERY: Duration = Duration::from_secs(120);
 /// The sidecars the client connected to, in order (ids as logged).
 fn connections(client: &Process) -> Vec<String> {
     client
-        .log_events("connected to sidecar")
+        .logged_values("connected to sidecar", "sidecar")
         .iter()
-        .map(|e| {
-            e["fields"]["sidecar"]
-                .as_str()
-                .unwrap_or_default()
-                .split(' ')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|s| s.split(' ').next().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -207,16 +199,7 @@ async fn a_master_list_edited_while_running_loses_nothing() {
     let (_, verdict) = read_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
     verdict.assert_complete("master list edited while running");
     assert_eq!(verdict.duplicates, 0, "M1 was drained, not abandoned");
-    let masters: Vec<String> = sidecar
-        .log_events("connected to master")
-        .iter()
-        .map(|e| {
-            e["fields"]["master"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let masters = sidecar.logged_values("connected to master", "master");
     assert!(
         masters.len() == 2 && masters[0].starts_with("M1") && masters[1].starts_with("M2"),
         "{masters:?}"

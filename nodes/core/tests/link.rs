@@ -13,7 +13,7 @@ use smesh_core::live_peers::fixed;
 use smesh_core::peers::{Peer, PeerOrder};
 use smesh_core::session::SessionSettings;
 use smesh_proto::mesh::{Hello, NodeKind, PeerStatus, Rejected};
-use smesh_testkit::{Seen, Upstream, events, settings};
+use smesh_testkit::{Seen, Upstream, events, next_link_event as next, settings};
 use tonic::Status;
 
 fn link_to(peers: &[&Peer], window: usize, not_ready_failover_after: Option<Duration>) -> Link {
@@ -37,18 +37,6 @@ fn link_to(peers: &[&Peer], window: usize, not_ready_failover_after: Option<Dura
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
         tls: None,
     })
-}
-
-/// The next link event that is not a readiness change or a probe.
-async fn next(link: &mut Link) -> LinkEvent {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), link.next())
-            .await
-            .expect("a link event in time");
-        if !matches!(event, LinkEvent::Ready(_) | LinkEvent::Probe(_)) {
-            return event;
-        }
-    }
 }
 
 fn up_peer(event: &LinkEvent) -> Option<&str> {

@@ -13,7 +13,7 @@ use smesh_core::link::{Link, LinkEvent, LinkSettings, LinkTimeouts};
 use smesh_core::live_peers::fixed;
 use smesh_core::peers::{Peer, PeerOrder, preference};
 use smesh_proto::mesh::{Hello, NodeKind};
-use smesh_testkit::{Upstream, events, settings};
+use smesh_testkit::{Upstream, events, next_link_event as next, settings};
 use tokio::sync::watch;
 
 fn link(
@@ -39,18 +39,6 @@ fn link(
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
         tls: None,
     })
-}
-
-/// The next link event that is not a readiness change or a probe.
-async fn next(link: &mut Link) -> LinkEvent {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), link.next())
-            .await
-            .expect("a link event in time");
-        if !matches!(event, LinkEvent::Ready(_) | LinkEvent::Probe(_)) {
-            return event;
-        }
-    }
 }
 
 async fn up(link: &mut Link) -> String {

@@ -291,6 +291,20 @@ pub enum Next {
     Ended(Option<Status>),
 }
 
+/// The next event of `link` that is not a readiness change or a probe
+/// (within 30 s).
+pub async fn next_link_event(link: &mut smesh_core::link::Link) -> smesh_core::link::LinkEvent {
+    use smesh_core::link::LinkEvent;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), link.next())
+            .await
+            .expect("a link event in time");
+        if !matches!(event, LinkEvent::Ready(_) | LinkEvent::Probe(_)) {
+            return event;
+        }
+    }
+}
+
 pub fn hello(id: &str) -> Up {
     Up::Hello(Hello {
         node_id: id.to_string(),
