@@ -35,7 +35,6 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Polls `check` until it returns `Some`, or fails with `what` after `within`.
 /// The `grpc.health.v1` status of the mesh service on `127.0.0.1:port`,
 /// `None` when it does not answer.
 pub async fn health_of(port: u16) -> Option<ServingStatus> {
@@ -59,6 +58,7 @@ pub async fn health_of_service(port: u16, service: &str) -> Option<ServingStatus
     Some(response.into_inner().status())
 }
 
+/// Polls `check` until it returns `Some`, or fails with `what` after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

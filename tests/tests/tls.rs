@@ -325,6 +325,75 @@ async fn peers_that_cannot_prove_who_they_are_are_refused_with_a_reason_on_both_
     assert!(stderr.contains("not for smesh://client/c1"), "{stderr}");
 }
 
+/// The kubelet's `grpc:` probe speaks plaintext without a certificate: a
+/// TLS node answers it on `--health-listen` (health only), with the same
+/// status as its TLS port, and nothing else there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_health_door_answers_probes_of_a_tls_node_and_serves_nothing_else() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("tls-health");
+    let pki = Pki::new(dir.path(), "ops");
+    let door = ["--health-listen", "127.0.0.1:0"];
+    let mut master = nodes::master(dir.path(), "M1", &kafka.bootstrap(), &topic, 0)
+        .args(pki.issue(Tier::Master, "M1").flags())
+        .args(door)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .args(pki.issue(Tier::Sidecar, "S1").flags())
+        .args(door)
+        .spawn()
+        .await;
+    let health_port = |node: &Process| node.logged_port("health listening").expect("health port");
+    let (master_door, sidecar_door) = (health_port(&master), health_port(&sidecar));
+    assert_ne!(master_door, master.port);
+
+    // The TLS ports refuse a plaintext probe; the doors answer it.
+    assert_eq!(smesh_tests::health_of(master.port).await, None);
+    assert_eq!(smesh_tests::health_of(sidecar.port).await, None);
+    for (name, port) in [("master", master_door), ("sidecar", sidecar_door)] {
+        smesh_tests::eventually(
+            &format!("the {name}'s health door says SERVING"),
+            Duration::from_secs(30),
+            || async {
+                (smesh_tests::health_of(port).await == Some(ServingStatus::Serving)).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            smesh_tests::health_of_service(port, "").await,
+            Some(ServingStatus::Serving),
+            "the {name} as a whole"
+        );
+    }
+
+    // Health only: the mesh service is not on the door.
+    let peer = Peer::new("door", "127.0.0.1", sidecar_door);
+    let hello = Up::Hello(Hello {
+        node_id: "probe".into(),
+        kind: NodeKind::Client.into(),
+        ..Default::default()
+    });
+    let Err(refused) = RawPeer::open(&peer, Some(hello)).await else {
+        panic!("the health door serves the mesh");
+    };
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused}");
+
+    // It follows readiness: without its master the sidecar cannot deliver.
+    master.kill();
+    smesh_tests::eventually(
+        "the sidecar's health door says NOT_SERVING",
+        Duration::from_secs(30),
+        || async {
+            (smesh_tests::health_of(sidecar_door).await == Some(ServingStatus::NotServing))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Where a node reads its TLS files: one place, rewritten on rotation.
 fn live_certs(dir: &Path, id: &str) -> NodeCerts {
     let live = dir.join("live");

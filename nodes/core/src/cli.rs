@@ -280,15 +280,12 @@ impl MetricsArgs {
     /// the address cannot be bound (the binary exits with EX_UNAVAILABLE).
     /// Call it inside the runtime, before the node runs.
     pub async fn bind(&self) -> Result<Option<tokio::net::TcpListener>, String> {
-        let Some(address) = self.metrics_listen else {
-            return Ok(None);
-        };
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|err| format!("cannot listen on {address} (--metrics-listen): {err}"))?;
-        let bound = listener.local_addr().map_or(address, |a| a);
-        tracing::info!(address = %bound, "metrics listening on /metrics");
-        Ok(Some(listener))
+        bind_door(
+            self.metrics_listen,
+            "--metrics-listen",
+            "metrics listening on /metrics",
+        )
+        .await
     }
 
     /// Binds `--metrics-listen`, if given, and serves the node's `registry`
@@ -305,6 +302,63 @@ impl MetricsArgs {
         }
         Ok(())
     }
+}
+
+/// `Err` naming the first two of `doors` (flag, address) given the same
+/// address: the second bind would fail later with a less clear reason.
+/// Port 0 (any free port) never clashes.
+pub fn distinct_doors(doors: &[(&str, Option<SocketAddr>)]) -> Result<(), String> {
+    let given: Vec<(&str, SocketAddr)> = doors
+        .iter()
+        .filter_map(|(flag, address)| address.map(|a| (*flag, a)))
+        .filter(|(_, address)| address.port() != 0)
+        .collect();
+    for (i, (first, address)) in given.iter().enumerate() {
+        if let Some((second, _)) = given[i + 1..].iter().find(|(_, other)| other == address) {
+            return Err(format!("{first} and {second} are both {address}"));
+        }
+    }
+    Ok(())
+}
+
+/// The plaintext health door of masters and sidecars (`--health-listen`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct HealthArgs {
+    /// Serve `grpc.health.v1` alone, in plaintext, on ADDR (off when not
+    /// given): for probes that cannot speak mutual TLS, such as the
+    /// kubelet's `grpc:` readiness probe. It answers SERVING or NOT_SERVING
+    /// as the node's own port does, and nothing else.
+    #[arg(
+        long = "health-listen",
+        env = "SMESH_HEALTH_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub health_listen: Option<SocketAddr>,
+}
+
+impl HealthArgs {
+    /// Binds `--health-listen`, if given; `Err` as [`MetricsArgs::bind`].
+    pub async fn bind(&self) -> Result<Option<tokio::net::TcpListener>, String> {
+        bind_door(self.health_listen, "--health-listen", "health listening").await
+    }
+}
+
+/// Binds an optional side door (`flag`) and logs `message` with the bound
+/// address; `Err` with a one-line reason when it cannot be bound.
+async fn bind_door(
+    address: Option<SocketAddr>,
+    flag: &str,
+    message: &'static str,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("cannot listen on {address} ({flag}): {err}"))?;
+    let bound = listener.local_addr().map_or(address, |a| a);
+    tracing::info!(address = %bound, "{message}");
+    Ok(Some(listener))
 }
 
 /// Logging flags every binary takes.
@@ -392,6 +446,24 @@ mod tests {
     struct Demo {
         #[arg(long, value_parser = parse_duration)]
         every: Duration,
+    }
+
+    #[test]
+    fn two_doors_on_one_address_are_named() {
+        let a: SocketAddr = "127.0.0.1:9010".parse().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(
+            distinct_doors(&[
+                ("--listen", Some(a)),
+                ("--metrics-listen", None),
+                ("--health-listen", Some(a))
+            ]),
+            Err("--listen and --health-listen are both 127.0.0.1:9010".to_string())
+        );
+        assert_eq!(
+            distinct_doors(&[("--listen", Some(any)), ("--health-listen", Some(any))]),
+            Ok(())
+        );
     }
 
     #[test]

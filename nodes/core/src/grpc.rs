@@ -212,3 +212,23 @@ pub async fn serve_mesh<S: Mesh>(
         .serve_with_incoming_shutdown(incoming(listener, tls), shutdown.cancelled_owned())
         .await
 }
+
+/// Serves `health` alone, in plaintext, on `listener` until `shutdown`: the
+/// `--health-listen` door for probes that cannot speak mutual TLS (the
+/// kubelet's). Pass a clone of the node's own health service, so both doors
+/// answer the same. Connections pass the default [`DoorLimits`].
+pub async fn serve_health(
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let served = server()
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming(listener, None), shutdown.cancelled_owned())
+        .await;
+    if let Err(err) = served {
+        tracing::warn!(error = %error_chain(&err), "health door stopped");
+    }
+}

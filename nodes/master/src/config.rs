@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use smesh_core::cli::{
-    ConfigArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes,
-    parse_duration, size_flag,
+    ConfigArgs, HealthArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text,
+    parse_bytes, parse_duration, size_flag,
 };
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 use smesh_core::token::AdminToken;
@@ -191,6 +191,9 @@ pub struct MasterArgs {
     /// Prometheus metrics (`--metrics-listen`; off unless given).
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// The plaintext health door (`--health-listen`; off unless given).
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// A TOML file of these settings, and checking them without starting
     /// (`--config`, `--check-config`).
     #[command(flatten)]
@@ -369,12 +372,12 @@ impl MasterArgs {
             .health_report(self.health_report)
             .probe_timeout(self.probe_timeout)
             .build()?;
-        if self.listen == self.admin_listen && self.listen.port() != 0 {
-            return Err(format!(
-                "--listen and --admin-listen are both {}",
-                self.listen
-            ));
-        }
+        smesh_core::cli::distinct_doors(&[
+            ("--listen", Some(self.listen)),
+            ("--admin-listen", Some(self.admin_listen)),
+            ("--metrics-listen", self.metrics.metrics_listen),
+            ("--health-listen", self.health.health_listen),
+        ])?;
         // Last: every other mistake is named first, whatever the addresses.
         for (flag, address) in [
             ("--listen", self.listen),

@@ -105,6 +105,8 @@ pub struct Master {
     kafka_tx: watch::Sender<KafkaStatus>,
     registry: Registry,
     handle: RegistryHandle,
+    /// The plaintext health door (`--health-listen`), if any.
+    health_door: Option<TcpListener>,
 }
 
 impl Master {
@@ -136,7 +138,15 @@ impl Master {
             kafka_tx,
             registry,
             handle,
+            health_door: None,
         })
+    }
+
+    /// Also serves `grpc.health.v1`, alone and in plaintext, on `listener`
+    /// (`--health-listen`, see [`grpc::serve_health`]).
+    pub fn health_on(mut self, listener: Option<TcpListener>) -> Self {
+        self.health_door = listener;
+        self
     }
 
     /// Queries and health checks, for the admin API, the demo and signals.
@@ -184,6 +194,7 @@ impl Master {
             kafka_tx,
             mut registry,
             handle,
+            health_door,
         } = self;
         let address = listener
             .local_addr()
@@ -192,6 +203,13 @@ impl Master {
         registry.set_address(address.clone());
         let tasks = TaskTracker::new();
         let (health, health_service, reflection) = grpc::health_and_reflection()?;
+        if let Some(door) = health_door {
+            tasks.spawn(grpc::serve_health(
+                health_service.clone(),
+                door,
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(kafka::watch_readiness(
             sink.clone(),
             config.kafka.clone(),

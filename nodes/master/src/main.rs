@@ -69,6 +69,13 @@ fn main() -> ExitCode {
             eprintln!("smesh-master: {reason}");
             return ExitCode::from(EX_UNAVAILABLE as u8);
         }
+        let master = match args.health.bind().await {
+            Ok(door) => master.health_on(door),
+            Err(reason) => {
+                eprintln!("smesh-master: {reason}");
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        };
         // SIGUSR1 runs a health check of every peer (the console does it through the admin API).
         tokio::spawn(health_check_on_sigusr1(
             master.handle(),

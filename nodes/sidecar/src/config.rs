@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use smesh_core::backoff::Backoff;
 use smesh_core::cli::{
-    ConfigArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text, parse_bytes,
-    parse_duration, size_flag,
+    ConfigArgs, HealthArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text,
+    parse_bytes, parse_duration, size_flag,
 };
 use smesh_core::link::{LinkSettings, LinkTimeouts};
 use smesh_core::live_peers;
@@ -167,6 +167,9 @@ pub struct SidecarArgs {
     /// Prometheus metrics (`--metrics-listen`; off unless given).
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// The plaintext health door (`--health-listen`; off unless given).
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// A TOML file of these settings, and checking them without starting
     /// (`--config`, `--check-config`).
     #[command(flatten)]
@@ -198,6 +201,11 @@ impl SidecarArgs {
             .connect_timeout(self.connect_timeout)
             .not_ready_failover_after(self.not_ready_failover_after)
             .build()?;
+        smesh_core::cli::distinct_doors(&[
+            ("--listen", Some(self.listen)),
+            ("--metrics-listen", self.metrics.metrics_listen),
+            ("--health-listen", self.health.health_listen),
+        ])?;
         // Last: every other mistake is named first, whatever the address.
         smesh_core::cli::check_plaintext("--listen", self.listen, secure, self.insecure_plaintext)?;
         Ok(config)

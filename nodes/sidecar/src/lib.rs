@@ -84,6 +84,8 @@ pub struct Sidecar {
     table_handle: TableHandle,
     /// "Reload the master list now" from the binary (SIGHUP).
     reloads: Reloads,
+    /// The plaintext health door (`--health-listen`), if any.
+    health_door: Option<TcpListener>,
 }
 
 impl Sidecar {
@@ -96,6 +98,7 @@ impl Sidecar {
             table,
             table_handle,
             reloads: no_reloads(),
+            health_door: None,
         }
     }
 
@@ -103,6 +106,13 @@ impl Sidecar {
     /// on SIGHUP); it is also looked at every few seconds regardless.
     pub fn reload_on(mut self, reloads: Reloads) -> Self {
         self.reloads = reloads;
+        self
+    }
+
+    /// Also serves `grpc.health.v1`, alone and in plaintext, on `listener`
+    /// (`--health-listen`, see [`grpc::serve_health`]).
+    pub fn health_on(mut self, listener: Option<TcpListener>) -> Self {
+        self.health_door = listener;
         self
     }
 
@@ -143,6 +153,7 @@ impl Sidecar {
             table,
             table_handle,
             reloads,
+            health_door,
         } = self;
         let address = listener
             .local_addr()
@@ -150,6 +161,13 @@ impl Sidecar {
             .unwrap_or_default();
         let tasks = TaskTracker::new();
         let (health, health_service, reflection) = grpc::health_and_reflection()?;
+        if let Some(door) = health_door {
+            tasks.spawn(grpc::serve_health(
+                health_service.clone(),
+                door,
+                shutdown.clone(),
+            ));
+        }
         let (ready_tx, ready) = watch::channel(false);
         let (upstream_tx, inbox) = mpsc::channel(256);
 

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let grace = args.grace;
     let listen = args.listen;
     let metrics = args.metrics.clone();
+    let health = args.health.clone();
     let checking = args.config.clone();
     let config = match args.into_config() {
         Ok(config) => config,
@@ -32,7 +33,16 @@ fn main() -> ExitCode {
             }
         };
         let token = CancellationToken::new();
-        let sidecar = Sidecar::new(config).reload_on(shutdown::hangups());
+        let health_door = match health.bind().await {
+            Ok(door) => door,
+            Err(reason) => {
+                eprintln!("smesh-sidecar: {reason}");
+                return ExitCode::from(EX_UNAVAILABLE as u8);
+            }
+        };
+        let sidecar = Sidecar::new(config)
+            .reload_on(shutdown::hangups())
+            .health_on(health_door);
         if let Err(reason) = metrics.serve(|| sidecar.metrics(), token.clone()).await {
             eprintln!("smesh-sidecar: {reason}");
             return ExitCode::from(EX_UNAVAILABLE as u8);
