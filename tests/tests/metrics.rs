@@ -244,9 +244,22 @@ async fn every_node_exports_metrics_that_follow_traffic_and_cover_the_dashboard_
         |s| {
             value(s, "smesh_sidecar_events_acked_total") == n
                 && value(s, "smesh_sidecar_client_rtt_seconds_count") > 0.0
+                && value(s, "smesh_sidecar_master_rtt_seconds_count") > 0.0
         },
     )
     .await;
+    // The dialing ends learn their links' round trips from the pings of
+    // the ends that measure them: never more samples than were measured.
+    let client_rtt = scraped_until("the client to learn its link's RTT", client_port, |s| {
+        value(s, "smesh_client_sidecar_rtt_seconds_count") > 0.0
+    })
+    .await;
+    assert!(value(&client_rtt, "smesh_client_sidecar_rtt_seconds_sum") > 0.0);
+    let measured = value(
+        &scrape(sidecar_port).await,
+        "smesh_sidecar_client_rtt_seconds_count",
+    );
+    assert!(value(&client_rtt, "smesh_client_sidecar_rtt_seconds_count") <= measured);
     assert_eq!(
         value(&sidecar_scrape, "smesh_sidecar_events_forwarded_total"),
         n

@@ -36,6 +36,8 @@ pub struct Counters {
     pub links_lost: AtomicU64,
     /// From a reading's time at its source to its end-to-end ack.
     pub ack_latency: Histogram,
+    /// Round trips of the sidecar link, as the sidecar's heartbeats measure them.
+    pub sidecar_rtt: Histogram,
 }
 
 impl Counters {

@@ -94,6 +94,11 @@ impl Collector for ClientMetrics {
             "smesh_client_ack_latency",
             "From a reading's time at its source to its end-to-end acknowledgement.",
             &c.ack_latency,
+        )?;
+        out.histogram(
+            "smesh_client_sidecar_rtt",
+            "Round trips of the link to the sidecar, measured by the sidecar's heartbeats.",
+            &c.sidecar_rtt,
         )
     }
 }

@@ -732,6 +732,7 @@ impl Pipeline {
                     warn!(%err, "cannot record an acknowledgement");
                 }
             }
+            LinkEvent::RoundTrip(rtt) => self.counters.sidecar_rtt.observe(rtt),
             LinkEvent::Ready(_) | LinkEvent::Probe(_) => {}
         }
         Ok(())

@@ -133,6 +133,7 @@ impl Heartbeat {
             sent_unix_nanos: now_unix_nanos(),
             probe,
             ready,
+            last_rtt_micros: self.rtt.last().map_or(0, micros),
         }
     }
 
@@ -240,7 +241,9 @@ mod tests {
         assert_eq!(hb.status(), PeerStatus::Up);
         let stats = hb.rtt().stats();
         assert_eq!(stats.last_us, 7000);
-        assert_eq!(stats.recent_us, vec![7000]);
+        assert_eq!(stats.recent_us, vec![7000]); // The first ping knew no round trip; the next one tells it.
+        assert_eq!(ping.last_rtt_micros, 0);
+        assert_eq!(hb.tick(start, true).last_rtt_micros, 7000);
     }
 
     #[test]

@@ -399,7 +399,14 @@ pub enum LinkEvent {
     Ready(bool),
     /// The upstream asks for a probe of this node's own downstream peers.
     Probe(ProbeRequest),
+    /// The round trip of this link, as the upstream measured it with its
+    /// latest answered heartbeat.
+    RoundTrip(Duration),
 }
+
+/// The longest round trip an upstream's Ping may report; beyond it the
+/// figure is ignored (a buggy or hostile upstream cannot poison metrics).
+const MAX_REPORTED_RTT: Duration = Duration::from_secs(3600);
 
 /// A send failed because the stream is gone; [`Link::next`] reports the
 /// [`LinkEvent::Down`].
@@ -462,6 +469,8 @@ struct Stream {
     /// Whether the upstream says it can deliver.
     ready: bool,
     ready_changed: bool,
+    /// The round trip the upstream last measured, not yet reported.
+    round_trip: Option<Duration>,
     not_ready_since: Option<Instant>,
     /// A look for an upstream that can deliver, while this one cannot, or
     /// for a preferred one (`rebalancing`).
@@ -802,6 +811,7 @@ impl Stream {
             acked: false,
             ready,
             ready_changed: false,
+            round_trip: None,
             not_ready_since: (!ready).then_some(now),
             scout: None,
             last_scout: None,
@@ -839,6 +849,9 @@ impl Stream {
             if self.ready_changed {
                 self.ready_changed = false;
                 return Ok(LinkEvent::Ready(self.ready));
+            }
+            if let Some(rtt) = self.round_trip.take() {
+                return Ok(LinkEvent::RoundTrip(rtt));
             }
             if self.in_flight.is_empty() {
                 match self.leaving.take() {
@@ -992,6 +1005,10 @@ impl Stream {
                     self.not_ready_since = (!ping.ready).then(Instant::now);
                 }
                 self.pong = Some(answer(&ping));
+                // Reported after the pong is on its way. Beyond an hour it
+                // is no round trip a live stream has: ignored.
+                self.round_trip = Some(Duration::from_micros(ping.last_rtt_micros))
+                    .filter(|rtt| !rtt.is_zero() && *rtt <= MAX_REPORTED_RTT);
                 None
             }
             Down::ProbeRequest(request) => Some(LinkEvent::Probe(request)),

@@ -177,9 +177,12 @@ async fn pings_are_answered_so_the_upstream_sees_the_link_up() {
     let mut s1 = Upstream::start("S1", settings()).await;
     let mut link = link_to(&[&s1.peer], 1000, None);
     assert_eq!(up_peer(&next(&mut link).await), Some("S1"));
+    let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel();
     let pump = tokio::spawn(async move {
         loop {
-            link.next().await;
+            if let LinkEvent::RoundTrip(rtt) = link.next().await {
+                let _ = told_tx.send(rtt);
+            }
         }
     });
     let view = s1
@@ -189,6 +192,23 @@ async fn pings_are_answered_so_the_upstream_sees_the_link_up() {
         })
         .await;
     assert_eq!(view.status, PeerStatus::Up);
+    // The dialing end learns the round trip the upstream measured.
+    let rtt = tokio::time::timeout(Duration::from_secs(10), told.recv())
+        .await
+        .expect("a round trip reported within 10s")
+        .expect("the pump runs");
+    let micros = u64::try_from(rtt.as_micros()).expect("micros");
+    assert!(micros > 0);
+    // ... one of the samples it measured, not a figure of its own.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        s1.seen(|seen| match seen {
+            Seen::Heartbeat(view) if view.rtt.recent_us.contains(&micros) => Some(()),
+            _ => None,
+        }),
+    )
+    .await
+    .expect("the reported round trip is one the upstream measured");
     pump.abort();
 }
 

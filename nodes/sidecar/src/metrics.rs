@@ -86,6 +86,11 @@ impl Collector for SidecarMetrics {
             "smesh_sidecar_client_rtt",
             "Round trips of heartbeats to clients, all clients together.",
             &c.client_rtt,
+        )?;
+        out.histogram(
+            "smesh_sidecar_master_rtt",
+            "Round trips of the link to the master, measured by the master's heartbeats.",
+            &c.master_rtt,
         )
     }
 }

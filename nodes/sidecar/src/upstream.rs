@@ -70,6 +70,8 @@ pub struct UpstreamCounters {
     pub clients_connected: AtomicU64,
     /// Round trips to clients (no label per client: many clients, one histogram).
     pub client_rtt: smesh_core::metrics::Histogram,
+    /// Round trips of the master link, as the master's heartbeats measure them.
+    pub master_rtt: smesh_core::metrics::Histogram,
 }
 
 impl UpstreamCounters {
@@ -229,6 +231,7 @@ impl Upstream {
                 info!(master = ?self.link.peer().map(ToString::to_string), ready, "master readiness changed");
             }
             LinkEvent::Probe(request) => self.probe(request),
+            LinkEvent::RoundTrip(rtt) => self.counters.master_rtt.observe(rtt),
         }
     }
 
