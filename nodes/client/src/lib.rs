@@ -226,6 +226,16 @@ impl Client {
             tls: config.tls.clone(),
         });
         info!(id = %config.id, %incarnation, state = loaded.as_str(), sidecars = sidecar_count, order = config.sidecar_order.as_str(), sources = config.sources.len(), mode = ?config.spool_mode, "client started");
+        // The newest event a previous run of this incarnation handed over:
+        // the first new event links to it (see `Event.previous_sequence`).
+        let handed_before = match loaded {
+            Loaded::Found => recovery
+                .last_row
+                .filter(|(incarnation, _)| *incarnation == state.incarnation())
+                .map_or(0, |(_, sequence)| sequence)
+                .max(state.state().acked_through),
+            _ => 0,
+        };
         let pipeline = Pipeline::new(
             Arc::clone(&config),
             Arc::clone(&self.counters),
@@ -233,7 +243,8 @@ impl Client {
             state,
             readings,
             link,
-        );
+        )
+        .handed_after(handed_before);
         let outcome = pipeline.run(stop.clone()).await;
         stop.cancel();
         tasks.close();

@@ -175,6 +175,9 @@ pub struct Pipeline {
     full_log: LogEvery,
     /// Spool-full episodes and their time, for `--stats-file`.
     full_stats: SpoolFullStats,
+    /// The newest event handed to the mesh (spooled, or sent from memory):
+    /// the next one links to it. 0: none yet in this incarnation.
+    last_handed: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -219,7 +222,21 @@ impl Pipeline {
             held: None,
             full_log: LogEvery::new(FULL_WARN_EVERY),
             full_stats: SpoolFullStats::default(),
+            last_handed: 0,
         }
+    }
+
+    /// Links the first event this run hands over to `sequence`, the newest
+    /// a previous run of this incarnation handed over (0: none).
+    pub fn handed_after(mut self, sequence: u64) -> Self {
+        self.last_handed = sequence;
+        self
+    }
+
+    /// Records `sequence` as the newest event handed to the mesh; returns
+    /// the one handed over before it (its `previous_sequence`).
+    fn hand_over(&mut self, sequence: u64) -> u64 {
+        std::mem::replace(&mut self.last_handed, sequence)
     }
 
     fn spool_error(&self, source: std::io::Error) -> PipelineError {
@@ -557,6 +574,9 @@ impl Pipeline {
             incarnation,
             // The sidecar's to say.
             client_authenticated: false,
+            // Set once it is handed over (below): what is rejected or
+            // dropped here is no link in the chain.
+            previous_sequence: 0,
         };
         if let Some(oversized) = reading.oversized {
             return self
@@ -569,7 +589,9 @@ impl Pipeline {
             self.write_rejected(&invalid.to_string(), &row)?;
             return Ok(());
         }
+        let mut event = event;
         if !self.must_spool() {
+            event.previous_sequence = self.hand_over(sequence);
             self.fresh.push_back(Item {
                 event,
                 row: None,
@@ -586,6 +608,7 @@ impl Pipeline {
             return Ok(());
         }
         self.spill();
+        event.previous_sequence = self.hand_over(sequence);
         let (start, end) = self.spool.append(&event, reading.origin.as_ref());
         Counters::bump(&self.counters.spooled, 1);
         if self.cursor == start && self.fresh.len() < self.fresh_cap() {

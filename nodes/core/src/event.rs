@@ -179,6 +179,13 @@ pub fn validate(event: &Event, max_bytes: usize) -> Result<(), InvalidEvent> {
             "does not match the event's client id, incarnation and sequence",
         ));
     }
+    // A link forward (or to itself) would make `audit` follow a loop.
+    if event.previous_sequence != 0 && event.previous_sequence >= event.sequence {
+        return Err(bad(
+            "previous_sequence",
+            "is not below the event's sequence",
+        ));
+    }
     let size = encoded_len(event);
     if size > max_bytes {
         return Err(InvalidEvent::TooLarge {
@@ -252,6 +259,20 @@ mod tests {
             "c1-0000000000000000-5",
         ] {
             assert_eq!(parse_event_id("c1", foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn a_link_to_the_previous_event_must_point_back() {
+        let mut e = event();
+        e.previous_sequence = 6;
+        assert_eq!(validate(&e, 1000), Ok(()));
+        for forward in [7, 8] {
+            e.previous_sequence = forward;
+            assert!(
+                matches!(validate(&e, 1000), Err(InvalidEvent::BadAttribute { ref attribute, .. }) if attribute == "previous_sequence"),
+                "{forward}"
+            );
         }
     }
 

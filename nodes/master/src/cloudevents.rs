@@ -4,6 +4,13 @@
 //! content type as `content-type`, and the record value is the event data,
 //! byte for byte. Any CloudEvents-aware Kafka consumer (or a plain one that
 //! reads headers) understands the records smesh writes.
+//!
+//! One header is smesh's own: `smesh-previous`, the sequence number of the
+//! event its client handed over just before this one (`0`: none known; see
+//! `Event.previous_sequence`). `smesh-console audit` follows these links.
+
+/// The header of [`Event::previous_sequence`].
+pub const PREVIOUS_HEADER: &str = "smesh-previous";
 
 use smesh_core::time::rfc3339;
 use smesh_proto::mesh::Event;
@@ -24,6 +31,10 @@ pub fn for_each_header(event: &Event, mut header: impl FnMut(&str, &[u8])) {
     if !event.datacontenttype.is_empty() {
         header("content-type", event.datacontenttype.as_bytes());
     }
+    header(
+        PREVIOUS_HEADER,
+        event.previous_sequence.to_string().as_bytes(),
+    );
     if !event.extensions.is_empty() {
         let mut extensions: Vec<_> = event.extensions.iter().collect();
         extensions.sort();
@@ -66,6 +77,7 @@ mod tests {
             data: bytes::Bytes::from_static(b"{\"SensorData\":21.5}"),
             client_id: "edge-7".into(),
             sequence: 42,
+            previous_sequence: 41,
             ..Event::default()
         };
         event.extensions.insert("location".into(), "vienna".into());
@@ -84,6 +96,7 @@ mod tests {
             ("ce_time", "2026-11-18T11:06:40.123456789Z"),
             ("ce_subject", "t1"),
             ("content-type", "application/json"),
+            ("smesh-previous", "41"),
             ("ce_building", "b2"),
             ("ce_location", "vienna"),
         ]
@@ -101,7 +114,16 @@ mod tests {
         e.time_unix_nanos = 0;
         e.extensions.clear();
         let names: Vec<String> = headers(&e).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(names, ["ce_id", "ce_source", "ce_specversion", "ce_type"]);
+        assert_eq!(
+            names,
+            [
+                "ce_id",
+                "ce_source",
+                "ce_specversion",
+                "ce_type",
+                "smesh-previous"
+            ]
+        );
     }
 
     #[test]

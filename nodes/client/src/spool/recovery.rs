@@ -38,6 +38,9 @@ pub struct Recovery {
     pub torn_bytes: u64,
     /// Highest sequence number in the file.
     pub max_sequence: Option<u64>,
+    /// (incarnation, sequence) of the file's last good row, acknowledged or
+    /// not: the newest event a previous run handed over through the spool.
+    pub last_row: Option<(u64, u64)>,
     /// Per source, where its newest unacknowledged row was read (the row
     /// with the highest sequence): everything it read before is delivered
     /// or in the spool, so it resumes there, in the file the origin names.
@@ -100,6 +103,7 @@ pub(super) fn recover(
         }
         match decoder.decode(body, client_id) {
             Ok((event, origin)) => {
+                recovery.last_row = Some((event.incarnation, event.sequence));
                 recovery.max_sequence = Some(
                     recovery
                         .max_sequence

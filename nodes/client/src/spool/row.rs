@@ -19,6 +19,10 @@
 //!   alone, and still decode.
 //! - `crc32` covers the rest of the row: a torn or garbled row is recognised,
 //!   never half-trusted.
+//! - `sequence` is the event's number, followed by `:PREV` when the client
+//!   handed over another event of the same incarnation just before it (the
+//!   `previous_sequence` link `smesh-console audit` follows). Rows written
+//!   before it have the number alone: no link.
 //! - The event's incarnation has no column: it is part of the `id`
 //!   (`smesh_core::event::event_id`), read back from there. Rows written
 //!   before incarnations existed have ids without one: incarnation 0, the
@@ -145,7 +149,10 @@ impl RowEncoder {
         use std::fmt::Write as _;
         let row = &mut self.row;
         row.clear();
-        let _ = write!(Buffer(row), "{},", event.sequence);
+        let _ = match event.previous_sequence {
+            0 => write!(Buffer(row), "{},", event.sequence),
+            previous => write!(Buffer(row), "{}:{previous},", event.sequence),
+        };
         push_field(row, &event.id);
         row.push(b',');
         if event.time_unix_nanos > 0 {
@@ -277,9 +284,15 @@ impl RowDecoder {
         }
         let field = |i: usize| text[i];
         let bad = |what: &str| RowError::Field(what.to_string());
-        let sequence: u64 = field(0)
+        let (sequence, previous) = field(0).split_once(':').unwrap_or((field(0), "0"));
+        let sequence: u64 = sequence
             .parse()
             .map_err(|_| bad("sequence is not a number"))?;
+        let previous_sequence: u64 = previous
+            .parse()
+            .ok()
+            .filter(|previous| *previous < sequence || *previous == 0)
+            .ok_or_else(|| bad("the previous sequence is not a number below the sequence"))?;
         // The id names the incarnation; an id of another form (edited, or a
         // client id changed since) is sent as it is, as incarnation 0.
         let incarnation = match parse_event_id(client_id, field(1)) {
@@ -339,6 +352,7 @@ impl RowDecoder {
             incarnation,
             // The sidecar's to say.
             client_authenticated: false,
+            previous_sequence,
         };
         if event.id.is_empty() {
             return Err(bad("id is empty"));
@@ -417,6 +431,30 @@ mod tests {
             let (back, o) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
             assert_eq!((back, o), (e, origin));
         }
+    }
+
+    #[test]
+    fn the_link_to_the_previous_event_round_trips_and_rows_without_it_decode() {
+        let mut e = event(7, b"x");
+        e.previous_sequence = 5;
+        let row = encode_row(&e, None);
+        assert!(
+            row.starts_with(b"7:5,"),
+            "{}",
+            String::from_utf8_lossy(&row)
+        );
+        let (back, _) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
+        assert_eq!(back, e);
+        // No link (0): the number alone, as rows written before links.
+        let row = encode_row(&event(7, b"x"), None);
+        assert!(row.starts_with(b"7,"));
+        let (back, _) = decode_row(&row[..row.len() - 1], "c1").expect("decodes");
+        assert_eq!(back.previous_sequence, 0);
+        // A link at or after the event itself is no link: refused.
+        let mut e = event(7, b"x");
+        e.previous_sequence = 7;
+        let row = encode_row(&e, None);
+        assert!(decode_row(&row[..row.len() - 1], "c1").is_err());
     }
 
     #[test]
