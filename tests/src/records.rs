@@ -36,14 +36,30 @@ impl Record {
     }
 }
 
-fn consumer(bootstrap: &str) -> BaseConsumer {
+fn consumer(bootstrap: &str, isolation: Isolation) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("smesh-test-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        .set(
+            "isolation.level",
+            match isolation {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            },
+        )
         .create()
         .expect("create consumer")
+}
+
+/// What a test's consumer sees of transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Only committed transactions (and records written without one).
+    ReadCommitted,
+    /// Everything written, aborted transactions too.
+    ReadUncommitted,
 }
 
 /// Creates `topic` with `partitions` partitions and topic-level `configs`
@@ -72,9 +88,26 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs
 /// Reads every record of `topic` that exists now, from the beginning, once
 /// at least `at_least` are there (waiting up to `within` for them).
 pub fn read_topic(bootstrap: &str, topic: &str, at_least: usize, within: Duration) -> Vec<Record> {
+    read_topic_as(
+        bootstrap,
+        topic,
+        at_least,
+        within,
+        Isolation::ReadUncommitted,
+    )
+}
+
+/// [`read_topic`] as a consumer with `isolation` sees the topic.
+pub fn read_topic_as(
+    bootstrap: &str,
+    topic: &str,
+    at_least: usize,
+    within: Duration,
+    isolation: Isolation,
+) -> Vec<Record> {
     let deadline = Instant::now() + within;
     loop {
-        let records = read_all(bootstrap, topic);
+        let records = read_all_as(bootstrap, topic, isolation);
         if records.len() >= at_least {
             return records;
         }
@@ -89,7 +122,14 @@ pub fn read_topic(bootstrap: &str, topic: &str, at_least: usize, within: Duratio
 
 /// Every record in the topic right now (up to the high watermarks).
 pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
-    let consumer = consumer(bootstrap);
+    read_all_as(bootstrap, topic, Isolation::ReadUncommitted)
+}
+
+/// [`read_all`] as a consumer with `isolation` sees the topic. With
+/// `ReadCommitted`, the read waits (up to 60 s) for transactions open at
+/// the high watermarks to end.
+pub fn read_all_as(bootstrap: &str, topic: &str, isolation: Isolation) -> Vec<Record> {
+    let consumer = consumer(bootstrap, isolation);
     let metadata = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
         Ok(metadata) => metadata,
         Err(_) => return Vec::new(),
@@ -124,6 +164,18 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
             "reading {topic} took more than 60s"
         );
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            // Transaction markers (and aborted records) are never handed
+            // out: the position tells whether the end was passed.
+            if let Ok(positions) = consumer.position() {
+                for element in positions.elements() {
+                    if let (Offset::Offset(at), Some(end)) =
+                        (element.offset(), ends.get(&element.partition()))
+                        && at >= *end
+                    {
+                        done.insert(element.partition());
+                    }
+                }
+            }
             continue;
         };
         let message = message.expect("consume");

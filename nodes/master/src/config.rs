@@ -16,6 +16,7 @@ use smesh_core::token::AdminToken;
 
 use crate::Config;
 use crate::kafka::KafkaConfig;
+use crate::transactions::ExactlyOnceSettings;
 use smesh_core::session::SessionSettings;
 
 /// The defaults of the flags. `--help` shows them and [`Config::builder`]
@@ -50,6 +51,15 @@ pub mod defaults {
     pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
     /// `--kafka-unavailable-after`.
     pub const KAFKA_UNAVAILABLE_AFTER: Duration = Duration::from_secs(5);
+    /// `--delivery`: at least once (see the README for the measured cost
+    /// of exactly once).
+    pub const DELIVERY: super::Delivery = super::Delivery::AtLeastOnce;
+    /// `--transaction-interval`.
+    pub const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
+    /// `--transaction-max-events`.
+    pub const TRANSACTION_MAX_EVENTS: usize = 20_000;
+    /// `--transaction-timeout`.
+    pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
     /// `--window`: four times the mesh-wide default.
     pub const WINDOW: u32 = smesh_core::DEFAULT_WINDOW * 4;
     /// `--window-bytes`: what one sidecar's stream may hold in the master.
@@ -112,6 +122,42 @@ pub struct MasterArgs {
         value_parser = parse_duration
     )]
     pub delivery_timeout: Duration,
+    /// How events go into Kafka: `at-least-once` (idempotent producer; a
+    /// crash can write an event twice) or `exactly-once` (transactions and
+    /// a marks topic: a `read_committed` consumer sees each event once).
+    #[arg(long, env = "SMESH_DELIVERY", value_enum, default_value_t = defaults::DELIVERY)]
+    pub delivery: Delivery,
+    /// Exactly once: the compacted topic of per-client marks and claims
+    /// (created if missing). Default: `<topic>.smesh-marks`.
+    #[arg(long, env = "SMESH_MARKS_TOPIC", value_name = "TOPIC")]
+    pub marks_topic: Option<String>,
+    /// Exactly once: the producer's `transactional.id`, unique per master
+    /// in the Kafka cluster; a master started again with the same id fences
+    /// its earlier run. Default: `smesh-<topic>-<id>`.
+    #[arg(long, env = "SMESH_TRANSACTIONAL_ID", value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// Exactly once: the longest a transaction stays open before it is
+    /// committed (and its batches acknowledged).
+    #[arg(
+        long,
+        env = "SMESH_TRANSACTION_INTERVAL",
+        default_value = duration_text(defaults::TRANSACTION_INTERVAL),
+        value_parser = parse_duration
+    )]
+    pub transaction_interval: Duration,
+    /// Exactly once: events after which a transaction is committed early.
+    #[arg(long, env = "SMESH_TRANSACTION_MAX_EVENTS", default_value_t = defaults::TRANSACTION_MAX_EVENTS)]
+    pub transaction_max_events: usize,
+    /// Exactly once: Kafka aborts a transaction its producer left open this
+    /// long (a killed master's); another master may wait as long to learn
+    /// what the dead one committed.
+    #[arg(
+        long,
+        env = "SMESH_TRANSACTION_TIMEOUT",
+        default_value = duration_text(defaults::TRANSACTION_TIMEOUT),
+        value_parser = parse_duration
+    )]
+    pub transaction_timeout: Duration,
     /// Report NOT_SERVING once Kafka has been unreachable this long.
     #[arg(
         long,
@@ -198,6 +244,14 @@ pub struct MasterArgs {
     /// (`--config`, `--check-config`).
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// How a master delivers into Kafka (`--delivery`).
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 /// `compression.type` values librdkafka knows. (Doc comments on the
@@ -363,6 +417,12 @@ impl MasterArgs {
             .compression(self.compression)
             .kafka_config(kafka_config)
             .delivery_timeout(self.delivery_timeout)
+            .delivery(self.delivery)
+            .marks_topic(self.marks_topic)
+            .transactional_id(self.transactional_id)
+            .transaction_interval(self.transaction_interval)
+            .transaction_max_events(self.transaction_max_events)
+            .transaction_timeout(self.transaction_timeout)
             .kafka_unavailable_after(self.kafka_unavailable_after)
             .window(self.window)
             .window_bytes(self.window_bytes)
@@ -404,6 +464,12 @@ impl Config {
             compression: defaults::COMPRESSION,
             kafka_config: Vec::new(),
             delivery_timeout: defaults::DELIVERY_TIMEOUT,
+            delivery: defaults::DELIVERY,
+            marks_topic: None,
+            transactional_id: None,
+            transaction_interval: defaults::TRANSACTION_INTERVAL,
+            transaction_max_events: defaults::TRANSACTION_MAX_EVENTS,
+            transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             kafka_unavailable_after: defaults::KAFKA_UNAVAILABLE_AFTER,
             window: defaults::WINDOW,
             window_bytes: defaults::WINDOW_BYTES,
@@ -431,6 +497,12 @@ pub struct ConfigBuilder {
     compression: Compression,
     kafka_config: Vec<(String, String)>,
     delivery_timeout: Duration,
+    delivery: Delivery,
+    marks_topic: Option<String>,
+    transactional_id: Option<String>,
+    transaction_interval: Duration,
+    transaction_max_events: usize,
+    transaction_timeout: Duration,
     kafka_unavailable_after: Duration,
     window: u32,
     window_bytes: u64,
@@ -485,6 +557,42 @@ impl ConfigBuilder {
     /// `--delivery-timeout`.
     pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
         self.delivery_timeout = timeout;
+        self
+    }
+
+    /// `--delivery`.
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// `--marks-topic` (`None`: `<topic>.smesh-marks`).
+    pub fn marks_topic(mut self, topic: Option<String>) -> Self {
+        self.marks_topic = topic;
+        self
+    }
+
+    /// `--transactional-id` (`None`: `smesh-<topic>-<id>`).
+    pub fn transactional_id(mut self, id: Option<String>) -> Self {
+        self.transactional_id = id;
+        self
+    }
+
+    /// `--transaction-interval`.
+    pub fn transaction_interval(mut self, interval: Duration) -> Self {
+        self.transaction_interval = interval;
+        self
+    }
+
+    /// `--transaction-max-events`.
+    pub fn transaction_max_events(mut self, events: usize) -> Self {
+        self.transaction_max_events = events;
+        self
+    }
+
+    /// `--transaction-timeout`.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
         self
     }
 
@@ -578,6 +686,36 @@ impl ConfigBuilder {
                 "--kafka-config {key}={value}: smesh sets {key} itself; {why}"
             ));
         }
+        check_duration("--transaction-interval", self.transaction_interval)?;
+        check_duration("--transaction-timeout", self.transaction_timeout)?;
+        if self.transaction_max_events == 0 {
+            return Err("--transaction-max-events must be at least 1".to_string());
+        }
+        if self.transaction_timeout < Duration::from_secs(1) {
+            return Err("--transaction-timeout must be at least 1s".to_string());
+        }
+        let marks_topic = self
+            .marks_topic
+            .unwrap_or_else(|| format!("{}.smesh-marks", self.topic));
+        if !valid_topic(&marks_topic) || marks_topic == self.topic {
+            return Err(format!(
+                "invalid --marks-topic {marks_topic:?}: a Kafka topic name other than --topic"
+            ));
+        }
+        let transactional_id = self
+            .transactional_id
+            .unwrap_or_else(|| format!("smesh-{}-{}", self.topic, self.id));
+        if transactional_id.is_empty() || transactional_id.chars().any(char::is_control) {
+            return Err("--transactional-id must be non-empty text".to_string());
+        }
+        let exactly_once =
+            (self.delivery == Delivery::ExactlyOnce).then_some(ExactlyOnceSettings {
+                marks_topic,
+                transactional_id,
+                interval: self.transaction_interval,
+                max_events: self.transaction_max_events,
+                timeout: self.transaction_timeout,
+            });
         let sessions = SessionSettings::new(
             self.window,
             self.max_event_bytes,
@@ -604,6 +742,7 @@ impl ConfigBuilder {
             sessions,
             report_path: self.health_report,
             probe_timeout: self.probe_timeout,
+            exactly_once,
         })
     }
 }

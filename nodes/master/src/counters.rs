@@ -22,6 +22,10 @@ pub struct Counters {
     pub batches_in: AtomicU64,
     /// Producers replaced after failing for good.
     pub producer_replacements: AtomicU64,
+    /// Kafka transactions committed (`--delivery exactly-once`).
+    pub transactions_committed: AtomicU64,
+    /// Kafka transactions aborted; their batches were resent.
+    pub transactions_aborted: AtomicU64,
     /// Sidecar streams open now (for `/metrics`).
     pub sidecars_connected: AtomicU64,
     /// Round trips of heartbeats to sidecars, all together: no label per

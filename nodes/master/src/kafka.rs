@@ -331,38 +331,76 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// The settings every producer of the master starts from: idempotent,
+/// `acks=all`, records never expire, the operator's `--kafka-config` last.
+pub fn producer_settings(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id)
+        // Exactly-once per partition across retries, and in order.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", "5")
+        // Never expire a record: a stall holds the queue (the mesh
+        // windows push back) instead of punching holes into it.
+        .set("message.timeout.ms", "0")
+        // Flow control lives in the mesh windows; this only has to hold them.
+        .set(
+            "queue.buffering.max.messages",
+            DEFAULT_MAX_QUEUED.to_string(),
+        )
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    for (key, value) in &config.overrides {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Settings for a consumer of the master's (the marks topic in
+/// exactly-once mode): the brokers, and of the operator's settings those
+/// that say how to reach and authenticate to them.
+pub fn consumer_settings(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let connection = [
+        "security.",
+        "ssl.",
+        "sasl.",
+        "socket.",
+        "broker.",
+        "client.dns",
+        "reconnect.",
+        "enable.ssl",
+    ];
+    for (key, value) in &config.overrides {
+        if connection.iter().any(|prefix| key.starts_with(prefix)) {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
 /// librdkafka's queue when the operator does not say otherwise.
 const DEFAULT_MAX_QUEUED: usize = 1_000_000;
 
 impl KafkaSink {
     /// Creates the producers (no network I/O yet). Fails on invalid settings.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
-            .set("client.id", &config.client_id)
-            // Exactly-once per partition across retries, and in order.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", "5")
-            // Never expire a record: a stall holds the queue (the mesh
-            // windows push back) instead of punching holes into it.
-            .set("message.timeout.ms", "0")
-            // Flow control lives in the mesh windows; this only has to hold them.
-            .set(
-                "queue.buffering.max.messages",
-                DEFAULT_MAX_QUEUED.to_string(),
-            )
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-        let mut max_queued = DEFAULT_MAX_QUEUED;
-        for (key, value) in &config.overrides {
-            client.set(key, value);
-            if key == "queue.buffering.max.messages" {
-                max_queued = value.parse().unwrap_or(max_queued);
-            }
-        }
+        let mut client = producer_settings(config);
+        let max_queued = config
+            .overrides
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "queue.buffering.max.messages")
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(DEFAULT_MAX_QUEUED);
         let mut alone = client.clone();
         alone.set("linger.ms", "0").set("batch.num.messages", "1");
         client.set("enable.gapless.guarantee", "true");
@@ -530,25 +568,30 @@ impl Producers {
 
     /// The Kafka record of `event`: key, CloudEvents headers, data.
     fn record<'a>(&'a self, event: &'a Event) -> FutureRecord<'a, str, [u8]> {
-        let mut headers = Some(OwnedHeaders::new_with_capacity(8 + event.extensions.len()));
-        cloudevents::for_each_header(event, |key, value| {
-            headers = headers.take().map(|h| {
-                h.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-        });
-        let headers = headers.unwrap_or_default();
-        // No record timestamp of the event's: a peer's clock is not to be
-        // trusted (Kafka refuses records dated too far ahead, and with them
-        // whatever shares their batch). The record carries the time it was
-        // produced; the event's own time travels in `ce_time`.
-        FutureRecord::to(&self.topic)
-            .key(cloudevents::key(event))
-            .payload(event.data.as_ref())
-            .headers(headers)
+        event_record(&self.topic, event)
     }
+}
+
+/// The Kafka record of `event` for `topic`: key, CloudEvents headers, data.
+pub fn event_record<'a>(topic: &'a str, event: &'a Event) -> FutureRecord<'a, str, [u8]> {
+    let mut headers = Some(OwnedHeaders::new_with_capacity(8 + event.extensions.len()));
+    cloudevents::for_each_header(event, |key, value| {
+        headers = headers.take().map(|h| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+    });
+    let headers = headers.unwrap_or_default();
+    // No record timestamp of the event's: a peer's clock is not to be
+    // trusted (Kafka refuses records dated too far ahead, and with them
+    // whatever shares their batch). The record carries the time it was
+    // produced; the event's own time travels in `ce_time`.
+    FutureRecord::to(topic)
+        .key(cloudevents::key(event))
+        .payload(event.data.as_ref())
+        .headers(headers)
 }
 
 /// Probes Kafka once a second and publishes the outcome on `status`.

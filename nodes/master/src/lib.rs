@@ -34,6 +34,7 @@ pub mod registry;
 pub mod report;
 pub mod session;
 pub mod suspects;
+pub mod transactions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct Config {
     /// The admin API's bearer token (`--admin-token-file`); `None`: the
     /// admin API takes console certificates only (or, in plaintext, anyone).
     pub admin_token: Option<smesh_core::token::AdminToken>,
+    /// `--delivery exactly-once` and its settings; `None`: at least once.
+    pub exactly_once: Option<transactions::ExactlyOnceSettings>,
 }
 
 /// Why a master could not start or stopped.
@@ -107,6 +110,8 @@ pub struct Master {
     handle: RegistryHandle,
     /// The plaintext health door (`--health-listen`), if any.
     health_door: Option<TcpListener>,
+    /// The transactor (`--delivery exactly-once`).
+    transactions: Option<transactions::Transactions>,
 }
 
 impl Master {
@@ -131,6 +136,18 @@ impl Master {
         };
         let (registry, handle) =
             Registry::new(identity, sink.clone(), Arc::clone(&counters), kafka_rx);
+        let transactions = config
+            .exactly_once
+            .as_ref()
+            .map(|settings| {
+                transactions::Transactions::start(
+                    &config.kafka,
+                    settings,
+                    &config.id,
+                    Arc::clone(&counters),
+                )
+            })
+            .transpose()?;
         Ok(Self {
             config,
             sink,
@@ -139,6 +156,7 @@ impl Master {
             registry,
             handle,
             health_door: None,
+            transactions,
         })
     }
 
@@ -195,6 +213,7 @@ impl Master {
             mut registry,
             handle,
             health_door,
+            transactions,
         } = self;
         let address = listener
             .local_addr()
@@ -243,6 +262,7 @@ impl Master {
                 suspects: Arc::new(Suspects::default()),
                 max_event_bytes: config.sessions.max_event_bytes,
                 delivery_timeout: config.kafka.delivery_timeout,
+                transactions: transactions.clone(),
             },
             config.sessions.clone(),
             shutdown.clone(),
@@ -286,7 +306,7 @@ impl Master {
                 }
             });
         }
-        info!(id = %config.id, %address, tls = config.tls.is_some(), brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
+        info!(id = %config.id, %address, tls = config.tls.is_some(), exactly_once = config.exactly_once.is_some(), brokers = %config.kafka.brokers, topic = %config.kafka.topic, "master listening");
         let served = grpc::serve_mesh(
             mesh,
             health_service,
@@ -301,6 +321,9 @@ impl Master {
         sessions.wait().await;
         tasks.close();
         tasks.wait().await;
+        if let Some(transactions) = &transactions {
+            transactions.stop();
+        }
         let flush_sink = sink.clone();
         match tokio::task::spawn_blocking(move || flush_sink.flush(Duration::from_secs(5))).await {
             Ok(Ok(())) => {}

@@ -65,6 +65,16 @@ impl Collector for MasterMetrics {
                 "Kafka producers replaced after failing for good.",
                 &c.producer_replacements,
             ),
+            (
+                "smesh_master_transactions_committed",
+                "Kafka transactions committed (--delivery exactly-once).",
+                &c.transactions_committed,
+            ),
+            (
+                "smesh_master_transactions_aborted",
+                "Kafka transactions aborted; their batches were resent.",
+                &c.transactions_aborted,
+            ),
         ] {
             out.counter(name, help, value.load(Relaxed))?;
         }

@@ -36,6 +36,7 @@ use crate::dedupe::Delivered;
 use crate::kafka::{KafkaSink, Producers, PublishError};
 use crate::registry::{ConnId, RegistryEvent};
 use crate::suspects::Suspects;
+use crate::transactions::{Transactions, Work};
 
 /// How long to wait before offering an event again when librdkafka's queue
 /// is full.
@@ -65,13 +66,15 @@ pub struct SidecarStreams {
     pub max_event_bytes: usize,
     /// How long a batch may wait for Kafka before the stream ends.
     pub delivery_timeout: Duration,
+    /// The transactor, in `--delivery exactly-once`: batches go through it.
+    pub transactions: Option<Transactions>,
 }
 
 impl Tier for SidecarStreams {
     type Handler = SidecarSession;
 
     fn ready(&self) -> bool {
-        self.kafka.borrow().ready
+        self.kafka.borrow().ready && self.transactions.as_ref().is_none_or(Transactions::ready)
     }
 
     async fn connected(
@@ -197,6 +200,14 @@ impl Handler for SidecarSession {
         let bytes: usize = batch.events.iter().map(|e| e.data.len()).sum();
         Counters::add(&counters.bytes_in, bytes as u64);
 
+        if let Some(transactions) = self.streams.transactions.clone() {
+            self.reserved = None;
+            let seq = batch.seq;
+            let outcome = self.forward_transactional(batch, &transactions).await?;
+            let timeout = self.streams.delivery_timeout;
+            let kafka = self.streams.kafka.clone();
+            return Ok(Box::pin(settle_within(outcome, timeout, kafka, seq)));
+        }
         let careful = match self.reserved.take() {
             Some(careful) => careful,
             // Forwarded without `reserve` (the session always reserves).
@@ -444,6 +455,40 @@ impl SidecarSession {
                 None => Ok(rejected),
             });
         });
+        Ok(outcome)
+    }
+
+    /// Exactly once: the batch's valid events go to the open transaction;
+    /// the outcome comes once that transaction is committed (or aborted).
+    async fn forward_transactional(
+        &mut self,
+        batch: Batch,
+        transactions: &Transactions,
+    ) -> Result<Outcome, Status> {
+        let mut rejected = Vec::new();
+        let mut events = Vec::with_capacity(batch.events.len());
+        for event in batch.events {
+            match refusal(self.identity.as_ref(), &event, self.streams.max_event_bytes) {
+                Some(reason) => {
+                    log_rejection(&self.rejections, &self.peer, &self.address, &event, &reason);
+                    Counters::add(&self.streams.counters.failed, 1);
+                    rejected.push(Rejected {
+                        event_id: event.id.clone(),
+                        reason,
+                    });
+                }
+                None => events.push(event),
+            }
+        }
+        let (reply, outcome) = oneshot::channel();
+        transactions
+            .submit(Work {
+                stream: self.conn,
+                events,
+                rejected,
+                reply,
+            })
+            .await?;
         Ok(outcome)
     }
 

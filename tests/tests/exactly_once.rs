@@ -1,0 +1,162 @@
+//! `--delivery exactly-once`: whatever single node is killed, and when, a
+//! `read_committed` consumer sees every event once and each client's
+//! events in order. Real processes, a real broker, real `kill -9`s.
+
+// Test helpers fail loudly, like the tests they serve.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use smesh_tests::kafka::KafkaBroker;
+use smesh_tests::nodes::{self, Feeder, NodeSpec, Process};
+use smesh_tests::records::{Isolation, Verdict, judge, read_all_as};
+use smesh_tests::unique_topic;
+
+const DELIVERY: Duration = Duration::from_secs(120);
+
+/// A master in exactly-once mode, with a short transaction timeout so a
+/// killed master's open transaction is aborted within the test.
+fn eo_master(dir: &std::path::Path, id: &str, kafka: &str, topic: &str) -> NodeSpec {
+    nodes::master(dir, id, kafka, topic, 0)
+        .args(["--delivery", &delivery(), "--transaction-timeout", "5s"])
+        .args(["--transactional-id", &format!("{topic}-{id}")])
+}
+
+/// Reads the topic as a `read_committed` consumer until every event of
+/// `sent` is there (or `within` passed), then judges what it read.
+async fn committed_until_complete(
+    bootstrap: &str,
+    topic: &str,
+    sent: &BTreeMap<String, Vec<Vec<u8>>>,
+    within: Duration,
+) -> Verdict {
+    let deadline = Instant::now() + within;
+    loop {
+        let (b, t) = (bootstrap.to_string(), topic.to_string());
+        let records =
+            tokio::task::spawn_blocking(move || read_all_as(&b, &t, Isolation::ReadCommitted))
+                .await
+                .expect("reader");
+        let verdict = judge(&records, sent);
+        if verdict.lost.is_empty() || Instant::now() >= deadline {
+            return verdict;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Starts client `name` following a file fed by a [`Feeder`].
+async fn fed_client(
+    dir: &std::path::Path,
+    name: &str,
+    sidecars: &[(&str, u16)],
+    total: u64,
+) -> (Feeder, Process) {
+    let input = dir.join(format!("{name}.jsonl"));
+    let feeder = Feeder::start(&input, name, total, 100, Duration::from_millis(100));
+    let client = nodes::client(dir, name, sidecars, &[nodes::file_source(&input, true)])
+        .spawn()
+        .await;
+    (feeder, client)
+}
+
+fn assert_exactly_once(verdict: &Verdict, context: &str) {
+    verdict.assert_complete(context);
+    assert_eq!(
+        verdict.duplicates, 0,
+        "{context}: a read_committed consumer saw duplicates"
+    );
+}
+
+/// Freezes the broker, runs `kill` while records are in flight to it (in
+/// the open transaction: sent, not committed), and thaws it.
+async fn kill_while_records_are_in_flight(kafka: &KafkaBroker, kill: impl FnOnce()) {
+    kafka.freeze();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kafka.thaw();
+}
+
+/// `--delivery` as the test binary is told (`SMESH_TEST_DELIVERY`), so a
+/// run with `at-least-once` shows what these tests catch: duplicates.
+fn delivery() -> String {
+    std::env::var("SMESH_TEST_DELIVERY").unwrap_or_else(|_| "exactly-once".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_active_master_mid_transaction_writes_nothing_twice() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-kill-master");
+    let mut m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let m2 = eo_master(dir.path(), "M2", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", m1.port), ("M2", m2.port)], 0)
+        .spawn()
+        .await;
+    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
+    sidecar
+        .wait_logged("first acknowledgement from master", DELIVERY)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // What M1 sent before the freeze reaches the broker after M1 is dead:
+    // written, never acknowledged, resent through M2.
+    kill_while_records_are_in_flight(&kafka, || m1.kill()).await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
+        eprintln!("--- M2 ---\n{}", m2.log_tail(40));
+        eprintln!("--- S1 ---\n{}", sidecar.log_tail(40));
+    }
+    assert_exactly_once(&verdict, "active master killed mid-transaction");
+    let connected = sidecar.logged_values("connected to master", "master");
+    assert!(
+        connected.iter().any(|m| m.starts_with("M2")),
+        "the sidecar moved to M2: {connected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_sidecar_whose_client_moves_to_another_master_writes_nothing_twice() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-kill-sidecar");
+    let m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let m2 = eo_master(dir.path(), "M2", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    // Each sidecar on its own master: the client's events change masters
+    // with the sidecar, while M1 still holds what S1 had sent it.
+    let mut s1 = nodes::sidecar(dir.path(), "S1", &[("M1", m1.port)], 0)
+        .spawn()
+        .await;
+    let s2 = nodes::sidecar(dir.path(), "S2", &[("M2", m2.port)], 0)
+        .spawn()
+        .await;
+    let (mut feeder, client) =
+        fed_client(dir.path(), "c1", &[("S1", s1.port), ("S2", s2.port)], 4000).await;
+    client
+        .wait_logged("first acknowledgement from sidecar", DELIVERY)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // M1 commits what S1 sent once the broker is back, while the client
+    // resends the same events through S2 and M2: one of the two must lose.
+    kill_while_records_are_in_flight(&kafka, || s1.kill()).await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
+        for node in [&m1, &m2, &s2, &client] {
+            eprintln!("--- {} ---\n{}", node.name, node.log_tail(30));
+        }
+    }
+    assert_exactly_once(&verdict, "sidecar killed, client moved to another master");
+}
