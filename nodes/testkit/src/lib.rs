@@ -291,15 +291,19 @@ pub enum Next {
     Ended(Option<Status>),
 }
 
-/// The next event of `link` that is not a readiness change or a probe
-/// (within 30 s).
+/// The next event of `link` that is not a readiness change, a probe or a
+/// round trip (within 30 s).
 pub async fn next_link_event(link: &mut smesh_core::link::Link) -> smesh_core::link::LinkEvent {
     use smesh_core::link::LinkEvent;
     loop {
         let event = tokio::time::timeout(Duration::from_secs(30), link.next())
             .await
             .expect("a link event in time");
-        if !matches!(event, LinkEvent::Ready(_) | LinkEvent::Probe(_)) {
+        // Status reports are not the transitions tests wait for.
+        if !matches!(
+            event,
+            LinkEvent::Ready(_) | LinkEvent::Probe(_) | LinkEvent::RoundTrip(_)
+        ) {
             return event;
         }
     }
