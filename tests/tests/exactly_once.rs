@@ -160,3 +160,109 @@ async fn killing_a_sidecar_whose_client_moves_to_another_master_writes_nothing_t
     }
     assert_exactly_once(&verdict, "sidecar killed, client moved to another master");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_with_the_same_identity_fences_its_earlier_run() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-restart-master");
+    let mut m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let port = m1.port;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", port)], 0)
+        .spawn()
+        .await;
+    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
+    sidecar
+        .wait_logged("first acknowledgement from master", DELIVERY)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill_while_records_are_in_flight(&kafka, || m1.kill()).await;
+    // The same id, transactional id and port: Kafka aborts the earlier
+    // run's open transaction when this one starts, long before its timeout.
+    let m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .with_flag("--listen", format!("127.0.0.1:{port}"))
+        .spawn()
+        .await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
+        eprintln!("--- M1 again ---\n{}", m1.log_tail(40));
+    }
+    assert_exactly_once(&verdict, "master restarted with the same identity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_frozen_longer_than_the_transaction_timeout_writes_nothing_twice() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-freeze");
+    let master = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
+    sidecar
+        .wait_logged("first acknowledgement from master", DELIVERY)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than --transaction-timeout (5s): Kafka aborts the open
+    // transaction, and the master's commit after the thaw fails.
+    kafka.freeze();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    kafka.thaw();
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
+        eprintln!("--- M1 ---\n{}", master.log_tail(40));
+    }
+    assert_exactly_once(&verdict, "broker frozen past the transaction timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_restarted_from_its_spool_writes_nothing_twice() {
+    let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-restart-client");
+    let m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let m2 = eo_master(dir.path(), "M2", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", m1.port), ("M2", m2.port)], 0)
+        .spawn()
+        .await;
+    let (mut feeder, mut client) =
+        fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
+    client
+        .wait_logged("first acknowledgement from sidecar", DELIVERY)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Its spool holds what reached Kafka unacknowledged; it sends it all
+    // again when it starts, as the same identity.
+    kill_while_records_are_in_flight(&kafka, || client.kill()).await;
+    let input = dir.path().join("c1.jsonl");
+    let client = nodes::client(
+        dir.path(),
+        "c1",
+        &[("S1", sidecar.port)],
+        &[nodes::file_source(&input, true)],
+    )
+    .spawn()
+    .await;
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
+    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
+        for node in [&m1, &m2, &sidecar, &client] {
+            eprintln!("--- {} ---\n{}", node.name, node.log_tail(30));
+        }
+    }
+    assert_exactly_once(&verdict, "client restarted from its spool");
+}

@@ -759,12 +759,22 @@ impl Transactor {
             self.abort(&reason);
             return Err(reason);
         }
-        match self.producer.commit_transaction(self.settings.timeout) {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                let reason = format!("commit failed: {err}");
-                self.abort(&reason);
-                Err(reason)
+        // A commit whose outcome is unknown (timed out, the broker stalled)
+        // is asked again until Kafka says how it ended: nothing else can
+        // happen on this producer in between.
+        loop {
+            match self.producer.commit_transaction(self.settings.timeout) {
+                Ok(()) => return Ok(()),
+                Err(err) if failure(&err) == Failure::Retriable => {
+                    if self.failures.tick().is_some() {
+                        warn!(%err, "Kafka has not confirmed the transaction's commit yet; asking again");
+                    }
+                }
+                Err(err) => {
+                    let reason = format!("commit failed: {err}");
+                    self.abort(&reason);
+                    return Err(reason);
+                }
             }
         }
     }
@@ -812,20 +822,30 @@ impl Transactor {
         }
     }
 
-    /// Aborts the open transaction; a producer that cannot abort is replaced.
+    /// Aborts the open transaction, asking again while Kafka cannot say;
+    /// a producer that cannot abort at all is replaced.
     fn abort(&mut self, reason: &str) {
-        if let Err(err) = self.producer.abort_transaction(self.settings.timeout) {
-            warn!(%reason, %err, "cannot abort the Kafka transaction");
-            self.recover_producer(&err);
+        loop {
+            match self.producer.abort_transaction(self.settings.timeout) {
+                Ok(()) => return,
+                Err(err) if failure(&err) == Failure::Retriable => {
+                    if self.failures.tick().is_some() {
+                        warn!(%reason, %err, "Kafka has not confirmed the transaction's abort yet; asking again");
+                    }
+                }
+                Err(err) => {
+                    warn!(%reason, %err, "cannot abort the Kafka transaction");
+                    self.recover_producer(&err);
+                    return;
+                }
+            }
         }
     }
 
     /// After a fatal error (fenced by a newer run with the same
     /// transactional id, or an unrecoverable state), initialises again.
     fn recover_producer(&mut self, err: &KafkaError) {
-        let fatal = matches!(err, KafkaError::Transaction(e) if e.is_fatal())
-            || self.producer.client().fatal_error().is_some();
-        if !fatal {
+        if failure(err) != Failure::Fatal && self.producer.client().fatal_error().is_none() {
             return;
         }
         // Fenced: another producer took this transactional id (this master
@@ -867,6 +887,25 @@ impl Transactor {
                 }
             }
         }
+    }
+}
+
+/// What a failed transactional call asks of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// Call it again: the outcome is not known yet (a timeout).
+    Retriable,
+    /// Abort the transaction, then go on.
+    Abortable,
+    /// The producer is done for: make a new one.
+    Fatal,
+}
+
+fn failure(err: &KafkaError) -> Failure {
+    match err {
+        KafkaError::Transaction(e) if e.is_fatal() => Failure::Fatal,
+        KafkaError::Transaction(e) if e.is_retriable() => Failure::Retriable,
+        _ => Failure::Abortable,
     }
 }
 
