@@ -28,6 +28,24 @@ pub struct Counters {
     pub acked: u64,
 }
 
+/// How a mesh under test is set up, for comparisons of two set-ups.
+#[derive(Debug, Clone, Copy)]
+pub struct Variant {
+    /// Mutual TLS on both hops.
+    pub tls: bool,
+    /// The master's `--delivery`.
+    pub delivery: &'static str,
+}
+
+impl Default for Variant {
+    fn default() -> Self {
+        Self {
+            tls: false,
+            delivery: "at-least-once",
+        }
+    }
+}
+
 /// A master and sidecars on a topic of their own.
 #[derive(Debug)]
 pub struct MeshUnderTest {
@@ -42,11 +60,13 @@ pub struct MeshUnderTest {
 impl MeshUnderTest {
     /// In plaintext.
     pub async fn start(kafka: &str, topic: &str, sidecars: usize) -> Self {
-        Self::start_with(kafka, topic, sidecars, false).await
+        Self::start_with(kafka, topic, sidecars, Variant::default()).await
     }
 
-    /// With mutual TLS on both hops (client → sidecar → master) when `tls`.
-    pub async fn start_with(kafka: &str, topic: &str, sidecars: usize, tls: bool) -> Self {
+    /// A variant of the mesh: mutual TLS on both hops (client → sidecar →
+    /// master) when `variant.tls`, the master in `variant.delivery` mode.
+    pub async fn start_with(kafka: &str, topic: &str, sidecars: usize, variant: Variant) -> Self {
+        let tls = variant.tls;
         let dir = tempfile::Builder::new()
             .prefix("smesh-bench-")
             .tempdir()
@@ -59,6 +79,7 @@ impl MeshUnderTest {
         };
         let master = nodes::master(dir.path(), "M1", kafka, topic, 0)
             .args(certs(Tier::Master, "M1"))
+            .args(["--delivery", variant.delivery])
             .spawn()
             .await;
         let mut list = Vec::new();
@@ -185,24 +206,25 @@ pub async fn mesh_latency(
     stats.first().map(|s| s.ack_latency_us).unwrap_or_default()
 }
 
-/// The mesh with one client and one sidecar, in plaintext or with mutual
-/// TLS on both hops: throughput of `events` as fast as the client goes, and
-/// the ack latency of a client offering `rate` events/s for `secs`.
-pub async fn tls_round(
+/// The mesh with one client and one sidecar set up as `variant`:
+/// throughput of `events` as fast as the client goes, and the ack latency
+/// of a client offering `rate` events/s for `secs`.
+pub async fn variant_round(
     kafka: &str,
-    tls: bool,
+    variant: Variant,
     events: u64,
     rate: u64,
     secs: u64,
     payload: usize,
 ) -> (f64, Latency) {
     let mode = ["--spool", "on-failure"];
-    let mesh = MeshUnderTest::start_with(kafka, &crate::unique_topic("bench-tls"), 1, tls).await;
+    let topic = || crate::unique_topic("bench-variant");
+    let mesh = MeshUnderTest::start_with(kafka, &topic(), 1, variant).await;
     let source = format!("sensor:rate=max,count={events},size={payload}");
     let rate_of = throughput(&mesh.run_clients(1, &source, &mode).await);
     drop(mesh);
     settle().await;
-    let mesh = MeshUnderTest::start_with(kafka, &crate::unique_topic("bench-tls"), 1, tls).await;
+    let mesh = MeshUnderTest::start_with(kafka, &topic(), 1, variant).await;
     let source = format!("sensor:rate={rate},count={},size={payload}", rate * secs);
     let stats = mesh.run_clients(1, &source, &mode).await;
     let latency = stats.first().map(|s| s.ack_latency_us).unwrap_or_default();

@@ -49,7 +49,8 @@ pub struct BenchArgs {
     /// Idle clients connected to one sidecar in the footprint run.
     #[arg(long, default_value_t = 1000)]
     pub idle_clients: usize,
-    /// Sections to run (default: all): throughput, latency, tls, failover, replay, footprint.
+    /// Sections to run (default: all): throughput, latency, tls, delivery, failover, replay,
+    /// footprint.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where the raw figures go.

@@ -164,55 +164,35 @@ async fn main() -> ExitCode {
         }
     }
     if args.wants("tls") {
-        // Plaintext and mutual TLS on both hops, alternating which goes
-        // first, so drift on a shared machine does not favour either.
-        let rate = args.rates.first().copied().unwrap_or(1000);
-        for round in 1..=args.rounds {
-            eprintln!("round {round}/{}: TLS cost", args.rounds);
-            let order = if round % 2 == 1 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            let mut measured = [(0.0, bench::Latency::default()); 2];
-            for tls in order {
-                mesh::settle().await;
-                measured[usize::from(tls)] = mesh::tls_round(
-                    &kafka,
-                    tls,
-                    args.events,
-                    rate,
-                    args.latency_secs,
-                    args.payload,
-                )
-                .await;
-            }
-            let [(plain_rate, plain), (tls_rate, tls)] = measured;
-            results.record("tls: throughput, plaintext", "ev/s", plain_rate);
-            results.record("tls: throughput, mutual TLS", "ev/s", tls_rate);
-            results.record(
-                "tls: throughput ratio TLS/plaintext",
-                "ratio",
-                tls_rate / plain_rate.max(f64::MIN_POSITIVE),
-            );
-            for (label, plain, tls) in [("p50", plain.p50, tls.p50), ("p99", plain.p99, tls.p99)] {
-                results.record(
-                    &format!("tls: latency {rate}/s {label}, plaintext"),
-                    "µs",
-                    plain as f64,
-                );
-                results.record(
-                    &format!("tls: latency {rate}/s {label}, mutual TLS"),
-                    "µs",
-                    tls as f64,
-                );
-                results.record(
-                    &format!("tls: latency {rate}/s {label} ratio TLS/plaintext"),
-                    "ratio",
-                    tls as f64 / (plain as f64).max(1.0),
-                );
-            }
-        }
+        let tls = mesh::Variant {
+            tls: true,
+            ..mesh::Variant::default()
+        };
+        compare(
+            &args,
+            &kafka,
+            &mut results,
+            "tls",
+            [("plaintext", mesh::Variant::default()), ("mutual TLS", tls)],
+        )
+        .await;
+    }
+    if args.wants("delivery") {
+        let exactly_once = mesh::Variant {
+            delivery: "exactly-once",
+            ..mesh::Variant::default()
+        };
+        compare(
+            &args,
+            &kafka,
+            &mut results,
+            "delivery",
+            [
+                ("at-least-once", mesh::Variant::default()),
+                ("exactly-once", exactly_once),
+            ],
+        )
+        .await;
     }
     if args.wants("failover") {
         eprintln!("failover: {} sidecar kills", args.kills);
@@ -282,6 +262,71 @@ async fn main() -> ExitCode {
         _ => {
             eprintln!("smesh-bench: cannot write {}", args.out.display());
             ExitCode::from(70)
+        }
+    }
+}
+
+/// Two set-ups of the mesh measured in the same rounds, alternating which
+/// goes first so drift on a shared machine favours neither: throughput of
+/// `--events` and latency p50/p99 at the first of `--rates`, each with the
+/// ratio of the second set-up to the first.
+async fn compare(
+    args: &BenchArgs,
+    kafka: &str,
+    results: &mut Results,
+    section: &str,
+    variants: [(&str, mesh::Variant); 2],
+) {
+    let rate = args.rates.first().copied().unwrap_or(1000);
+    let [(base_name, _), (other_name, _)] = variants;
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}: {section}", args.rounds);
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        let mut measured = [(0.0, bench::Latency::default()); 2];
+        for index in order {
+            mesh::settle().await;
+            measured[index] = mesh::variant_round(
+                kafka,
+                variants[index].1,
+                args.events,
+                rate,
+                args.latency_secs,
+                args.payload,
+            )
+            .await;
+        }
+        let [(base_rate, base), (other_rate, other)] = measured;
+        results.record(
+            &format!("{section}: throughput, {base_name}"),
+            "ev/s",
+            base_rate,
+        );
+        results.record(
+            &format!("{section}: throughput, {other_name}"),
+            "ev/s",
+            other_rate,
+        );
+        results.record(
+            &format!("{section}: throughput ratio {other_name}/{base_name}"),
+            "ratio",
+            other_rate / base_rate.max(f64::MIN_POSITIVE),
+        );
+        for (label, base, other) in [("p50", base.p50, other.p50), ("p99", base.p99, other.p99)] {
+            results.record(
+                &format!("{section}: latency {rate}/s {label}, {base_name}"),
+                "µs",
+                base as f64,
+            );
+            results.record(
+                &format!("{section}: latency {rate}/s {label}, {other_name}"),
+                "µs",
+                other as f64,
+            );
+            results.record(
+                &format!("{section}: latency {rate}/s {label} ratio {other_name}/{base_name}"),
+                "ratio",
+                other as f64 / (base as f64).max(1.0),
+            );
         }
     }
 }
