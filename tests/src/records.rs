@@ -231,6 +231,73 @@ pub async fn read_until_complete(
     }
 }
 
+/// Checks that the client's `safeData.placed.csv` (beside `spool`) tells
+/// where each of its `records` is: a row holds the record's sequence, its
+/// partition, an offset range around its offset, and names the sidecar and
+/// master its hop headers name. `records` are the client's, read back
+/// without duplicates (as a `read_committed` consumer sees them after a
+/// run without faults).
+pub fn assert_placed(spool: &std::path::Path, client: &str, records: &[Record]) {
+    use smesh_core::placed::PlacedRow;
+    let path = smesh_client::placed::placed_path(spool);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{client}: {}: {err}", path.display()));
+    let rows: Vec<PlacedRow> = text.lines().filter_map(PlacedRow::parse).collect();
+    assert_eq!(
+        text.lines().count(),
+        rows.len() + 1,
+        "{client}: every line but the header is a placement"
+    );
+    let mine: Vec<&Record> = records.iter().filter(|r| r.key == client).collect();
+    assert!(!mine.is_empty(), "{client}: no records to place");
+    for record in &mine {
+        let (Some(incarnation), Some(sequence)) = (record.incarnation(), record.sequence()) else {
+            panic!("{client}: a record without a smesh ce_id: {record:?}");
+        };
+        let row = rows
+            .iter()
+            .find(|row| row.holds(incarnation, sequence))
+            .unwrap_or_else(|| panic!("{client}: no placement holds sequence {sequence}"));
+        let p = &row.placement;
+        assert_eq!(
+            p.partition, record.partition,
+            "{client} {sequence}: partition"
+        );
+        assert!(
+            (p.first_offset..=p.last_offset).contains(&record.offset),
+            "{client} {sequence}: offset {} outside {}..={}",
+            record.offset,
+            p.first_offset,
+            p.last_offset
+        );
+        let hop = |name: &str| {
+            record
+                .header(name)
+                .and_then(|h| h.split_once(' '))
+                .map(|(node, _)| node.to_string())
+        };
+        assert_eq!(
+            hop("smesh-sidecar").as_deref(),
+            Some(row.sidecar.as_str()),
+            "{client} {sequence}: sidecar hop"
+        );
+        assert_eq!(
+            hop("smesh-master").as_deref(),
+            Some(p.master_id.as_str()),
+            "{client} {sequence}: master hop"
+        );
+    }
+    let placed: u64 = rows
+        .iter()
+        .map(|r| r.placement.last_sequence - r.placement.first_sequence + 1)
+        .sum();
+    assert!(
+        placed >= mine.len() as u64,
+        "{client}: {placed} events placed for {} records",
+        mine.len()
+    );
+}
+
 /// How a delivery went, per client.
 #[derive(Debug, Default)]
 pub struct Verdict {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Feeder, NodeSpec, Process};
-use smesh_tests::records::{Isolation, Verdict, judge, read_all_as};
+use smesh_tests::records::{Isolation, Verdict, assert_placed, judge, read_all_as};
 use smesh_tests::unique_topic;
 
 const DELIVERY: Duration = Duration::from_secs(120);
@@ -265,4 +265,46 @@ async fn a_client_restarted_from_its_spool_writes_nothing_twice() {
         }
     }
     assert_exactly_once(&verdict, "client restarted from its spool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fault_each_client_learns_from_its_acks_where_its_events_are() {
+    let kafka = KafkaBroker::shared().expect("Kafka broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-placed");
+    let master = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let mut sent = BTreeMap::new();
+    let mut clients = Vec::new();
+    for id in ["c1", "c2"] {
+        let input = dir.path().join(format!("{id}.jsonl"));
+        sent.insert(id.to_string(), nodes::write_lines(&input, id, 0..1500, 40));
+        clients.push(
+            nodes::client(
+                dir.path(),
+                id,
+                &[("S1", sidecar.port)],
+                &[nodes::file_source(&input, false)],
+            )
+            .spawn()
+            .await,
+        );
+    }
+    for client in &mut clients {
+        let status = client.wait_exit(DELIVERY).await;
+        assert!(status.success(), "{} exited with {status}", client.name);
+    }
+    let (b, t) = (kafka.bootstrap(), topic.clone());
+    let records =
+        tokio::task::spawn_blocking(move || read_all_as(&b, &t, Isolation::ReadCommitted))
+            .await
+            .expect("reader");
+    assert_exactly_once(&judge(&records, &sent), "no fault");
+    for id in ["c1", "c2"] {
+        assert_placed(&nodes::spool_path(dir.path(), id), id, &records);
+    }
 }

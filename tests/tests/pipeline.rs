@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, reserve_port};
-use smesh_tests::records::{judge, read_topic};
+use smesh_tests::records::{assert_placed, judge, read_topic};
 use smesh_tests::{eventually, health_of, unique_topic};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -86,6 +86,11 @@ async fn three_clients_through_two_sidecars_reach_kafka_exactly_once_and_in_orde
     );
     assert!(record.header("ce_time").is_some_and(|t| t.ends_with('Z')));
     assert_eq!(record.header("content-type"), Some("application/json"));
+    // Each client knows where its events went, and the records name
+    // their hops.
+    for id in ["c1", "c2", "c3"] {
+        assert_placed(&nodes::spool_path(dir.path(), id), id, &records);
+    }
     // Nothing is left in any spool.
     for id in ["c1", "c2", "c3"] {
         let spool = std::fs::read_to_string(nodes::spool_path(dir.path(), id)).expect("spool");

@@ -38,6 +38,12 @@ pub struct Counters {
     pub ack_latency: Histogram,
     /// Round trips of the sidecar link, as the sidecar's heartbeats measure them.
     pub sidecar_rtt: Histogram,
+    /// Acknowledged events whose place in Kafka the ack told.
+    pub placed: AtomicU64,
+    /// The partition of the newest placement (meaningful once `placed > 0`).
+    pub kafka_partition: AtomicI64,
+    /// The offset of the newest placement's last event.
+    pub kafka_offset: AtomicI64,
 }
 
 impl Counters {

@@ -32,6 +32,7 @@ pub mod csv_line;
 pub mod metrics;
 pub mod oversized;
 pub mod pipeline;
+pub mod placed;
 pub mod source;
 pub mod spool;
 pub mod state;

@@ -63,6 +63,11 @@ impl Collector for ClientMetrics {
                 "Streams to a sidecar lost or left for another.",
                 &c.links_lost,
             ),
+            (
+                "smesh_client_events_placed",
+                "Acknowledged events whose Kafka partition and offset the ack told.",
+                &c.placed,
+            ),
         ] {
             out.counter(name, help, value.load(Relaxed))?;
         }
@@ -90,6 +95,20 @@ impl Collector for ClientMetrics {
             Some(&Unit::Seconds),
             age,
         )?;
+        if c.placed.load(Relaxed) > 0 {
+            out.gauge(
+                "smesh_client_kafka_partition",
+                "The Kafka partition of the newest acknowledged event (absent until an ack told one).",
+                None,
+                c.kafka_partition.load(Relaxed) as f64,
+            )?;
+            out.gauge(
+                "smesh_client_kafka_offset",
+                "The Kafka offset of the newest acknowledged event (absent until an ack told one).",
+                None,
+                c.kafka_offset.load(Relaxed) as f64,
+            )?;
+        }
         out.histogram(
             "smesh_client_ack_latency",
             "From a reading's time at its source to its end-to-end acknowledgement.",

@@ -53,6 +53,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, SpoolFull, SpoolMode};
 use crate::counters::Counters;
 use crate::oversized::Oversized;
+use crate::placed::{self, PlacedLog, placed_path};
 use crate::source::Reading;
 use crate::spool::{Origin, RejectedFile, RowEncoder, Spool, encode_row, is_full};
 use crate::state::StateFile;
@@ -84,7 +85,7 @@ enum Held {
     /// A reading larger than `--max-event-bytes`, numbered, on its way from
     /// its spill file to the rejected file.
     Oversized {
-        event: Event,
+        event: Box<Event>,
         origin: Option<Origin>,
         oversized: Arc<Oversized>,
     },
@@ -178,6 +179,8 @@ pub struct Pipeline {
     /// The newest event handed to the mesh (spooled, or sent from memory):
     /// the next one links to it. 0: none yet in this incarnation.
     last_handed: u64,
+    /// Where acknowledged events went in Kafka (`safeData.placed.csv`).
+    placed: PlacedLog,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -201,6 +204,7 @@ impl Pipeline {
         link: Link,
     ) -> Self {
         let cursor = spool.head();
+        let placed = PlacedLog::new(placed_path(&config.spool_file), placed::MAX_BYTES);
         Self {
             config,
             counters,
@@ -223,6 +227,7 @@ impl Pipeline {
             full_log: LogEvery::new(FULL_WARN_EVERY),
             full_stats: SpoolFullStats::default(),
             last_handed: 0,
+            placed,
         }
     }
 
@@ -367,7 +372,7 @@ impl Pipeline {
                 event,
                 origin,
                 oversized,
-            }) => self.reject_oversized(event, origin, oversized).await?,
+            }) => self.reject_oversized(*event, origin, oversized).await?,
             None => {}
         }
         Ok(())
@@ -526,6 +531,7 @@ impl Pipeline {
             Stats::new(&self.config.id, &self.counters, backlog.rows, &self.timings)
                 .spool_full(self.full_stats.clone())
                 .with_state(&self.state)
+                .with_placed(self.placed.spans())
                 .write(path)
                 .await;
         }
@@ -577,6 +583,11 @@ impl Pipeline {
             // Set once it is handed over (below): what is rejected or
             // dropped here is no link in the chain.
             previous_sequence: 0,
+            // The hops are the sidecar's and the master's to say.
+            sidecar_id: String::new(),
+            sidecar_received_unix_nanos: 0,
+            master_id: String::new(),
+            master_received_unix_nanos: 0,
         };
         if let Some(oversized) = reading.oversized {
             return self
@@ -667,7 +678,7 @@ impl Pipeline {
             Err(err) if is_full(&err) => {
                 self.write_failed(err, "writing an oversized reading to the rejected file")?;
                 self.hold_or_drop(Held::Oversized {
-                    event,
+                    event: Box::new(event),
                     origin,
                     oversized,
                 });
@@ -749,11 +760,21 @@ impl Pipeline {
                 self.unsend();
             }
             LinkEvent::Acked {
-                batches, rejected, ..
+                batches,
+                rejected,
+                placed,
+                ..
             } => {
                 if let Err(err) = self.on_ack(batches, &rejected) {
                     warn!(%err, "cannot record an acknowledgement");
                 }
+                let sidecar = self.link.peer().map_or("", |peer| peer.id.as_str());
+                self.placed.record(
+                    smesh_core::time::now_unix_nanos(),
+                    sidecar,
+                    placed,
+                    &self.counters,
+                );
             }
             LinkEvent::RoundTrip(rtt) => self.counters.sidecar_rtt.observe(rtt),
             LinkEvent::Ready(_) | LinkEvent::Probe(_) => {}

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::counters::Counters;
+use crate::placed::PlacedSpan;
 use crate::state::{Loaded, StateFile};
 
 /// Longest ack latency recorded exactly, in microseconds (an hour); longer
@@ -94,6 +95,9 @@ pub struct Stats {
     pub spool_full: SpoolFullStats,
     /// How the state file was found, and the numbering this run used.
     pub state: StateSummary,
+    /// Where this run's acknowledged events went in Kafka, per topic and
+    /// partition, as the acks told (see `safeData.placed.csv` for each).
+    pub placed: Vec<PlacedSpan>,
 }
 
 /// When the spool's filesystem had no room (see `pipeline`'s full state).
@@ -136,7 +140,13 @@ impl Stats {
                 .unwrap_or_default(),
             spool_full: SpoolFullStats::default(),
             state: StateSummary::default(),
+            placed: Vec::new(),
         }
+    }
+
+    /// With where the run's events went in Kafka.
+    pub fn with_placed(self, placed: Vec<PlacedSpan>) -> Self {
+        Self { placed, ..self }
     }
 
     /// With what the run saw of a full filesystem.
@@ -279,7 +289,16 @@ mod tests {
         timings.ack_arrived(1_002_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stats.json");
-        Stats::new("c1", &counters, 1, &timings).write(&path).await;
+        Stats::new("c1", &counters, 1, &timings)
+            .with_placed(vec![crate::placed::PlacedSpan {
+                topic: "t".into(),
+                partition: 1,
+                first_offset: 10,
+                last_offset: 12,
+                events: 2,
+            }])
+            .write(&path)
+            .await;
 
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("written")).expect("JSON");
@@ -296,7 +315,10 @@ mod tests {
                 "count": 1, "p50": 2000, "p90": 2000, "p99": 2000, "p999": 2000, "max": 2000
             },
             "spool_full": { "episodes": 0, "seconds": 0.0, "at_exit": false },
-            "state": { "loaded": "", "incarnation": "" }
+            "state": { "loaded": "", "incarnation": "" },
+            "placed": [
+                { "topic": "t", "partition": 1, "first_offset": 10, "last_offset": 12, "events": 2 }
+            ]
         });
         assert_eq!(written, expected);
     }

@@ -44,6 +44,7 @@ pub mod live_peers;
 pub mod metrics;
 pub mod peers;
 pub mod pki;
+pub mod placed;
 pub mod ratelimit;
 pub mod retention;
 pub mod session;

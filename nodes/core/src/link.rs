@@ -42,7 +42,8 @@ use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_client::MeshClient;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{
-    Batch, Downlink, Event, Hello, NodeKind, Pong, ProbeRequest, Rejected, Uplink, Welcome,
+    Batch, Downlink, Event, Hello, NodeKind, Placement, Pong, ProbeRequest, Rejected, Uplink,
+    Welcome,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -394,6 +395,8 @@ pub enum LinkEvent {
         events: usize,
         /// Events among them that can never be delivered, and why.
         rejected: Vec<Rejected>,
+        /// Where in Kafka the others went, as far as the upstream says.
+        placed: Vec<Placement>,
     },
     /// The upstream says it can (`true`) or cannot deliver now.
     Ready(bool),
@@ -992,10 +995,15 @@ impl Stream {
                     let after_ms = self.opened.elapsed().as_secs_f64() * 1e3;
                     info!(peer = %self.open.peer, after_ms, "first acknowledgement from {upstream}");
                 }
+                // An honest upstream places each event at most once: more
+                // placements than events are not worth anyone's time.
+                let mut placed = ack.placed;
+                placed.truncate(events);
                 Some(LinkEvent::Acked {
                     batches,
                     events,
                     rejected: ack.rejected,
+                    placed,
                 })
             }
             Down::Ping(ping) => {

@@ -36,8 +36,8 @@ use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_server::Mesh;
 use smesh_proto::mesh::uplink::Frame as Up;
 use smesh_proto::mesh::{
-    Ack, Batch, Downlink, Hello, NodeKind, PeerStatus, ProbeRequest, ProbeResponse, Rejected,
-    Report, RttStats, Uplink, Welcome,
+    Ack, Batch, Downlink, Hello, NodeKind, PeerStatus, Placement, ProbeRequest, ProbeResponse,
+    Rejected, Report, RttStats, Uplink, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -186,10 +186,35 @@ pub async fn probe(commands: &mpsc::Sender<SessionCommand>, timeout: Duration) -
     tokio::time::timeout(timeout, rtt).await.ok()?.ok()
 }
 
-/// How one batch ends: the events in it that can never be delivered (the
-/// batch is settled), or a status that ends the stream (nothing of the batch
-/// may be counted as delivered; the peer sends it again).
-pub type Settlement = BoxFuture<'static, Result<Vec<Rejected>, Status>>;
+/// How one batch ends: settled (see [`Settled`]), or a status that ends the
+/// stream (nothing of the batch may be counted as delivered; the peer sends
+/// it again).
+pub type Settlement = BoxFuture<'static, Result<Settled, Status>>;
+
+/// A settled batch: the events in it that can never be delivered, and
+/// where in Kafka the others went (as far as known).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Settled {
+    /// Events that will never be delivered, and why.
+    pub rejected: Vec<Rejected>,
+    /// Runs of events written to Kafka, with their partitions and offsets.
+    pub placed: Vec<Placement>,
+}
+
+impl Settled {
+    /// Settled with these rejected events and no placements.
+    pub fn rejecting(rejected: Vec<Rejected>) -> Self {
+        Self {
+            rejected,
+            placed: Vec::new(),
+        }
+    }
+
+    fn extend(&mut self, other: Self) {
+        self.rejected.extend(other.rejected);
+        self.placed.extend(other.placed);
+    }
+}
 
 /// What a tier does with the streams it accepts.
 pub trait Tier: Send + Sync + 'static {
@@ -388,8 +413,8 @@ impl<T: Tier> Mesh for MeshService<T> {
 
 /// A batch's settlement, with what the session needs to acknowledge it.
 /// A forwarded batch once settled: its number, events, bytes and outcome.
-type Settled = (u64, usize, u64, Result<Vec<Rejected>, Status>);
-type Pending = BoxFuture<'static, Settled>;
+type SettledBatch = (u64, usize, u64, Result<Settled, Status>);
+type Pending = BoxFuture<'static, SettledBatch>;
 
 /// One accepted stream.
 struct Session<T: Tier> {
@@ -601,14 +626,14 @@ impl<T: Tier> Session<T> {
         let seq = batch.seq;
         let n = batch.events.len() + refused.len();
         let settlement: Settlement = if batch.events.is_empty() {
-            Box::pin(std::future::ready(Ok(Vec::new())))
+            Box::pin(std::future::ready(Ok(Settled::default())))
         } else {
             self.handler.forward(batch).await?
         };
         let settlement = settlement.map(move |outcome| {
-            outcome.map(|mut rejected| {
-                rejected.extend(refused);
-                rejected
+            outcome.map(|mut settled| {
+                settled.rejected.extend(refused);
+                settled
             })
         });
         self.pending.push_back(Box::pin(
@@ -619,18 +644,24 @@ impl<T: Tier> Session<T> {
 
     /// Acknowledges settled batches as one cumulative ack (several may be
     /// settled at once).
-    async fn settle(&mut self, (seq, n, bytes, outcome): Settled) -> Result<(), Status> {
+    async fn settle(&mut self, (seq, n, bytes, outcome): SettledBatch) -> Result<(), Status> {
         let mut through = seq;
-        let mut rejected = outcome?;
+        let mut settled = outcome?;
         self.in_flight = self.in_flight.saturating_sub(n);
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         while let Some(Some((seq, n, bytes, outcome))) = self.pending.next().now_or_never() {
-            rejected.extend(outcome?);
+            settled.extend(outcome?);
             through = seq;
             self.in_flight = self.in_flight.saturating_sub(n);
             self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         }
-        self.send(Down::Ack(Ack { through, rejected })).await
+        let Settled { rejected, placed } = settled;
+        self.send(Down::Ack(Ack {
+            through,
+            rejected,
+            placed,
+        }))
+        .await
     }
 
     fn view(&self) -> SessionView {

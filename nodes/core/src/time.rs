@@ -26,6 +26,12 @@ pub fn rfc3339(nanos: i64) -> String {
     humantime::format_rfc3339_nanos(from_unix_nanos(nanos)).to_string()
 }
 
+/// RFC 3339 with microseconds in UTC: a node's own clock, to a precision
+/// its hops are measured with.
+pub fn rfc3339_micros(nanos: i64) -> String {
+    humantime::format_rfc3339_micros(from_unix_nanos(nanos)).to_string()
+}
+
 /// RFC 3339 with milliseconds in UTC, for reports people read.
 pub fn rfc3339_millis(nanos: i64) -> String {
     humantime::format_rfc3339_millis(from_unix_nanos(nanos)).to_string()

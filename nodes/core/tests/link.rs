@@ -96,6 +96,7 @@ async fn a_lost_upstream_fails_over_and_the_owner_resends_on_the_next() {
             batches,
             events,
             rejected: said,
+            ..
         } => {
             assert_eq!((batches, events), (1, 3));
             assert_eq!(said, vec![rejected]);
@@ -316,9 +317,20 @@ impl smesh_proto::mesh::mesh_server::Mesh for Forger {
                         let _ = tx.send(down(Down::Welcome(welcome))).await;
                     }
                     Some(Up::Batch(batch)) => {
+                        // More placements than events, as only a broken
+                        // upstream would send.
+                        let placed = (0..batch.events.len() + 5)
+                            .map(|i| smesh_proto::mesh::Placement {
+                                client_id: "c1".to_string(),
+                                first_sequence: i as u64,
+                                last_sequence: i as u64,
+                                ..Default::default()
+                            })
+                            .collect();
                         let ack = Ack {
                             through: batch.seq + beyond,
                             rejected: Vec::new(),
+                            placed,
                         };
                         let _ = tx.send(down(Down::Ack(ack))).await;
                     }
@@ -372,8 +384,14 @@ async fn an_honest_cumulative_ack_still_settles() {
     link.send_batch(events("c1", 1, 3)).await.expect("sent");
     match next(&mut link).await {
         LinkEvent::Acked {
-            batches, events, ..
-        } => assert_eq!((batches, events), (1, 3)),
+            batches,
+            events,
+            placed,
+            ..
+        } => {
+            assert_eq!((batches, events), (1, 3));
+            assert_eq!(placed.len(), 3, "no more placements than events");
+        }
         other => panic!("expected an ack, got {other:?}"),
     }
 }

@@ -113,7 +113,7 @@ async fn an_added_preferred_sidecar_is_taken_between_batches_with_nothing_resent
     // S2 is added: the link finds it answers, and stops sending while the
     // batch on S1 is in flight.
     list.send_replace(all.clone());
-    let waited = tokio::time::timeout(Duration::from_secs(2), link.next()).await;
+    let waited = tokio::time::timeout(Duration::from_secs(2), next(&mut link)).await;
     assert!(waited.is_err(), "nothing happens while S1 holds the batch");
     assert!(link.is_leaving(), "a preferred sidecar answered: draining");
     assert_eq!(link.room(), 0, "no new batch while draining");
@@ -152,7 +152,7 @@ async fn without_rebalancing_a_client_stays_where_it_is() {
     let mut link = link(&id, peers, PeerOrder::Spread, None);
     assert_eq!(up(&mut link).await, "S1");
     list.send_replace(all);
-    let waited = tokio::time::timeout(Duration::from_secs(1), link.next()).await;
+    let waited = tokio::time::timeout(Duration::from_secs(1), next(&mut link)).await;
     assert!(waited.is_err(), "no switch: {waited:?}");
     assert!(!link.is_leaving());
 }
@@ -167,7 +167,7 @@ async fn a_removed_sidecar_is_drained_then_left_for_the_first_of_the_new_list() 
     link.send_batch(events("c1", 1, 2)).await.expect("sent");
     let in_flight = sidecars[0].batch().await;
     list.send_replace(vec![all[2].clone(), all[1].clone()]);
-    let waited = tokio::time::timeout(Duration::from_millis(300), link.next()).await;
+    let waited = tokio::time::timeout(Duration::from_millis(300), next(&mut link)).await;
     assert!(
         waited.is_err(),
         "S1 keeps the stream while it holds a batch"
@@ -197,7 +197,7 @@ async fn a_removed_sidecar_is_drained_then_left_for_the_first_of_the_new_list() 
     assert_eq!(up(&mut link).await, "S3", "the first of the new list");
     // Removing a peer the link is not on changes nothing on the stream.
     list.send_replace(vec![all[2].clone()]);
-    let waited = tokio::time::timeout(Duration::from_millis(300), link.next()).await;
+    let waited = tokio::time::timeout(Duration::from_millis(300), next(&mut link)).await;
     assert!(waited.is_err(), "{waited:?}");
     assert!(!link.is_leaving());
     assert!(link.room() > 0);

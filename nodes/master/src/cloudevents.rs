@@ -5,14 +5,20 @@
 //! byte for byte. Any CloudEvents-aware Kafka consumer (or a plain one that
 //! reads headers) understands the records smesh writes.
 //!
-//! One header is smesh's own: `smesh-previous`, the sequence number of the
-//! event its client handed over just before this one (`0`: none known; see
-//! `Event.previous_sequence`). `smesh-console audit` follows these links.
+//! Three headers are smesh's own: `smesh-previous`, the sequence number of
+//! the event its client handed over just before this one (`0`: none known;
+//! see `Event.previous_sequence`), which `smesh-console audit` follows; and
+//! the hops `smesh-sidecar` and `smesh-master`, `<node id> <RFC 3339 time>`
+//! of when each received the event, which `smesh-console trace` shows.
 
 /// The header of [`Event::previous_sequence`].
 pub const PREVIOUS_HEADER: &str = "smesh-previous";
+/// The header of the sidecar's hop.
+pub const SIDECAR_HEADER: &str = "smesh-sidecar";
+/// The header of the master's hop.
+pub const MASTER_HEADER: &str = "smesh-master";
 
-use smesh_core::time::rfc3339;
+use smesh_core::time::{rfc3339, rfc3339_micros};
 use smesh_proto::mesh::Event;
 
 /// Calls `header(name, value)` for each record header of an event, in a
@@ -35,6 +41,22 @@ pub fn for_each_header(event: &Event, mut header: impl FnMut(&str, &[u8])) {
         PREVIOUS_HEADER,
         event.previous_sequence.to_string().as_bytes(),
     );
+    for (name, node, at) in [
+        (
+            SIDECAR_HEADER,
+            &event.sidecar_id,
+            event.sidecar_received_unix_nanos,
+        ),
+        (
+            MASTER_HEADER,
+            &event.master_id,
+            event.master_received_unix_nanos,
+        ),
+    ] {
+        if !node.is_empty() {
+            header(name, format!("{node} {}", rfc3339_micros(at)).as_bytes());
+        }
+    }
     if !event.extensions.is_empty() {
         let mut extensions: Vec<_> = event.extensions.iter().collect();
         extensions.sort();
@@ -78,6 +100,10 @@ mod tests {
             client_id: "edge-7".into(),
             sequence: 42,
             previous_sequence: 41,
+            sidecar_id: "S1".into(),
+            sidecar_received_unix_nanos: 1_795_000_000_223_000_000,
+            master_id: "M1".into(),
+            master_received_unix_nanos: 1_795_000_000_224_500_000,
             ..Event::default()
         };
         event.extensions.insert("location".into(), "vienna".into());
@@ -97,6 +123,8 @@ mod tests {
             ("ce_subject", "t1"),
             ("content-type", "application/json"),
             ("smesh-previous", "41"),
+            ("smesh-sidecar", "S1 2026-11-18T11:06:40.223000Z"),
+            ("smesh-master", "M1 2026-11-18T11:06:40.224500Z"),
             ("ce_building", "b2"),
             ("ce_location", "vienna"),
         ]
@@ -113,6 +141,8 @@ mod tests {
         e.datacontenttype.clear();
         e.time_unix_nanos = 0;
         e.extensions.clear();
+        e.sidecar_id.clear();
+        e.master_id.clear();
         let names: Vec<String> = headers(&e).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             names,

@@ -574,7 +574,7 @@ impl Producers {
 
 /// The Kafka record of `event` for `topic`: key, CloudEvents headers, data.
 pub fn event_record<'a>(topic: &'a str, event: &'a Event) -> FutureRecord<'a, str, [u8]> {
-    let mut headers = Some(OwnedHeaders::new_with_capacity(8 + event.extensions.len()));
+    let mut headers = Some(OwnedHeaders::new_with_capacity(10 + event.extensions.len()));
     cloudevents::for_each_header(event, |key, value| {
         headers = headers.take().map(|h| {
             h.insert(Header {

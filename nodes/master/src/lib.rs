@@ -30,6 +30,7 @@ pub mod dedupe;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
+pub mod placement;
 pub mod registry;
 pub mod report;
 pub mod session;

@@ -20,7 +20,9 @@ use std::sync::Mutex;
 
 use smesh_core::event;
 use smesh_core::ratelimit::LogEvery;
-use smesh_core::session::{Caller, Handler, SessionCommand, SessionView, Settlement, Tier};
+use smesh_core::session::{
+    Caller, Handler, SessionCommand, SessionView, Settled, Settlement, Tier,
+};
 use smesh_core::time::now_unix_nanos;
 use smesh_core::tls::{self, PeerIdentity};
 use smesh_proto::admin::{HeartbeatSample, KafkaStatus, Tier as PeerTier};
@@ -34,6 +36,7 @@ use smesh_core::metrics::Held;
 use crate::counters::Counters;
 use crate::dedupe::Delivered;
 use crate::kafka::{KafkaSink, Producers, PublishError};
+use crate::placement::Placements;
 use crate::registry::{ConnId, RegistryEvent};
 use crate::suspects::Suspects;
 use crate::transactions::{Transactions, Work};
@@ -191,9 +194,16 @@ impl Handler for SidecarSession {
     }
 
     /// Publishes every event of the batch that is new and valid.
-    async fn forward(&mut self, batch: Batch) -> Result<Settlement, Status> {
+    async fn forward(&mut self, mut batch: Batch) -> Result<Settlement, Status> {
         let streams = &self.streams;
         let n = batch.events.len();
+        // This master's hop, for `smesh-console trace` (whatever the
+        // sidecar said of it).
+        let received = smesh_core::time::now_unix_nanos();
+        for event in &mut batch.events {
+            event.master_id.clone_from(&streams.node_id);
+            event.master_received_unix_nanos = received;
+        }
         let counters = &streams.counters;
         Counters::add(&counters.events_in, n as u64);
         Counters::add(&counters.batches_in, 1);
@@ -304,7 +314,7 @@ async fn settle_within(
     timeout: Duration,
     mut kafka: watch::Receiver<KafkaStatus>,
     seq: u64,
-) -> Result<Vec<Rejected>, Status> {
+) -> Result<Settled, Status> {
     let mut watching = true;
     loop {
         tokio::select! {
@@ -328,9 +338,9 @@ async fn settle_within(
     }
 }
 
-/// What a batch's delivery task answers: the events rejected, or why the
-/// batch failed.
-type Outcome = oneshot::Receiver<Result<Vec<Rejected>, Status>>;
+/// What a batch's delivery task answers: the events rejected and where the
+/// others went, or why the batch failed.
+type Outcome = oneshot::Receiver<Result<Settled, Status>>;
 
 impl SidecarSession {
     /// The normal path: every event handed to the pipelined producer now,
@@ -407,16 +417,30 @@ impl SidecarSession {
         let delivered = Arc::clone(&streams.delivered);
         let suspects = Arc::clone(&streams.suspects);
         let counters = Arc::clone(&streams.counters);
+        let topic = streams.sink.topic().to_string();
+        let master = streams.node_id.clone();
         // Kafka's answers are awaited and recorded on a task of their own:
         // if the stream ends first, what Kafka still acknowledges is
         // remembered, so the sidecar's resend of it is not published again.
         let (outcome_tx, outcome) = oneshot::channel();
         tokio::spawn(async move {
             let mut published = Vec::with_capacity(deliveries.len());
+            let mut placements = Placements::new(&topic, &master);
             let mut failed = None;
             for (client, sequence, delivery) in deliveries {
                 match delivery.await {
-                    Ok(Ok(_)) => published.push((client, sequence)),
+                    Ok(Ok(delivery)) => {
+                        published.push((client, sequence));
+                        if let Some((id, incarnation)) = clients.get(client) {
+                            placements.push(
+                                id,
+                                *incarnation,
+                                sequence,
+                                delivery.partition,
+                                delivery.offset,
+                            );
+                        }
+                    }
                     Ok(Err((err, _message))) => match sink.classify(&err) {
                         // The whole produce batch was refused, and with it
                         // events of other clients maybe: none is rejected
@@ -452,7 +476,10 @@ impl SidecarSession {
                 Some(reason) => Err(Status::unavailable(format!(
                     "Kafka did not acknowledge batch {seq}: {reason}"
                 ))),
-                None => Ok(rejected),
+                None => Ok(Settled {
+                    rejected,
+                    placed: placements.into_vec(),
+                }),
             });
         });
         Ok(outcome)
@@ -511,6 +538,8 @@ impl SidecarSession {
         let (outcome_tx, outcome) = oneshot::channel();
         tokio::spawn(async move {
             let mut rejected = Vec::new();
+            let topic = streams.sink.topic().to_string();
+            let mut placements = Placements::new(&topic, &streams.node_id);
             let mut failed = None;
             for event in &batch.events {
                 let key = (event.client_id.as_str(), event.incarnation, event.sequence);
@@ -527,7 +556,16 @@ impl SidecarSession {
                         .map_err(|err| streams.sink.classify(&err))
                     {
                         Ok(delivery) => match delivery.await {
-                            Ok(Ok(_)) => None,
+                            Ok(Ok(delivery)) => {
+                                placements.push(
+                                    &event.client_id,
+                                    event.incarnation,
+                                    event.sequence,
+                                    delivery.partition,
+                                    delivery.offset,
+                                );
+                                None
+                            }
                             Ok(Err((err, _message))) => match streams.sink.classify(&err) {
                                 PublishError::Permanent(reason) => Some(reason),
                                 other => {
@@ -568,7 +606,10 @@ impl SidecarSession {
                 Some(reason) => Err(Status::unavailable(format!(
                     "Kafka did not acknowledge batch {seq}: {reason}"
                 ))),
-                None => Ok(rejected),
+                None => Ok(Settled {
+                    rejected,
+                    placed: placements.into_vec(),
+                }),
             });
         });
         outcome

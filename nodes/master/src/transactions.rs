@@ -57,15 +57,16 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use smesh_core::ratelimit::LogEvery;
-use smesh_core::session::ConnId;
+use smesh_core::session::{ConnId, Settled};
 use smesh_core::time::now_unix_nanos;
-use smesh_proto::mesh::{Event, Rejected};
+use smesh_proto::mesh::{Event, Placement, Rejected};
 use tokio::sync::oneshot;
 use tonic::Status;
 use tracing::{info, warn};
 
 use crate::counters::Counters;
 use crate::kafka::{self, KafkaConfig, PublishError, QuietContext};
+use crate::placement::Placements;
 
 /// What `--delivery exactly-once` needs besides the Kafka settings.
 #[derive(Clone, Debug)]
@@ -95,7 +96,18 @@ pub struct Work {
     /// Events refused before they got here.
     pub rejected: Vec<Rejected>,
     /// Answered once the transaction holding the batch is committed.
-    pub reply: oneshot::Sender<Result<Vec<Rejected>, Status>>,
+    pub reply: oneshot::Sender<Result<Settled, Status>>,
+}
+
+/// A record handed to the producer in the open transaction.
+struct Written {
+    /// Index of its batch in [`Open::work`].
+    work: usize,
+    id: String,
+    client: String,
+    incarnation: u64,
+    sequence: u64,
+    delivery: DeliveryFuture,
 }
 
 /// The way into the transactor (each stream holds a clone).
@@ -295,8 +307,9 @@ struct Open {
     work: Vec<Work>,
     /// Per identity, the highest sequence written in it.
     through: HashMap<Identity, u64>,
-    /// Records written, with what they were, for the refusal check.
-    deliveries: Vec<(String, DeliveryFuture)>,
+    /// Records written, with what they were: for the refusal check, and
+    /// for where they went.
+    deliveries: Vec<Written>,
     events: usize,
     duplicates: u64,
     /// Set when a record could not be handed to the producer: the
@@ -516,7 +529,14 @@ impl Transactor {
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        open.deliveries.push((event.id.clone(), delivery));
+                        open.deliveries.push(Written {
+                            work: open.work.len(),
+                            id: event.id.clone(),
+                            client: event.client_id.clone(),
+                            incarnation: event.incarnation,
+                            sequence: event.sequence,
+                            delivery,
+                        });
                         open.through.insert(identity, event.sequence);
                         open.events += 1;
                         break;
@@ -654,8 +674,12 @@ impl Transactor {
                 }
                 Counters::add(&self.counters.published, open.events as u64);
                 Counters::add(&self.counters.transactions_committed, 1);
-                for work in open.work {
-                    let _ = work.reply.send(Ok(work.rejected));
+                let placed = self.placements(&mut open);
+                for (work, placed) in open.work.into_iter().zip(placed) {
+                    let _ = work.reply.send(Ok(Settled {
+                        rejected: work.rejected,
+                        placed,
+                    }));
                 }
             }
             Err(reason) => {
@@ -870,10 +894,39 @@ impl Transactor {
         }
     }
 
+    /// Where each batch of a committed transaction went, from Kafka's
+    /// delivery reports (all in by now: the commit flushed them).
+    fn placements(&self, open: &mut Open) -> Vec<Vec<Placement>> {
+        let committed = now_unix_nanos();
+        let mut per_work: Vec<Placements<'_>> = (0..open.work.len())
+            .map(|_| Placements::new(&self.data_topic, &self.me))
+            .collect();
+        for written in std::mem::take(&mut open.deliveries) {
+            if let Some(Ok(Ok(delivery))) = written.delivery.now_or_never()
+                && let Some(placements) = per_work.get_mut(written.work)
+            {
+                placements.push(
+                    &written.client,
+                    written.incarnation,
+                    written.sequence,
+                    delivery.partition,
+                    delivery.offset,
+                );
+            }
+        }
+        per_work
+            .into_iter()
+            .map(|mut placements| {
+                placements.written_at(committed);
+                placements.into_vec()
+            })
+            .collect()
+    }
+
     /// Events Kafka refused on their own in an aborted transaction: their
     /// resends are rejected, each alone, instead of sinking the next one.
     fn remember_refusals(&mut self, open: &mut Open) {
-        for (id, delivery) in std::mem::take(&mut open.deliveries) {
+        for Written { id, delivery, .. } in std::mem::take(&mut open.deliveries) {
             if let Some(Ok(Err((err, _)))) = delivery.now_or_never()
                 && let PublishError::Permanent(reason) = kafka::classify(&err)
             {

@@ -211,6 +211,7 @@ impl Sidecar {
             config.id.clone(),
             NodeKind::Sidecar,
             ClientStreams {
+                node_id: config.id.clone(),
                 upstream: upstream_tx,
                 ready,
                 table: table_handle,

@@ -26,6 +26,8 @@ use crate::upstream::{Forward, UpstreamCounters};
 /// The sidecar as the accepting tier of its clients' streams.
 #[derive(Debug)]
 pub struct ClientStreams {
+    /// This sidecar's id, stamped on the events it takes (their hop).
+    pub node_id: String,
     /// Batches to the master link.
     pub upstream: mpsc::Sender<Forward>,
     /// Whether the master link can deliver right now.
@@ -77,6 +79,7 @@ impl Tier for ClientStreams {
             permit: None,
             table: self.table.clone(),
             authenticated: caller.identity.is_some(),
+            node_id: self.node_id.clone(),
         })
     }
 }
@@ -99,6 +102,8 @@ pub struct ClientSession {
     /// so to the master, which takes client ids only from a sidecar that
     /// authenticated them.
     authenticated: bool,
+    /// This sidecar's id.
+    node_id: String,
 }
 
 impl ClientSession {
@@ -149,8 +154,13 @@ impl Handler for ClientSession {
     async fn forward(&mut self, mut batch: Batch) -> Result<Settlement, Status> {
         self.reserve(&batch).await?;
         // The sidecar's word, never the client's.
+        let received = now_unix_nanos();
         for event in &mut batch.events {
             event.client_authenticated = self.authenticated;
+            event.sidecar_id.clone_from(&self.node_id);
+            event.sidecar_received_unix_nanos = received;
+            event.master_id.clear();
+            event.master_received_unix_nanos = 0;
         }
         let permit = self.permit.take().ok_or_else(link_gone)?;
         let (settled, settlement) = oneshot::channel();

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use smesh_core::link::{Link, LinkEvent, LinkSettings};
+use smesh_core::session::Settled;
 use smesh_proto::mesh::uplink::Frame as Up;
-use smesh_proto::mesh::{Event, ProbeRequest, Rejected, Report, Uplink};
+use smesh_proto::mesh::{Event, Placement, ProbeRequest, Rejected, Report, Uplink};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -30,8 +31,9 @@ pub struct Forward {
     pub events: Vec<Event>,
     /// Their encoded size, counted against `--max-pending-bytes`.
     pub bytes: u64,
-    /// Told the batch's rejected events once the master acknowledged it.
-    pub settled: oneshot::Sender<Vec<Rejected>>,
+    /// Told the batch's rejected events, and where the others went, once
+    /// the master acknowledged it.
+    pub settled: oneshot::Sender<Settled>,
 }
 
 /// Settings of the master link.
@@ -224,8 +226,11 @@ impl Upstream {
                 }
             }
             LinkEvent::Acked {
-                batches, rejected, ..
-            } => self.on_ack(batches, rejected),
+                batches,
+                rejected,
+                placed,
+                ..
+            } => self.on_ack(batches, &rejected, &placed),
             LinkEvent::Ready(ready) => {
                 self.set_ready(ready);
                 info!(master = ?self.link.peer().map(ToString::to_string), ready, "master readiness changed");
@@ -274,7 +279,7 @@ impl Upstream {
     }
 
     /// The oldest `batches` batches sent are settled: tell their sessions.
-    fn on_ack(&mut self, batches: usize, rejected: Vec<Rejected>) {
+    fn on_ack(&mut self, batches: usize, rejected: &[Rejected], placed: &[Placement]) {
         let rejected_ids: HashSet<&str> = rejected.iter().map(|r| r.event_id.as_str()).collect();
         for _ in 0..batches.min(self.sent) {
             let Some(done) = self.pending.pop_front() else {
@@ -296,8 +301,30 @@ impl Upstream {
                     .cloned()
                     .collect()
             };
+            let placed = placements_of(&done.events, placed);
             // The session may be gone; its client will resend and be acked then.
-            let _ = done.settled.send(mine);
+            let _ = done.settled.send(Settled {
+                rejected: mine,
+                placed,
+            });
         }
     }
+}
+
+/// The placements of a master's ack that fall on `events` (one client
+/// batch: one identity, sequences in order).
+fn placements_of(events: &[Event], placed: &[Placement]) -> Vec<Placement> {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Vec::new();
+    };
+    placed
+        .iter()
+        .filter(|p| {
+            p.client_id == first.client_id
+                && p.incarnation == first.incarnation
+                && p.first_sequence <= last.sequence
+                && p.last_sequence >= first.sequence
+        })
+        .cloned()
+        .collect()
 }

@@ -19,7 +19,8 @@ use futures::FutureExt;
 use smesh_core::grpc;
 use smesh_core::peers::Peer;
 use smesh_core::session::{
-    Caller, Handler, MeshService, SessionCommand, SessionSettings, SessionView, Settlement, Tier,
+    Caller, Handler, MeshService, SessionCommand, SessionSettings, SessionView, Settled,
+    Settlement, Tier,
 };
 use smesh_proto::mesh::downlink::Frame as Down;
 use smesh_proto::mesh::mesh_client::MeshClient;
@@ -102,7 +103,11 @@ impl Handler for TestHandler {
         let (settle, settled) = oneshot::channel();
         let _ = self.forwarded.send(Forwarded { batch, settle });
         Ok(settled
-            .map(|outcome| outcome.unwrap_or_else(|_| Err(Status::unavailable("test dropped it"))))
+            .map(|outcome| {
+                outcome
+                    .unwrap_or_else(|_| Err(Status::unavailable("test dropped it")))
+                    .map(Settled::rejecting)
+            })
             .boxed())
     }
 

@@ -353,6 +353,11 @@ impl RowDecoder {
             // The sidecar's to say.
             client_authenticated: false,
             previous_sequence,
+            // The hops are the sidecar's and the master's to say.
+            sidecar_id: String::new(),
+            sidecar_received_unix_nanos: 0,
+            master_id: String::new(),
+            master_received_unix_nanos: 0,
         };
         if event.id.is_empty() {
             return Err(bad("id is empty"));
