@@ -242,10 +242,21 @@ impl Master {
             let own = PeerIdentity::new(Tier::Master, config.id.clone());
             tasks.spawn(tls.clone().keep_fresh(Some(own), shutdown.clone()));
         }
+        // SERVING only while Kafka answers and, in exactly-once mode, the
+        // transactional producer is ready: what the Welcome and pings say.
+        let (serving_tx, serving) = watch::channel(false);
+        tasks.spawn(serving_while_ready(
+            handle.kafka.clone(),
+            transactions
+                .as_ref()
+                .map(transactions::Transactions::readiness),
+            serving_tx,
+            shutdown.clone(),
+        ));
         tasks.spawn(grpc::follow_readiness(
             health,
-            handle.kafka.clone(),
-            |kafka: &KafkaStatus| kafka.ready,
+            serving,
+            |serving: &bool| *serving,
             shutdown.clone(),
         ));
 
@@ -335,5 +346,32 @@ impl Master {
         }
         info!(id = %config.id, "master stopped");
         served.map_err(MasterError::from)
+    }
+}
+
+/// Keeps `serving` true while Kafka is ready and the transactor, if any, is.
+async fn serving_while_ready(
+    mut kafka: watch::Receiver<KafkaStatus>,
+    mut transactor: Option<watch::Receiver<bool>>,
+    serving: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ready = kafka.borrow_and_update().ready
+            && transactor
+                .as_mut()
+                .is_none_or(|ready| *ready.borrow_and_update());
+        serving.send_replace(ready);
+        let transactor_changed = async {
+            match transactor.as_mut() {
+                Some(ready) => ready.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = kafka.changed() => if changed.is_err() { break },
+            changed = transactor_changed => if changed.is_err() { break },
+        }
     }
 }

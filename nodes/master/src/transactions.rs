@@ -60,7 +60,7 @@ use smesh_core::ratelimit::LogEvery;
 use smesh_core::session::{ConnId, Settled};
 use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{Event, Placement, Rejected};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -115,7 +115,7 @@ struct Written {
 pub struct Transactions {
     queue: SyncSender<Work>,
     /// Whether the transactional producer is initialised.
-    ready: Arc<AtomicBool>,
+    ready: watch::Receiver<bool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -182,9 +182,9 @@ impl Transactions {
             failures: LogEvery::default(),
         };
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let ready = Arc::new(AtomicBool::new(false));
+        let (thread_ready, ready) = watch::channel(false);
         let stop = Arc::new(AtomicBool::new(false));
-        let (thread_ready, thread_stop) = (Arc::clone(&ready), Arc::clone(&stop));
+        let thread_stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("smesh-transactor".into())
             .spawn(move || transactor.run(rx, thread_ready, thread_stop))
@@ -196,7 +196,12 @@ impl Transactions {
 
     /// Whether the transactional producer is ready to take batches.
     pub fn ready(&self) -> bool {
-        self.ready.load(Relaxed)
+        *self.ready.borrow()
+    }
+
+    /// Follows [`Self::ready`] (for the health service).
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
     }
 
     /// Hands a batch to the open transaction, waiting while the queue is full.
@@ -348,11 +353,11 @@ struct Transactor {
 }
 
 impl Transactor {
-    fn run(mut self, rx: Receiver<Work>, ready: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    fn run(mut self, rx: Receiver<Work>, ready: watch::Sender<bool>, stop: Arc<AtomicBool>) {
         if !self.prepare(&stop) {
             return;
         }
-        ready.store(true, Relaxed);
+        ready.send_replace(true);
         info!(transactional_id = %self.settings.transactional_id, marks = %self.settings.marks_topic, "exactly-once delivery ready");
         loop {
             let wait = match &self.open {
@@ -401,7 +406,7 @@ impl Transactor {
                 break;
             }
         }
-        ready.store(false, Relaxed);
+        ready.send_replace(false);
     }
 
     /// Creates the marks topic if missing, initialises the transactional
