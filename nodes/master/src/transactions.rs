@@ -62,7 +62,7 @@ use smesh_core::time::now_unix_nanos;
 use smesh_proto::mesh::{Event, Placement, Rejected};
 use tokio::sync::{oneshot, watch};
 use tonic::Status;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
 use crate::kafka::{self, KafkaConfig, PublishError, QuietContext};
@@ -742,15 +742,15 @@ impl Transactor {
                 }
             }
         }
-        if let Err(err) = self.producer.flush(self.settings.timeout) {
-            let reason = format!("Kafka did not take the transaction's records: {err}");
-            self.abort(&reason);
-            return Err(reason);
-        }
+        // Only the marks are waited for here (the commit flushes the
+        // rest). Not with the producer's `flush`: rust-rdkafka's waits in
+        // steps of 100 ms while its own thread serves the reports.
+        let started = Instant::now();
+        let deadline = started + self.settings.timeout;
         // Has another master claimed one of these identities meanwhile?
         let mut last_mark = None;
         for delivery in marks {
-            match delivery.now_or_never() {
+            match report_by(delivery, deadline) {
                 Some(Ok(Ok(delivery))) => last_mark = last_mark.max(Some(delivery.offset)),
                 Some(Ok(Err((err, _)))) => {
                     let reason = format!("the marks topic refused a mark: {err}");
@@ -764,6 +764,7 @@ impl Transactor {
                 }
             }
         }
+        let flushed = started.elapsed();
         if let Some(offset) = last_mark
             && let Err(reason) = self.read_claims_through(offset)
         {
@@ -788,12 +789,23 @@ impl Transactor {
             self.abort(&reason);
             return Err(reason);
         }
+        let checked = started.elapsed();
         // A commit whose outcome is unknown (timed out, the broker stalled)
         // is asked again until Kafka says how it ended: nothing else can
         // happen on this producer in between.
         loop {
             match self.producer.commit_transaction(self.settings.timeout) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    debug!(
+                        events = open.events,
+                        open_ms = open.started.elapsed().as_secs_f64() * 1e3,
+                        marks_ms = flushed.as_secs_f64() * 1e3,
+                        claims_ms = (checked - flushed).as_secs_f64() * 1e3,
+                        commit_ms = (started.elapsed() - checked).as_secs_f64() * 1e3,
+                        "transaction committed"
+                    );
+                    return Ok(());
+                }
                 Err(err) if failure(&err) == Failure::Retriable => {
                     if self.failures.tick().is_some() {
                         warn!(%err, "Kafka has not confirmed the transaction's commit yet; asking again");
@@ -906,8 +918,11 @@ impl Transactor {
         let mut per_work: Vec<Placements<'_>> = (0..open.work.len())
             .map(|_| Placements::new(&self.data_topic, &self.me))
             .collect();
+        // The commit waited for every report to be served; a moment's
+        // grace for the thread that resolves them.
+        let deadline = Instant::now() + Duration::from_secs(1);
         for written in std::mem::take(&mut open.deliveries) {
-            if let Some(Ok(Ok(delivery))) = written.delivery.now_or_never()
+            if let Some(Ok(Ok(delivery))) = report_by(written.delivery, deadline)
                 && let Some(placements) = per_work.get_mut(written.work)
             {
                 placements.push(
@@ -945,6 +960,28 @@ impl Transactor {
                 }
             }
         }
+    }
+}
+
+/// Waits (blocking, in steps of a millisecond) for a delivery report until
+/// `deadline`; `None` if it is not in by then.
+fn report_by(
+    mut delivery: DeliveryFuture,
+    deadline: Instant,
+) -> Option<
+    Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+> {
+    loop {
+        if let Some(report) = (&mut delivery).now_or_never() {
+            return Some(report);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
