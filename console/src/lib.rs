@@ -17,11 +17,15 @@
 //!   description beside the code that draws the view.
 //! - [`tui`]: the terminal, the event loop, logging to a file.
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
+//! - [`audit`]: `smesh-console audit`, a topic read back and judged
+//!   (feature `audit`, on by default: it brings librdkafka).
 //! - [`status`]: `smesh-console status`.
 //! - [`certs`]: `smesh-console certs`, a CA and node certificates.
 //! - [`format`](mod@format): numbers for people.
 
 pub mod app;
+#[cfg(feature = "audit")]
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod format;
