@@ -22,9 +22,12 @@ async fn audit(kafka: &str, topic: &str, extra: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(nodes::binary("smesh-console"));
     command
         .args(["audit", "--kafka-brokers", kafka, "--topic", topic])
-        .args(["--timeout", "60s", "--connect-timeout", "20s"])
+        .args(["--timeout", "60s"])
         .args(extra)
         .kill_on_drop(true);
+    if !extra.contains(&"--connect-timeout") {
+        command.args(["--connect-timeout", "20s"]);
+    }
     tokio::time::timeout(Duration::from_secs(90), command.output())
         .await
         .expect("the audit ends within 90s")
@@ -276,6 +279,12 @@ async fn a_missing_topic_is_unknown_and_a_bad_flag_is_a_usage_error() {
         "{stdout}"
     );
     assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+
+    // Nothing listens on port 1: UNKNOWN once --connect-timeout passed.
+    let output = audit("127.0.0.1:1", "t", &["--connect-timeout", "2s"]).await;
+    assert_eq!(output.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("UNKNOWN: cannot read"), "{stdout}");
 
     let output = audit(&kafka, "t", &["--delivery", "twice"]).await;
     assert_eq!(output.status.code(), Some(64));

@@ -217,10 +217,14 @@ impl Findings<'_> {
                     .iter()
                     .take(3)
                     .map(|g| {
-                        format!(
-                            "{} (named by {}; lost from at most {})",
-                            g.missing, g.named_by, g.possibly_from
-                        )
+                        if g.possibly_from < g.missing {
+                            format!(
+                                "{} (named by {}; the lost run may start as low as {})",
+                                g.missing, g.named_by, g.possibly_from
+                            )
+                        } else {
+                            format!("{} (named by {})", g.missing, g.named_by)
+                        }
                     })
                     .collect();
                 problems.push(problem(
