@@ -64,8 +64,8 @@ pub struct AuditArgs {
     #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
     pub isolation: Isolation,
     /// A librdkafka consumer setting KEY=VALUE (repeatable; `;`-separated in
-    /// the variable), e.g. `security.protocol=SSL`. Producer settings the
-    /// master's variable may hold are ignored by librdkafka, with a warning.
+    /// the variable), e.g. `security.protocol=SSL`. librdkafka ignores the
+    /// producer settings the master's variable may hold.
     #[arg(short = 'X', long = "kafka-config", env = "SMESH_KAFKA_CONFIG", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
     /// A file of librdkafka settings, KEY=VALUE a line (`#` comments), read
