@@ -22,11 +22,13 @@ async fn audit(kafka: &str, topic: &str, extra: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(nodes::binary("smesh-console"));
     command
         .args(["audit", "--kafka-brokers", kafka, "--topic", topic])
-        .args(["--timeout", "60s"])
         .args(extra)
         .kill_on_drop(true);
-    if !extra.contains(&"--connect-timeout") {
-        command.args(["--connect-timeout", "20s"]);
+    // Bounds of our own unless the test sets them.
+    for (flag, value) in [("--timeout", "60s"), ("--connect-timeout", "20s")] {
+        if !extra.contains(&flag) {
+            command.args([flag, value]);
+        }
     }
     tokio::time::timeout(Duration::from_secs(90), command.output())
         .await
@@ -346,4 +348,49 @@ async fn a_mesh_delivering_exactly_once_passes_the_audit() {
     );
     drop(sidecar);
     drop(master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_into_records_deleted_by_retention_is_no_gap() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = KafkaBroker::shared().expect("broker").bootstrap();
+    let topic = unique_topic("audit-retention");
+    create_topic(&kafka, &topic, 1, &[]).await;
+    let p = producer(&kafka);
+    chain(&p, &topic, 0, "c", &[1, 2, 3, 4, 5, 6]);
+    // What retention does: the oldest records go, offsets 0..3.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .create()
+        .expect("admin client");
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(&topic, 0, Offset::Offset(3))
+        .expect("offset");
+    admin
+        .delete_records(&before, &AdminOptions::new())
+        .await
+        .expect("records deleted");
+    let (code, report) = audit_json(&kafka, &topic, &[]).await;
+    assert_eq!(code, 0, "OK: {report:#}");
+    assert_eq!(report["partitions"][0]["log_start"], 3);
+    let c = identity(&report, "c");
+    assert_eq!(c["ranges"], serde_json::json!([[4, 6]]));
+    assert_eq!(c["gap_count"], 0);
+    assert_eq!(c["before_log_start"], 1, "4 names 3, deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cut_short_by_the_timeout_is_unknown() {
+    let kafka = KafkaBroker::shared().expect("broker").bootstrap();
+    let topic = unique_topic("audit-timeout");
+    create_topic(&kafka, &topic, 1, &[]).await;
+    let p = producer(&kafka);
+    chain(&p, &topic, 0, "c", &[1, 2, 3]);
+    let (code, report) = audit_json(&kafka, &topic, &["--timeout", "0s"]).await;
+    assert_eq!(code, 3, "UNKNOWN: {report:#}");
+    assert_eq!(report["status"], "UNKNOWN");
+    assert_eq!(report["complete"], false);
 }
