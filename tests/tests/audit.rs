@@ -6,51 +6,15 @@
 // Test helpers fail loudly, like the tests they serve.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::process::Output;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use serde_json::Value;
+use smesh_tests::audit::{audit, audit_json, identity};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::records::create_topic;
 use smesh_tests::{eventually, nodes, unique_topic};
-
-/// Runs `smesh-console audit` on `topic` with `extra` flags.
-async fn audit(kafka: &str, topic: &str, extra: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(nodes::binary("smesh-console"));
-    command
-        .args(["audit", "--kafka-brokers", kafka, "--topic", topic])
-        .args(extra)
-        .kill_on_drop(true);
-    // Bounds of our own unless the test sets them.
-    for (flag, value) in [("--timeout", "60s"), ("--connect-timeout", "20s")] {
-        if !extra.contains(&flag) {
-            command.args([flag, value]);
-        }
-    }
-    tokio::time::timeout(Duration::from_secs(90), command.output())
-        .await
-        .expect("the audit ends within 90s")
-        .expect("run smesh-console audit")
-}
-
-/// `audit --json`: exit code and document.
-async fn audit_json(kafka: &str, topic: &str, extra: &[&str]) -> (i32, Value) {
-    let mut flags = vec!["--json"];
-    flags.extend_from_slice(extra);
-    let output = audit(kafka, topic, &flags).await;
-    let code = output.status.code().expect("exit code");
-    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "audit --json printed no JSON ({err}); exit {code}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (code, json)
-}
 
 fn producer(kafka: &str) -> BaseProducer {
     ClientConfig::new()
@@ -123,15 +87,6 @@ fn mark(producer: &BaseProducer, marks_topic: &str, client: &str, incarnation: u
             .key(key.as_bytes())
             .payload(value.as_bytes()),
     );
-}
-
-fn identity<'a>(report: &'a Value, client: &str) -> &'a Value {
-    report["identities"]
-        .as_array()
-        .expect("identities")
-        .iter()
-        .find(|row| row["client"] == client)
-        .unwrap_or_else(|| panic!("{client} in {report:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

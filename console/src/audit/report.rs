@@ -681,6 +681,14 @@ mod tests {
     }
 
     #[test]
+    fn exactly_once_without_marks_warns_that_tails_are_unchecked() {
+        let whole = ledger(&[(1, 0), (2, 1)]);
+        let report = judge(&whole, None, Mode::ExactlyOnce, true);
+        assert_eq!(report.status, Verdict::Warning);
+        assert!(report.problems[0].message.contains("no marks topic"));
+    }
+
+    #[test]
     fn an_incomplete_read_is_unknown_whatever_was_found() {
         let gap = ledger(&[(1, 0), (3, 2)]);
         let report = judge(&gap, None, Mode::AtLeastOnce, false);
