@@ -2,7 +2,8 @@
 //!
 //! Connects to one or more masters over their admin API and merges what they
 //! know: a ratatui dashboard, a scripted health check (`check`) and a JSON
-//! dump (`status`). The library speaks only the admin API; the binary's
+//! dump (`status`); and `audit`, which reads a topic back from Kafka
+//! (feature `audit`). Otherwise the library speaks only the admin API; the binary's
 //! `demo` subcommand, a whole mesh in one process, comes from `smesh-demo`
 //! with the `demo` feature (on by default), so a console built with
 //! `--no-default-features` carries no node and no librdkafka.
@@ -17,11 +18,15 @@
 //!   description beside the code that draws the view.
 //! - [`tui`]: the terminal, the event loop, logging to a file.
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
+//! - [`audit`]: `smesh-console audit`, a topic read back and judged
+//!   (feature `audit`, on by default: it brings librdkafka).
 //! - [`status`]: `smesh-console status`.
 //! - [`certs`]: `smesh-console certs`, a CA and node certificates.
 //! - [`format`](mod@format): numbers for people.
 
 pub mod app;
+#[cfg(feature = "audit")]
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod format;

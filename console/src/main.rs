@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(feature = "audit")]
+use smesh_console::audit::{self, AuditArgs};
 use smesh_console::certs::{self, CertsArgs};
 use smesh_console::check::{self, CheckArgs};
 use smesh_console::status::{self, MasterSelection, StatusArgs};
@@ -47,6 +49,17 @@ enum Command {
     Check(CheckArgs),
     /// Print the merged view of every master (add --json for scripts).
     Status(StatusArgs),
+    /// Read a topic back and judge it per client: gaps, duplicates, order, lost tails;
+    /// exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    #[cfg(feature = "audit")]
+    Audit(AuditArgs),
+    /// Not in this build: it was built without the `audit` feature.
+    #[cfg(not(feature = "audit"))]
+    Audit {
+        /// Whatever the audit's flags were: the answer is the same.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        flags: Vec<std::ffi::OsString>,
+    },
     /// Make a CA and node certificates for a first deployment (mutual TLS).
     Certs(CertsArgs),
     /// Run a local mesh (1 master, 2 sidecars, 3 clients) on an embedded Kafka and open the dashboard on it.
@@ -153,6 +166,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_UNAVAILABLE as u8)
             }
         }
+        #[cfg(feature = "audit")]
+        Some(Command::Audit(args)) => run_audit(&args),
+        #[cfg(not(feature = "audit"))]
+        Some(Command::Audit { .. }) => cli::usage_error(
+            "this build has no audit: it was built without the `audit` feature \
+             (on by default; build with `--features audit`)",
+        ),
         Some(Command::Certs(args)) => match certs::run(&args) {
             Ok(lines) => {
                 for line in lines {
@@ -212,6 +232,45 @@ async fn run_demo_dashboard(args: &DemoArgs, log_path: &Path) -> anyhow::Result<
     .await;
     mesh.stop().await;
     outcome.map_err(anyhow::Error::from)
+}
+
+/// `smesh-console audit`: the report on stdout (a table, or JSON with
+/// `--json`), the monitoring-plugin exit code; a topic that cannot be read
+/// is UNKNOWN (3) with a one-line reason, a bad flag 64.
+#[cfg(feature = "audit")]
+fn run_audit(args: &AuditArgs) -> ExitCode {
+    match audit::run(args) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(err) => {
+                        eprintln!("smesh-console: cannot encode the audit: {err}");
+                        return ExitCode::from(check::Verdict::Unknown.exit_code());
+                    }
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            ExitCode::from(report.exit_code)
+        }
+        Err(err) => {
+            let code = err.exit_code();
+            if code == EX_USAGE as u8 {
+                cli::usage_error(&format!("audit: {err}"));
+            }
+            let summary = format!("UNKNOWN: {err}");
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "UNKNOWN", "exit_code": code, "summary": summary})
+                );
+            } else {
+                println!("{summary}");
+            }
+            ExitCode::from(code)
+        }
+    }
 }
 
 fn finish(outcome: anyhow::Result<()>) -> ExitCode {

@@ -2,6 +2,7 @@
 //! processes on 127.0.0.1, and a consumer that reads back what arrived.
 //!
 //! # Layout
+//! - [`audit`]: `smesh-console audit` as a judge (exit code and JSON).
 //! - [`bench`]: the benchmark harness behind `scripts/bench`.
 //! - [`kafka`]: fetches, formats, starts and stops an Apache Kafka broker.
 //! - [`nodes`]: builders that start `smesh-master`, `smesh-sidecar` and
@@ -21,6 +22,7 @@
 // Test support: a fixture that cannot do its job must fail the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod audit;
 pub mod bench;
 pub mod kafka;
 pub mod nodes;
