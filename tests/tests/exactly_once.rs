@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use smesh_tests::audit::{audit_json, identity};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Feeder, NodeSpec, Process};
 use smesh_tests::records::{Isolation, Verdict, assert_placed, judge, read_all_as};
@@ -61,12 +62,31 @@ async fn fed_client(
     (feeder, client)
 }
 
-fn assert_exactly_once(verdict: &Verdict, context: &str) {
+/// The two judges: the test's own `read_committed` consumer (`verdict`)
+/// and `smesh-console audit` in exactly-once mode, which must say OK and
+/// count every event of `sent` once, with no gap and nothing out of order.
+async fn assert_exactly_once(
+    kafka: &str,
+    topic: &str,
+    sent: &BTreeMap<String, Vec<Vec<u8>>>,
+    verdict: &Verdict,
+    context: &str,
+) {
     verdict.assert_complete(context);
     assert_eq!(
         verdict.duplicates, 0,
         "{context}: a read_committed consumer saw duplicates"
     );
+    let (code, report) = audit_json(kafka, topic, &["--delivery", "exactly-once"]).await;
+    assert_eq!(code, 0, "{context}: the audit says OK: {report:#}");
+    for (client, lines) in sent {
+        let row = identity(&report, client);
+        assert_eq!(row["events"], lines.len(), "{context}: {client}: {row:#}");
+        assert_eq!(row["records"], lines.len(), "{context}: {client}: {row:#}");
+        assert_eq!(row["gap_count"], 0, "{context}: {client}: {row:#}");
+        assert_eq!(row["duplicates"], 0, "{context}: {client}: {row:#}");
+        assert_eq!(row["order_violations"], 0, "{context}: {client}: {row:#}");
+    }
 }
 
 /// Freezes the broker, runs `kill` while records are in flight to it (in
@@ -114,7 +134,14 @@ async fn killing_the_active_master_mid_transaction_writes_nothing_twice() {
         eprintln!("--- M2 ---\n{}", m2.log_tail(40));
         eprintln!("--- S1 ---\n{}", sidecar.log_tail(40));
     }
-    assert_exactly_once(&verdict, "active master killed mid-transaction");
+    assert_exactly_once(
+        &kafka.bootstrap(),
+        &topic,
+        &sent,
+        &verdict,
+        "active master killed mid-transaction",
+    )
+    .await;
     let connected = sidecar.logged_values("connected to master", "master");
     assert!(
         connected.iter().any(|m| m.starts_with("M2")),
@@ -158,7 +185,14 @@ async fn killing_a_sidecar_whose_client_moves_to_another_master_writes_nothing_t
             eprintln!("--- {} ---\n{}", node.name, node.log_tail(30));
         }
     }
-    assert_exactly_once(&verdict, "sidecar killed, client moved to another master");
+    assert_exactly_once(
+        &kafka.bootstrap(),
+        &topic,
+        &sent,
+        &verdict,
+        "sidecar killed, client moved to another master",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +225,14 @@ async fn a_master_restarted_with_the_same_identity_fences_its_earlier_run() {
     if verdict.duplicates > 0 || !verdict.lost.is_empty() {
         eprintln!("--- M1 again ---\n{}", m1.log_tail(40));
     }
-    assert_exactly_once(&verdict, "master restarted with the same identity");
+    assert_exactly_once(
+        &kafka.bootstrap(),
+        &topic,
+        &sent,
+        &verdict,
+        "master restarted with the same identity",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +262,14 @@ async fn a_broker_frozen_longer_than_the_transaction_timeout_writes_nothing_twic
     if verdict.duplicates > 0 || !verdict.lost.is_empty() {
         eprintln!("--- M1 ---\n{}", master.log_tail(40));
     }
-    assert_exactly_once(&verdict, "broker frozen past the transaction timeout");
+    assert_exactly_once(
+        &kafka.bootstrap(),
+        &topic,
+        &sent,
+        &verdict,
+        "broker frozen past the transaction timeout",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +312,14 @@ async fn a_client_restarted_from_its_spool_writes_nothing_twice() {
             eprintln!("--- {} ---\n{}", node.name, node.log_tail(30));
         }
     }
-    assert_exactly_once(&verdict, "client restarted from its spool");
+    assert_exactly_once(
+        &kafka.bootstrap(),
+        &topic,
+        &sent,
+        &verdict,
+        "client restarted from its spool",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +358,14 @@ async fn without_a_fault_each_client_learns_from_its_acks_where_its_events_are()
         tokio::task::spawn_blocking(move || read_all_as(&b, &t, Isolation::ReadCommitted))
             .await
             .expect("reader");
-    assert_exactly_once(&judge(&records, &sent), "no fault");
+    assert_exactly_once(
+        &kafka.bootstrap(),
+        &topic,
+        &sent,
+        &judge(&records, &sent),
+        "no fault",
+    )
+    .await;
     for id in ["c1", "c2"] {
         assert_placed(&nodes::spool_path(dir.path(), id), id, &records);
     }
