@@ -20,6 +20,8 @@
 //! - [`check`]: `smesh-console check`, monitoring-plugin exit codes.
 //! - [`audit`]: `smesh-console audit`, a topic read back and judged
 //!   (feature `audit`, on by default: it brings librdkafka).
+//! - [`trace`]: `smesh-console trace <ce_id>`, one event's hops and place
+//!   in Kafka (feature `audit`).
 //! - [`status`]: `smesh-console status`.
 //! - [`certs`]: `smesh-console certs`, a CA and node certificates.
 //! - [`format`](mod@format): numbers for people.
@@ -34,6 +36,8 @@ pub mod keymap;
 pub mod remote;
 pub mod state;
 pub mod status;
+#[cfg(feature = "audit")]
+pub mod trace;
 pub mod tui;
 pub mod ui;
 pub mod view;

@@ -12,6 +12,8 @@ use smesh_console::audit::{self, AuditArgs};
 use smesh_console::certs::{self, CertsArgs};
 use smesh_console::check::{self, CheckArgs};
 use smesh_console::status::{self, MasterSelection, StatusArgs};
+#[cfg(feature = "audit")]
+use smesh_console::trace::{self, TraceArgs};
 use smesh_console::tui;
 #[cfg(feature = "demo")]
 use smesh_core::cli::LogArgs;
@@ -57,6 +59,17 @@ enum Command {
     #[cfg(not(feature = "audit"))]
     Audit {
         /// Whatever the audit's flags were: the answer is the same.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        flags: Vec<std::ffi::OsString>,
+    },
+    /// Show one event's hops, times and place in Kafka (by its ce_id); exit 0 found once,
+    /// 1 found more than once, 2 not found, 3 UNKNOWN.
+    #[cfg(feature = "audit")]
+    Trace(TraceArgs),
+    /// Not in this build: it was built without the `audit` feature.
+    #[cfg(not(feature = "audit"))]
+    Trace {
+        /// Whatever the trace's flags were: the answer is the same.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         flags: Vec<std::ffi::OsString>,
     },
@@ -173,6 +186,13 @@ fn main() -> ExitCode {
             "this build has no audit: it was built without the `audit` feature \
              (on by default; build with `--features audit`)",
         ),
+        #[cfg(feature = "audit")]
+        Some(Command::Trace(args)) => run_trace(&args),
+        #[cfg(not(feature = "audit"))]
+        Some(Command::Trace { .. }) => cli::usage_error(
+            "this build has no trace: it was built without the `audit` feature \
+             (on by default; build with `--features audit`)",
+        ),
         Some(Command::Certs(args)) => match certs::run(&args) {
             Ok(lines) => {
                 for line in lines {
@@ -279,6 +299,38 @@ fn finish(outcome: anyhow::Result<()>) -> ExitCode {
         Err(err) => {
             eprintln!("smesh-console: {err:#}");
             ExitCode::from(EX_SOFTWARE as u8)
+        }
+    }
+}
+
+/// `smesh-console trace`: the event's hops on stdout (lines, or JSON with
+/// `--json`), exit 0 found once, 1 more than once, 2 not found; a topic
+/// that cannot be read is UNKNOWN (3) with a one-line reason, a bad flag
+/// or id 64.
+#[cfg(feature = "audit")]
+fn run_trace(args: &TraceArgs) -> ExitCode {
+    match trace::run(args) {
+        Ok(found) => {
+            if args.json {
+                match serde_json::to_string_pretty(&found) {
+                    Ok(json) => println!("{json}"),
+                    Err(err) => {
+                        eprintln!("smesh-console: cannot encode the trace: {err}");
+                        return ExitCode::from(check::Verdict::Unknown.exit_code());
+                    }
+                }
+            } else {
+                print!("{}", found.text());
+            }
+            ExitCode::from(found.exit_code)
+        }
+        Err(err) => {
+            let code = err.exit_code();
+            if code == EX_USAGE as u8 {
+                cli::usage_error(&format!("trace: {err}"));
+            }
+            println!("UNKNOWN: {err}");
+            ExitCode::from(code)
         }
     }
 }

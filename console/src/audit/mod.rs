@@ -36,9 +36,9 @@ use self::marks::Marks;
 use self::reader::{Isolation, KafkaAccess, Progress, ReadError};
 use self::report::{Findings, Mode, Report};
 
-/// Flags of `smesh-console audit`.
+/// How `audit` and `trace` reach Kafka and which topic they read.
 #[derive(Args, Debug, Clone)]
-pub struct AuditArgs {
+pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma-separated host:port (as the master's).
     #[arg(
         long = "kafka-brokers",
@@ -47,9 +47,45 @@ pub struct AuditArgs {
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
-    /// The topic to audit (the master's `--topic`).
+    /// The topic the masters write (their `--topic`).
     #[arg(long, env = "SMESH_TOPIC", default_value = "smesh.events")]
     pub topic: String,
+    /// A librdkafka consumer setting KEY=VALUE (repeatable; `;`-separated in
+    /// the variable), e.g. `security.protocol=SSL`. librdkafka ignores the
+    /// producer settings the master's variable may hold.
+    #[arg(short = 'X', long = "kafka-config", env = "SMESH_KAFKA_CONFIG", value_delimiter = ';', value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+    /// A file of librdkafka settings, KEY=VALUE a line (`#` comments), read
+    /// before `--kafka-config`; refused unless only its owner may read it.
+    #[arg(long, env = "SMESH_KAFKA_CONFIG_FILE")]
+    pub kafka_config_file: Option<PathBuf>,
+    /// How long Kafka may take to answer the first questions (which
+    /// partitions, where they end).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl KafkaArgs {
+    /// The brokers and the settings (the file's, then the flags').
+    pub fn access(&self) -> Result<KafkaAccess, String> {
+        let mut settings = match &self.kafka_config_file {
+            Some(path) => read_kafka_config_file(path)?,
+            None => Vec::new(),
+        };
+        settings.extend(self.kafka_config.iter().cloned());
+        Ok(KafkaAccess {
+            brokers: self.brokers.clone(),
+            settings,
+        })
+    }
+}
+
+/// Flags of `smesh-console audit`.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Kafka, and the topic to audit.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// The marks topic of exactly-once mode. Default: `<topic>.smesh-marks`.
     #[arg(long, env = "SMESH_MARKS_TOPIC", value_name = "TOPIC")]
     pub marks_topic: Option<String>,
@@ -63,22 +99,9 @@ pub struct AuditArgs {
     /// committed).
     #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
     pub isolation: Isolation,
-    /// A librdkafka consumer setting KEY=VALUE (repeatable; `;`-separated in
-    /// the variable), e.g. `security.protocol=SSL`. librdkafka ignores the
-    /// producer settings the master's variable may hold.
-    #[arg(short = 'X', long = "kafka-config", env = "SMESH_KAFKA_CONFIG", value_delimiter = ';', value_parser = parse_key_value)]
-    pub kafka_config: Vec<(String, String)>,
-    /// A file of librdkafka settings, KEY=VALUE a line (`#` comments), read
-    /// before `--kafka-config`; refused unless only its owner may read it.
-    #[arg(long, env = "SMESH_KAFKA_CONFIG_FILE")]
-    pub kafka_config_file: Option<PathBuf>,
     /// How long the whole read may take; past it the audit is UNKNOWN.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// How long Kafka may take to answer the first questions (which
-    /// partitions, where they end).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
     /// How many sequence ranges and gaps to list per identity (all are counted).
     #[arg(long, default_value_t = 10)]
     pub max_ranges: usize,
@@ -124,33 +147,27 @@ impl AuditError {
 
 /// Runs the audit (blocking: librdkafka's consumer calls block).
 pub fn run(args: &AuditArgs) -> Result<Report, AuditError> {
-    let mut settings = match &args.kafka_config_file {
-        Some(path) => read_kafka_config_file(path).map_err(AuditError::Usage)?,
-        None => Vec::new(),
-    };
-    settings.extend(args.kafka_config.iter().cloned());
-    let access = KafkaAccess {
-        brokers: args.brokers.clone(),
-        settings,
-    };
+    let access = args.kafka.access().map_err(AuditError::Usage)?;
+    let topic = &args.kafka.topic;
+    let connect_timeout = args.kafka.connect_timeout;
     let data = access.consumer(args.isolation)?;
     reader::quiet_header_panics();
     let deadline = Instant::now() + args.timeout;
     let mut progress = Progress::new(!args.no_progress);
     // Fail on a missing data topic before anything else is read.
-    if reader::spans(&data, &args.topic, args.connect_timeout)?.is_none() {
-        return Err(ReadError::UnknownTopic(args.topic.clone()).into());
+    if reader::spans(&data, topic, connect_timeout)?.is_none() {
+        return Err(ReadError::UnknownTopic(topic.clone()).into());
     }
     let marks_topic = args
         .marks_topic
         .clone()
-        .unwrap_or_else(|| format!("{}.smesh-marks", args.topic));
+        .unwrap_or_else(|| format!("{topic}.smesh-marks"));
     let mut marks_complete = true;
     let marks = if args.delivery == DeliveryArg::AtLeastOnce {
         None
     } else {
         let consumer = access.consumer(Isolation::ReadCommitted)?;
-        match reader::spans(&consumer, &marks_topic, args.connect_timeout)? {
+        match reader::spans(&consumer, &marks_topic, connect_timeout)? {
             None => None,
             Some(spans) => {
                 let mut marks = Marks::default();
@@ -173,13 +190,13 @@ pub fn run(args: &AuditArgs) -> Result<Report, AuditError> {
         (DeliveryArg::ExactlyOnce, _) | (DeliveryArg::Auto, Some(_)) => Mode::ExactlyOnce,
         (DeliveryArg::AtLeastOnce, _) | (DeliveryArg::Auto, None) => Mode::AtLeastOnce,
     };
-    let Some(spans) = reader::spans(&data, &args.topic, args.connect_timeout)? else {
-        return Err(ReadError::UnknownTopic(args.topic.clone()).into());
+    let Some(spans) = reader::spans(&data, topic, connect_timeout)? else {
+        return Err(ReadError::UnknownTopic(topic.clone()).into());
     };
     let mut ledger = Ledger::default();
     let read = reader::read(
         &data,
-        &args.topic,
+        topic,
         spans,
         deadline,
         &mut progress,
@@ -188,7 +205,7 @@ pub fn run(args: &AuditArgs) -> Result<Report, AuditError> {
     progress.finish();
     let now_unix_millis = smesh_core::time::now_unix_nanos() / 1_000_000;
     Ok(Findings {
-        topic: &args.topic,
+        topic,
         marks: marks.as_ref().map(|m| (marks_topic.as_str(), m)),
         mode,
         isolation: args.isolation.name(),
