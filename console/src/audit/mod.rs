@@ -25,11 +25,11 @@ pub mod marks;
 pub mod reader;
 pub mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use smesh_core::cli::{EX_USAGE, parse_duration};
+use smesh_core::cli::{EX_USAGE, parse_duration, parse_key_value, read_kafka_config_file};
 
 use self::ledger::Ledger;
 use self::marks::Marks;
@@ -216,110 +216,4 @@ pub fn run(args: &AuditArgs) -> Result<Report, AuditError> {
         now_unix_millis,
     }
     .report())
-}
-
-/// `--kafka-config KEY=VALUE`.
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.trim().to_string()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
-    }
-}
-
-/// Reads `--kafka-config-file` as the master does (the same format and
-/// checks as `smesh_master::config::read_kafka_config_file`; the console
-/// does not depend on the master): `KEY=VALUE` lines, blank lines and `#`
-/// comments, refused if its group or others may use it; no error repeats a
-/// line's text (it may hold a secret).
-pub fn read_kafka_config_file(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let shown = path.display();
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("--kafka-config-file {shown}: cannot open it: {e}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file
-            .metadata()
-            .map_err(|e| format!("--kafka-config-file {shown}: cannot read its permissions: {e}"))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "--kafka-config-file {shown}: its group or others may use it (mode {:03o}); it can hold secrets, so make it the owner's alone: chmod 600 {shown}",
-                mode & 0o777
-            ));
-        }
-    }
-    let text = std::io::read_to_string(file)
-        .map_err(|e| format!("--kafka-config-file {shown}: cannot read it: {e}"))?;
-    let mut settings = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match line.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                settings.push((key.trim().to_string(), value.trim().to_string()));
-            }
-            _ => {
-                return Err(format!(
-                    "--kafka-config-file {shown} line {}: expected KEY=VALUE",
-                    number + 1
-                ));
-            }
-        }
-    }
-    Ok(settings)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn settings_file(mode: u32, text: &str) -> tempfile::NamedTempFile {
-        let mut file = tempfile::NamedTempFile::new().expect("temp file");
-        file.write_all(text.as_bytes()).expect("write");
-        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
-            .expect("chmod");
-        file
-    }
-
-    #[test]
-    fn a_settings_file_is_read_in_order_and_guarded() {
-        let file = settings_file(
-            0o600,
-            "# TLS\nsecurity.protocol = SSL\n\nsasl.password=a=b\n",
-        );
-        assert_eq!(
-            read_kafka_config_file(file.path()).expect("read"),
-            [
-                ("security.protocol".to_string(), "SSL".to_string()),
-                ("sasl.password".to_string(), "a=b".to_string()),
-            ]
-        );
-        let open = settings_file(0o644, "sasl.password=s3cret\n");
-        let err = read_kafka_config_file(open.path()).expect_err("readable by others");
-        assert!(
-            err.contains("chmod 600") && !err.contains("s3cret"),
-            "{err}"
-        );
-        let bad = settings_file(0o600, "not a setting s3cret\n");
-        let err = read_kafka_config_file(bad.path()).expect_err("bad line");
-        assert!(err.contains("line 1") && !err.contains("s3cret"), "{err}");
-    }
-
-    #[test]
-    fn key_values_need_a_key() {
-        assert_eq!(
-            parse_key_value("a.b = c"),
-            Ok(("a.b".to_string(), "c".to_string()))
-        );
-        assert!(parse_key_value("=c").is_err());
-        assert!(parse_key_value("novalue").is_err());
-    }
 }

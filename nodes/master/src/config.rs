@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+pub use smesh_core::cli::read_kafka_config_file;
 use smesh_core::cli::{
     ConfigArgs, HealthArgs, LogArgs, MetricsArgs, TlsArgs, check_duration, duration_text,
-    parse_bytes, parse_duration, size_flag,
+    parse_bytes, parse_duration, parse_key_value, size_flag,
 };
 use smesh_core::tls::{NodeTls, PeerIdentity, Tier};
 use smesh_core::token::AdminToken;
@@ -323,61 +324,6 @@ const GUARDED_KAFKA_SETTINGS: &[(&str, &str)] = &[
         "without it, events produced after a refused produce batch are written before that batch's events go again",
     ),
 ];
-
-/// Reads `--kafka-config-file`: `KEY=VALUE` lines, blank lines and `#`
-/// comments, in order. The file may hold secrets, so it must not be
-/// readable (or writable) by anyone but its owner, and no error repeats a
-/// line's text.
-pub fn read_kafka_config_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
-    let shown = path.display();
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("--kafka-config-file {shown}: cannot open it: {e}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file
-            .metadata()
-            .map_err(|e| format!("--kafka-config-file {shown}: cannot read its permissions: {e}"))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "--kafka-config-file {shown}: its group or others may use it (mode {:03o}); it can hold secrets, so make it the owner's alone: chmod 600 {shown}",
-                mode & 0o777
-            ));
-        }
-    }
-    let text = std::io::read_to_string(file)
-        .map_err(|e| format!("--kafka-config-file {shown}: cannot read it: {e}"))?;
-    let mut settings = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match line.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                settings.push((key.trim().to_string(), value.trim().to_string()));
-            }
-            _ => {
-                return Err(format!(
-                    "--kafka-config-file {shown} line {}: expected KEY=VALUE",
-                    number + 1
-                ));
-            }
-        }
-    }
-    Ok(settings)
-}
-
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.trim().to_string()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
-    }
-}
 
 /// Kafka topic names: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn valid_topic(topic: &str) -> bool {
