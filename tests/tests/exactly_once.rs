@@ -62,6 +62,24 @@ async fn fed_client(
     (feeder, client)
 }
 
+/// Waits until a `read_committed` consumer has every event of `sent`,
+/// then judges the run (showing the logs of `nodes` if it failed).
+async fn judge_run(
+    kafka: &KafkaBroker,
+    topic: &str,
+    sent: &BTreeMap<String, Vec<Vec<u8>>>,
+    nodes: &[&Process],
+    context: &str,
+) {
+    let verdict = committed_until_complete(&kafka.bootstrap(), topic, sent, DELIVERY).await;
+    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
+        for node in nodes {
+            eprintln!("--- {} ---\n{}", node.name, node.log_tail(40));
+        }
+    }
+    assert_exactly_once(&kafka.bootstrap(), topic, sent, &verdict, context).await;
+}
+
 /// The two judges: the test's own `read_committed` consumer (`verdict`)
 /// and `smesh-console audit` in exactly-once mode, which must say OK and
 /// count every event of `sent` once, with no gap and nothing out of order.
@@ -129,16 +147,11 @@ async fn killing_the_active_master_mid_transaction_writes_nothing_twice() {
     kill_while_records_are_in_flight(&kafka, || m1.kill()).await;
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
-    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
-    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
-        eprintln!("--- M2 ---\n{}", m2.log_tail(40));
-        eprintln!("--- S1 ---\n{}", sidecar.log_tail(40));
-    }
-    assert_exactly_once(
-        &kafka.bootstrap(),
+    judge_run(
+        &kafka,
         &topic,
         &sent,
-        &verdict,
+        &[&m2, &sidecar],
         "active master killed mid-transaction",
     )
     .await;
@@ -179,17 +192,11 @@ async fn killing_a_sidecar_whose_client_moves_to_another_master_writes_nothing_t
     kill_while_records_are_in_flight(&kafka, || s1.kill()).await;
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
-    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
-    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
-        for node in [&m1, &m2, &s2, &client] {
-            eprintln!("--- {} ---\n{}", node.name, node.log_tail(30));
-        }
-    }
-    assert_exactly_once(
-        &kafka.bootstrap(),
+    judge_run(
+        &kafka,
         &topic,
         &sent,
-        &verdict,
+        &[&m1, &m2, &s2, &client],
         "sidecar killed, client moved to another master",
     )
     .await;
@@ -221,15 +228,11 @@ async fn a_master_restarted_with_the_same_identity_fences_its_earlier_run() {
         .await;
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
-    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
-    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
-        eprintln!("--- M1 again ---\n{}", m1.log_tail(40));
-    }
-    assert_exactly_once(
-        &kafka.bootstrap(),
+    judge_run(
+        &kafka,
         &topic,
         &sent,
-        &verdict,
+        &[&m1],
         "master restarted with the same identity",
     )
     .await;
@@ -258,15 +261,11 @@ async fn a_broker_frozen_longer_than_the_transaction_timeout_writes_nothing_twic
     kafka.thaw();
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
-    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
-    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
-        eprintln!("--- M1 ---\n{}", master.log_tail(40));
-    }
-    assert_exactly_once(
-        &kafka.bootstrap(),
+    judge_run(
+        &kafka,
         &topic,
         &sent,
-        &verdict,
+        &[&master],
         "broker frozen past the transaction timeout",
     )
     .await;
@@ -306,17 +305,11 @@ async fn a_client_restarted_from_its_spool_writes_nothing_twice() {
     .await;
     feeder.finish();
     let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
-    let verdict = committed_until_complete(&kafka.bootstrap(), &topic, &sent, DELIVERY).await;
-    if verdict.duplicates > 0 || !verdict.lost.is_empty() {
-        for node in [&m1, &m2, &sidecar, &client] {
-            eprintln!("--- {} ---\n{}", node.name, node.log_tail(30));
-        }
-    }
-    assert_exactly_once(
-        &kafka.bootstrap(),
+    judge_run(
+        &kafka,
         &topic,
         &sent,
-        &verdict,
+        &[&m1, &m2, &sidecar, &client],
         "client restarted from its spool",
     )
     .await;
