@@ -113,6 +113,37 @@ pub fn encoded_len(event: &Event) -> usize {
     event.encoded_len()
 }
 
+/// Size of the event as its client made it: what `--max-event-bytes`
+/// limits at every tier. What the tiers add in transit (the sidecar's word
+/// on the client's certificate, the hop stamps) does not count, so an event
+/// the client sent within the limit stays within it all the way.
+pub fn limited_len(event: &Event) -> usize {
+    use prost::encoding::{bool as boolean, int64, string};
+    let text = |tag, value: &String| {
+        if value.is_empty() {
+            0
+        } else {
+            string::encoded_len(tag, value)
+        }
+    };
+    let time = |tag, value: &i64| {
+        if *value == 0 {
+            0
+        } else {
+            int64::encoded_len(tag, value)
+        }
+    };
+    let transit = if event.client_authenticated {
+        boolean::encoded_len(13, &true)
+    } else {
+        0
+    } + text(15, &event.sidecar_id)
+        + time(16, &event.sidecar_received_unix_nanos)
+        + text(17, &event.master_id)
+        + time(18, &event.master_received_unix_nanos);
+    encoded_len(event).saturating_sub(transit)
+}
+
 /// The encoded size of a batch's events: what a batch counts against a
 /// stream's byte window (`Welcome.window_bytes`), the same at both ends.
 pub fn batch_bytes(events: &[Event]) -> u64 {
@@ -186,7 +217,16 @@ pub fn validate(event: &Event, max_bytes: usize) -> Result<(), InvalidEvent> {
             "is not below the event's sequence",
         ));
     }
-    let size = encoded_len(event);
+    // Stamped in transit and not counted in the size: bounded on their own.
+    for (attribute, node) in [
+        ("sidecar_id", &event.sidecar_id),
+        ("master_id", &event.master_id),
+    ] {
+        if node.len() > crate::ids::MAX_ID_BYTES || has_control(node) {
+            return Err(bad(attribute, "is not a node id"));
+        }
+    }
+    let size = limited_len(event);
     if size > max_bytes {
         return Err(InvalidEvent::TooLarge {
             id: id(),
@@ -260,6 +300,27 @@ mod tests {
         ] {
             assert_eq!(parse_event_id("c1", foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn what_the_tiers_stamp_in_transit_does_not_count_against_the_limit() {
+        let mut e = event();
+        let size = encoded_len(&e);
+        assert_eq!(validate(&e, size), Ok(()));
+        e.client_authenticated = true;
+        e.sidecar_id = "sidecar-eu-west-1a-07".into();
+        e.sidecar_received_unix_nanos = 1_795_000_000_123_456_789;
+        e.master_id = "M1".into();
+        e.master_received_unix_nanos = 1_795_000_000_123_456_789;
+        assert!(encoded_len(&e) > size);
+        assert_eq!(limited_len(&e), size);
+        assert_eq!(validate(&e, size), Ok(()), "still within the client's limit");
+        // But a stamp is no place to hide data.
+        e.sidecar_id = "s".repeat(crate::ids::MAX_ID_BYTES + 1);
+        assert!(matches!(
+            validate(&e, size),
+            Err(InvalidEvent::BadAttribute { attribute, .. }) if attribute == "sidecar_id"
+        ));
     }
 
     #[test]

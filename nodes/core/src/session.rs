@@ -582,7 +582,7 @@ impl<T: Tier> Session<T> {
         let max = self.shared.settings.max_event_bytes;
         let mut refused = Vec::new();
         batch.events.retain(|event| {
-            let size = event::encoded_len(event);
+            let size = event::limited_len(event);
             if size <= max {
                 return true;
             }
