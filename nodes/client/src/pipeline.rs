@@ -762,9 +762,11 @@ impl Pipeline {
             LinkEvent::Acked {
                 batches,
                 rejected,
-                placed,
+                mut placed,
                 ..
             } => {
+                // Only this client's: a sidecar cannot put words in its file.
+                placed.retain(|p| p.client_id == self.config.id);
                 if let Err(err) = self.on_ack(batches, &rejected) {
                     warn!(%err, "cannot record an acknowledgement");
                 }

@@ -764,7 +764,7 @@ impl Transactor {
                 }
             }
         }
-        let flushed = started.elapsed();
+        let marks_written = started.elapsed();
         if let Some(offset) = last_mark
             && let Err(reason) = self.read_claims_through(offset)
         {
@@ -799,8 +799,8 @@ impl Transactor {
                     debug!(
                         events = open.events,
                         open_ms = open.started.elapsed().as_secs_f64() * 1e3,
-                        marks_ms = flushed.as_secs_f64() * 1e3,
-                        claims_ms = (checked - flushed).as_secs_f64() * 1e3,
+                        marks_ms = marks_written.as_secs_f64() * 1e3,
+                        claims_ms = (checked - marks_written).as_secs_f64() * 1e3,
                         commit_ms = (started.elapsed() - checked).as_secs_f64() * 1e3,
                         "transaction committed"
                     );
