@@ -314,7 +314,11 @@ mod tests {
         e.master_received_unix_nanos = 1_795_000_000_123_456_789;
         assert!(encoded_len(&e) > size);
         assert_eq!(limited_len(&e), size);
-        assert_eq!(validate(&e, size), Ok(()), "still within the client's limit");
+        assert_eq!(
+            validate(&e, size),
+            Ok(()),
+            "still within the client's limit"
+        );
         // But a stamp is no place to hide data.
         e.sidecar_id = "s".repeat(crate::ids::MAX_ID_BYTES + 1);
         assert!(matches!(

@@ -10,6 +10,8 @@ use smesh_proto::mesh::Event;
 
 use smesh_core::tls::Tier;
 
+use tonic_health::pb::health_check_response::ServingStatus;
+
 use super::{Latency, PATIENCE};
 use crate::nodes::{self, Process};
 use crate::pki::Pki;
@@ -85,12 +87,22 @@ impl MeshUnderTest {
         let mut list = Vec::new();
         for i in 1..=sidecars {
             let id = format!("S{i}");
+            // A plaintext health door, also for a mesh on mutual TLS.
+            let health = nodes::reserve_port();
             list.push(
                 nodes::sidecar(dir.path(), &id, &[("M1", master.port)], 0)
                     .args(certs(Tier::Sidecar, &id))
+                    .args(["--health-listen".to_string(), format!("127.0.0.1:{health}")])
                     .spawn()
                     .await,
             );
+            // Measured from when it can deliver (its master SERVING, in
+            // exactly-once mode with transactions initialised): start-up
+            // is not what the figures are about.
+            crate::eventually("the sidecar SERVING", PATIENCE, || async move {
+                (crate::health_of(health).await == Some(ServingStatus::Serving)).then_some(())
+            })
+            .await;
         }
         Self {
             dir,
