@@ -272,6 +272,40 @@ async fn a_broker_frozen_longer_than_the_transaction_timeout_writes_nothing_twic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_mid_transaction_and_restarted_writes_nothing_twice() {
+    let mut kafka = KafkaBroker::start().expect("a broker of our own, to kill");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("eo-kill-broker");
+    let master = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+        .spawn()
+        .await;
+    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+        .spawn()
+        .await;
+    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
+    sidecar
+        .wait_logged("first acknowledgement from master", DELIVERY)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // kill -9 of the broker, with a transaction open: the restarted broker
+    // finds it in its transaction log and the master's commit or abort
+    // meets a coordinator that has to recover it first.
+    kafka.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kafka.restart().expect("restart the broker");
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
+    judge_run(
+        &kafka,
+        &topic,
+        &sent,
+        &[&master, &sidecar],
+        "broker killed mid-transaction",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_restarted_from_its_spool_writes_nothing_twice() {
     let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
     let dir = tempfile::tempdir().expect("tempdir");
