@@ -37,6 +37,11 @@ use crate::check::Verdict;
 pub struct TraceArgs {
     /// The event's id (`ce_id`), e.g. `edge-1-6743a1c09f3e5b2d-1042`.
     pub id: String,
+    /// The event's client, for an id that reads two ways: a client id that
+    /// itself ends in `-` and 16 hex digits, with an id from before
+    /// incarnations (`<client>-<sequence>`). Otherwise taken from the id.
+    #[arg(long, value_name = "ID")]
+    pub client: Option<String>,
     /// Kafka, and the topic the event went to.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -199,10 +204,19 @@ fn placement(file: &Path, incarnation: u64, sequence: u64) -> Result<Option<Plac
 
 /// Runs the trace (blocking: librdkafka's consumer calls block).
 pub fn run(args: &TraceArgs) -> Result<Trace, TraceError> {
-    let Some((client, incarnation, sequence)) = split_id(&args.id) else {
+    let split = match &args.client {
+        Some(client) => parse_event_id(client, &args.id)
+            .map(|(incarnation, sequence)| (client.clone(), incarnation, sequence)),
+        None => split_id(&args.id),
+    };
+    let Some((client, incarnation, sequence)) = split else {
         return Err(TraceError::Usage(format!(
-            "{:?} is not an event id smesh makes (<client>-<incarnation as 16 hex>-<sequence>)",
-            args.id
+            "{:?} is not an event id smesh makes (<client>-<incarnation as 16 hex>-<sequence>){}",
+            args.id,
+            args.client
+                .as_ref()
+                .map(|c| format!(" of client {c:?}"))
+                .unwrap_or_default()
         )));
     };
     let placed = match &args.placed {

@@ -158,6 +158,14 @@ async fn trace_shows_where_an_event_went_and_when_and_counts_its_copies() {
     let absent = smesh_core::event::event_id("c1", incarnation, 100_000);
     let (code, found) = trace_json(&kafka, &topic, &[&absent]).await;
     assert_eq!(code, 2, "not found: {found:#}");
+    let (code, found) = trace_json(&kafka, &topic, &[&id, "--client", "c1"]).await;
+    assert_eq!(
+        (code, found["client"].as_str()),
+        (1, Some("c1")),
+        "{found:#}"
+    );
+    let (code, out) = trace(&kafka, &topic, &[&id, "--client", "c2"]).await;
+    assert_eq!(code, 64, "not an id of c2: {out}");
     let (code, out) = trace(&kafka, &topic, &["not an id"]).await;
     assert_eq!(code, 64, "{out}");
     assert_eq!(out.lines().count(), 1, "one line: {out}");
