@@ -217,12 +217,25 @@ pub async fn read_until_complete(
     sent: &BTreeMap<String, Vec<Vec<u8>>>,
     within: Duration,
 ) -> (Vec<Record>, Verdict) {
+    read_until_complete_as(bootstrap, topic, sent, within, Isolation::ReadUncommitted).await
+}
+
+/// [`read_until_complete`] as a consumer with `isolation` sees the topic.
+pub async fn read_until_complete_as(
+    bootstrap: &str,
+    topic: &str,
+    sent: &BTreeMap<String, Vec<Vec<u8>>>,
+    within: Duration,
+    isolation: Isolation,
+) -> (Vec<Record>, Verdict) {
     let deadline = Instant::now() + within;
     loop {
         let (bootstrap_owned, topic_owned) = (bootstrap.to_string(), topic.to_string());
-        let records = tokio::task::spawn_blocking(move || read_all(&bootstrap_owned, &topic_owned))
-            .await
-            .expect("reader thread");
+        let records = tokio::task::spawn_blocking(move || {
+            read_all_as(&bootstrap_owned, &topic_owned, isolation)
+        })
+        .await
+        .expect("reader thread");
         let verdict = judge(&records, sent);
         if verdict.lost.is_empty() || Instant::now() >= deadline {
             return (records, verdict);

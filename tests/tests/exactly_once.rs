@@ -6,12 +6,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smesh_tests::audit::{audit_json, identity};
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Feeder, NodeSpec, Process};
-use smesh_tests::records::{Isolation, Verdict, assert_placed, judge, read_all_as};
+use smesh_tests::records::{
+    Isolation, Verdict, assert_placed, judge, read_all_as, read_until_complete_as,
+};
 use smesh_tests::unique_topic;
 
 const DELIVERY: Duration = Duration::from_secs(120);
@@ -22,29 +24,6 @@ fn eo_master(dir: &std::path::Path, id: &str, kafka: &str, topic: &str) -> NodeS
     nodes::master(dir, id, kafka, topic, 0)
         .args(["--delivery", &delivery(), "--transaction-timeout", "5s"])
         .args(["--transactional-id", &format!("{topic}-{id}")])
-}
-
-/// Reads the topic as a `read_committed` consumer until every event of
-/// `sent` is there (or `within` passed), then judges what it read.
-async fn committed_until_complete(
-    bootstrap: &str,
-    topic: &str,
-    sent: &BTreeMap<String, Vec<Vec<u8>>>,
-    within: Duration,
-) -> Verdict {
-    let deadline = Instant::now() + within;
-    loop {
-        let (b, t) = (bootstrap.to_string(), topic.to_string());
-        let records =
-            tokio::task::spawn_blocking(move || read_all_as(&b, &t, Isolation::ReadCommitted))
-                .await
-                .expect("reader");
-        let verdict = judge(&records, sent);
-        if verdict.lost.is_empty() || Instant::now() >= deadline {
-            return verdict;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Starts client `name` following a file fed by a [`Feeder`].
@@ -71,7 +50,14 @@ async fn judge_run(
     nodes: &[&Process],
     context: &str,
 ) {
-    let verdict = committed_until_complete(&kafka.bootstrap(), topic, sent, DELIVERY).await;
+    let (_, verdict) = read_until_complete_as(
+        &kafka.bootstrap(),
+        topic,
+        sent,
+        DELIVERY,
+        Isolation::ReadCommitted,
+    )
+    .await;
     if verdict.duplicates > 0 || !verdict.lost.is_empty() {
         for node in nodes {
             eprintln!("--- {} ---\n{}", node.name, node.log_tail(40));

@@ -15,7 +15,9 @@
 //! waits for everything to arrive and judges the topic per client: lost,
 //! first-occurrence order, duplicates. The seed is printed first, so a run
 //! can be replayed; the exit code is 0 only when nothing was lost or
-//! reordered.
+//! reordered. With `--delivery exactly-once` the masters run transactions,
+//! the topic is read `read_committed`, a duplicate fails the run too, and
+//! `smesh-console audit` judges it a second time.
 
 #![allow(clippy::expect_used, clippy::panic)]
 
@@ -26,9 +28,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use smesh_tests::audit::audit;
 use smesh_tests::kafka::KafkaBroker;
 use smesh_tests::nodes::{self, Feeder, NodeSpec, Process, reserve_port};
-use smesh_tests::records::read_until_complete;
+use smesh_tests::records::{Isolation, read_until_complete_as};
 use smesh_tests::unique_topic;
 
 /// Flags of `smesh-chaos`.
@@ -63,6 +66,9 @@ struct Args {
     /// The masters' --delivery-timeout.
     #[arg(long, default_value = "10s", value_parser = smesh_core::cli::parse_duration)]
     delivery_timeout: Duration,
+    /// The masters' --delivery: `at-least-once` or `exactly-once`.
+    #[arg(long, default_value = "at-least-once", value_parser = ["at-least-once", "exactly-once"])]
+    delivery: String,
 }
 
 /// One node of the mesh, restartable with the same spec (port, files).
@@ -133,6 +139,11 @@ async fn main() -> ExitCode {
         let spec = nodes::master(dir.path(), &id, &bootstrap, &topic, reserve_port()).args([
             "--delivery-timeout".to_string(),
             smesh_core::cli::duration_text(args.delivery_timeout),
+            "--delivery".to_string(),
+            args.delivery.clone(),
+            // A killed master's open transaction is aborted this soon.
+            "--transaction-timeout".to_string(),
+            "5s".to_string(),
         ]);
         masters.push(Node::start(id, spec).await);
     }
@@ -232,8 +243,20 @@ async fn main() -> ExitCode {
         feeder.finish();
         sent.insert(id, feeder.lines.clone());
     }
-    let (_, verdict) =
-        read_until_complete(&bootstrap, &topic, &sent, Duration::from_secs(300)).await;
+    let exactly_once = args.delivery == "exactly-once";
+    let isolation = if exactly_once {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
+    let (_, verdict) = read_until_complete_as(
+        &bootstrap,
+        &topic,
+        &sent,
+        Duration::from_secs(300),
+        isolation,
+    )
+    .await;
     println!(
         "smesh-chaos: seed {seed}: {} delivered, {} lost, {} out of order, {} duplicates, {} unexpected",
         verdict.delivered,
@@ -254,7 +277,18 @@ async fn main() -> ExitCode {
     drop(clients);
     drop(sidecars);
     drop(masters);
-    if verdict.lost.is_empty() && verdict.out_of_order.is_empty() && verdict.unexpected.is_empty() {
+    let mut passed =
+        verdict.lost.is_empty() && verdict.out_of_order.is_empty() && verdict.unexpected.is_empty();
+    if exactly_once {
+        passed &= verdict.duplicates == 0;
+        let output = audit(&bootstrap, &topic, &["--delivery", "exactly-once"]).await;
+        print!(
+            "smesh-chaos: audit: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        passed &= output.status.success();
+    }
+    if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
