@@ -41,19 +41,22 @@ async fn fed_client(
     (feeder, client)
 }
 
-/// Waits until a `read_committed` consumer has every event of `sent`,
-/// then judges the run (showing the logs of `nodes` if it failed).
+/// Ends client c1's feed, waits until a `read_committed` consumer has
+/// every line it was fed, then judges the run (showing the logs of `nodes`
+/// if it failed).
 async fn judge_run(
     kafka: &KafkaBroker,
     topic: &str,
-    sent: &BTreeMap<String, Vec<Vec<u8>>>,
+    feeder: &mut Feeder,
     nodes: &[&Process],
     context: &str,
 ) {
+    feeder.finish();
+    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     let (_, verdict) = read_until_complete_as(
         &kafka.bootstrap(),
         topic,
-        sent,
+        &sent,
         DELIVERY,
         Isolation::ReadCommitted,
     )
@@ -63,7 +66,46 @@ async fn judge_run(
             eprintln!("--- {} ---\n{}", node.name, node.log_tail(40));
         }
     }
-    assert_exactly_once(&kafka.bootstrap(), topic, sent, &verdict, context).await;
+    assert_exactly_once(&kafka.bootstrap(), topic, &sent, &verdict, context).await;
+}
+
+/// One master, one sidecar and client c1 fed 4000 lines, delivering: the
+/// stage for a fault.
+struct Stage {
+    dir: tempfile::TempDir,
+    topic: String,
+    master: Process,
+    sidecar: Process,
+    feeder: Feeder,
+    _client: Process,
+}
+
+impl Stage {
+    /// Starts it on `kafka` and returns once the sidecar has had its first
+    /// acknowledgement and two seconds more (transactions under way).
+    async fn start(kafka: &KafkaBroker, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = unique_topic(name);
+        let master = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+            .spawn()
+            .await;
+        let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
+            .spawn()
+            .await;
+        let (feeder, client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
+        sidecar
+            .wait_logged("first acknowledgement from master", DELIVERY)
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Self {
+            dir,
+            topic,
+            master,
+            sidecar,
+            feeder,
+            _client: client,
+        }
+    }
 }
 
 /// The two judges: the test's own `read_committed` consumer (`verdict`)
@@ -131,12 +173,10 @@ async fn killing_the_active_master_mid_transaction_writes_nothing_twice() {
     // What M1 sent before the freeze reaches the broker after M1 is dead:
     // written, never acknowledged, resent through M2.
     kill_while_records_are_in_flight(&kafka, || m1.kill()).await;
-    feeder.finish();
-    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     judge_run(
         &kafka,
         &topic,
-        &sent,
+        &mut feeder,
         &[&m2, &sidecar],
         "active master killed mid-transaction",
     )
@@ -176,12 +216,10 @@ async fn killing_a_sidecar_whose_client_moves_to_another_master_writes_nothing_t
     // M1 commits what S1 sent once the broker is back, while the client
     // resends the same events through S2 and M2: one of the two must lose.
     kill_while_records_are_in_flight(&kafka, || s1.kill()).await;
-    feeder.finish();
-    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     judge_run(
         &kafka,
         &topic,
-        &sent,
+        &mut feeder,
         &[&m1, &m2, &s2, &client],
         "sidecar killed, client moved to another master",
     )
@@ -191,33 +229,19 @@ async fn killing_a_sidecar_whose_client_moves_to_another_master_writes_nothing_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restarted_with_the_same_identity_fences_its_earlier_run() {
     let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let topic = unique_topic("eo-restart-master");
-    let mut m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
-        .spawn()
-        .await;
-    let port = m1.port;
-    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", port)], 0)
-        .spawn()
-        .await;
-    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
-    sidecar
-        .wait_logged("first acknowledgement from master", DELIVERY)
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    kill_while_records_are_in_flight(&kafka, || m1.kill()).await;
+    let mut stage = Stage::start(&kafka, "eo-restart-master").await;
+    let port = stage.master.port;
+    kill_while_records_are_in_flight(&kafka, || stage.master.kill()).await;
     // The same id, transactional id and port: Kafka aborts the earlier
     // run's open transaction when this one starts, long before its timeout.
-    let m1 = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
+    let m1 = eo_master(stage.dir.path(), "M1", &kafka.bootstrap(), &stage.topic)
         .with_flag("--listen", format!("127.0.0.1:{port}"))
         .spawn()
         .await;
-    feeder.finish();
-    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     judge_run(
         &kafka,
-        &topic,
-        &sent,
+        &stage.topic,
+        &mut stage.feeder,
         &[&m1],
         "master restarted with the same identity",
     )
@@ -227,31 +251,17 @@ async fn a_master_restarted_with_the_same_identity_fences_its_earlier_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_frozen_longer_than_the_transaction_timeout_writes_nothing_twice() {
     let kafka = KafkaBroker::start().expect("a broker of our own, to freeze");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let topic = unique_topic("eo-freeze");
-    let master = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
-        .spawn()
-        .await;
-    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
-        .spawn()
-        .await;
-    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
-    sidecar
-        .wait_logged("first acknowledgement from master", DELIVERY)
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut stage = Stage::start(&kafka, "eo-freeze").await;
     // Longer than --transaction-timeout (5s): Kafka aborts the open
     // transaction, and the master's commit after the thaw fails.
     kafka.freeze();
     tokio::time::sleep(Duration::from_secs(8)).await;
     kafka.thaw();
-    feeder.finish();
-    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     judge_run(
         &kafka,
-        &topic,
-        &sent,
-        &[&master],
+        &stage.topic,
+        &mut stage.feeder,
+        &[&stage.master],
         "broker frozen past the transaction timeout",
     )
     .await;
@@ -260,32 +270,18 @@ async fn a_broker_frozen_longer_than_the_transaction_timeout_writes_nothing_twic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_mid_transaction_and_restarted_writes_nothing_twice() {
     let mut kafka = KafkaBroker::start().expect("a broker of our own, to kill");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let topic = unique_topic("eo-kill-broker");
-    let master = eo_master(dir.path(), "M1", &kafka.bootstrap(), &topic)
-        .spawn()
-        .await;
-    let sidecar = nodes::sidecar(dir.path(), "S1", &[("M1", master.port)], 0)
-        .spawn()
-        .await;
-    let (mut feeder, _client) = fed_client(dir.path(), "c1", &[("S1", sidecar.port)], 4000).await;
-    sidecar
-        .wait_logged("first acknowledgement from master", DELIVERY)
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut stage = Stage::start(&kafka, "eo-kill-broker").await;
     // kill -9 of the broker, with a transaction open: the restarted broker
     // finds it in its transaction log and the master's commit or abort
     // meets a coordinator that has to recover it first.
     kafka.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     kafka.restart().expect("restart the broker");
-    feeder.finish();
-    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     judge_run(
         &kafka,
-        &topic,
-        &sent,
-        &[&master, &sidecar],
+        &stage.topic,
+        &mut stage.feeder,
+        &[&stage.master, &stage.sidecar],
         "broker killed mid-transaction",
     )
     .await;
@@ -323,12 +319,10 @@ async fn a_client_restarted_from_its_spool_writes_nothing_twice() {
     )
     .spawn()
     .await;
-    feeder.finish();
-    let sent = BTreeMap::from([("c1".to_string(), feeder.lines.clone())]);
     judge_run(
         &kafka,
         &topic,
-        &sent,
+        &mut feeder,
         &[&m1, &m2, &sidecar, &client],
         "client restarted from its spool",
     )
