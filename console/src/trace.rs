@@ -14,13 +14,12 @@
 //! 1 (WARNING) more than once, 2 (CRITICAL) not there, 3 (UNKNOWN) Kafka
 //! could not be read; 64 for a bad flag or id.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use smesh_core::cli::parse_duration;
@@ -352,30 +351,23 @@ fn copy_of(message: &BorrowedMessage<'_>, client: &str, id: &str) -> Option<Copy
     if message.key() != Some(client.as_bytes()) {
         return None;
     }
-    // rdkafka panics on a header name that is not UTF-8 (see the audit's
-    // reader): such a record is not the one asked for.
-    let headers = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut found: [Option<String>; 5] = Default::default();
-        if let Some(headers) = message.headers() {
-            for header in headers.iter() {
-                let slot = match header.key {
-                    "ce_id" => 0,
-                    "ce_time" => 1,
-                    "smesh-previous" => 2,
-                    "smesh-sidecar" => 3,
-                    "smesh-master" => 4,
-                    _ => continue,
-                };
-                found[slot] = header
-                    .value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .map(str::to_string);
-            }
-        }
-        found
-    }))
-    .ok()?;
-    let [ce_id, read_at, previous, sidecar, master] = headers;
+    // A record with a header name that is not UTF-8 is not the one asked for.
+    let text = |value: Option<&[u8]>| {
+        value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
+    };
+    let [ce_id, read_at, previous, sidecar, master] = reader::headers_named(
+        message,
+        [
+            "ce_id",
+            "ce_time",
+            "smesh-previous",
+            "smesh-sidecar",
+            "smesh-master",
+        ],
+    )?
+    .map(text);
     if ce_id.as_deref() != Some(id) {
         return None;
     }

@@ -410,24 +410,8 @@ pub fn take_event(ledger: &mut Ledger, message: &BorrowedMessage<'_>, span: &Par
         ledger.unparseable(partition, offset, "its key is not UTF-8");
         return;
     };
-    // rdkafka panics on a header name that is not UTF-8 (it unwraps the
-    // conversion); a record may carry one, so such a panic is caught here
-    // (and kept quiet by `quiet_header_panics`) and the record counted.
-    let headers = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let (mut id, mut previous, mut time) = (None, None, None);
-        if let Some(headers) = message.headers() {
-            for header in headers.iter() {
-                match header.key {
-                    "ce_id" => id = header.value,
-                    "smesh-previous" => previous = header.value,
-                    "ce_time" => time = header.value,
-                    _ => {}
-                }
-            }
-        }
-        (id, previous, time)
-    }));
-    let Ok((id, previous, time)) = headers else {
+    let Some([id, previous, time]) = headers_named(message, ["ce_id", "smesh-previous", "ce_time"])
+    else {
         ledger.unparseable(partition, offset, "a header name is not UTF-8");
         return;
     };
@@ -455,6 +439,28 @@ pub fn take_event(ledger: &mut Ledger, message: &BorrowedMessage<'_>, span: &Par
         event_time: time.and_then(|v| std::str::from_utf8(v).ok()),
         log_truncated: span.low > 0,
     });
+}
+
+/// The values of the headers `names` (the last of each name), or `None`
+/// when the record has a header name that is not UTF-8: rdkafka panics on
+/// one (it unwraps the conversion), so the panic is caught here (and kept
+/// quiet by [`quiet_header_panics`]).
+pub fn headers_named<'m, const N: usize>(
+    message: &'m BorrowedMessage<'_>,
+    names: [&str; N],
+) -> Option<[Option<&'m [u8]>; N]> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut found = [None; N];
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                if let Some(slot) = names.iter().position(|name| *name == header.key) {
+                    found[slot] = header.value;
+                }
+            }
+        }
+        found
+    }))
+    .ok()
 }
 
 /// Keeps the panic that rdkafka raises on a header name that is not UTF-8

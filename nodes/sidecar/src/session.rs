@@ -159,8 +159,6 @@ impl Handler for ClientSession {
             event.client_authenticated = self.authenticated;
             event.sidecar_id.clone_from(&self.node_id);
             event.sidecar_received_unix_nanos = received;
-            event.master_id.clear();
-            event.master_received_unix_nanos = 0;
         }
         let permit = self.permit.take().ok_or_else(link_gone)?;
         let (settled, settlement) = oneshot::channel();
